@@ -1,0 +1,1 @@
+"""Loss families; each module registers its losses with genloss.registry."""

@@ -1,0 +1,1 @@
+"""Pure tensor transforms: colour spaces, block DCT/DFT, shifts."""

@@ -1,0 +1,40 @@
+"""Colour transforms on NCHW tensors (pure functions)."""
+
+from __future__ import annotations
+
+import torch
+
+#: BT.601 luma weights, used for RGB -> grey (``colorspace='LA'``) and for Y of YCbCr
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+#: the JPEG YCbCr matrix of the Watson paper's code (rows: Y, Cb, Cr) and its offsets
+YCBCR_MATRIX = (
+    (0.299, 0.587, 0.114),
+    (-0.1687, -0.3313, 0.5),
+    (0.5, -0.4187, -0.0813),
+)
+YCBCR_OFFSET = (0.0, 0.5, 0.5)
+
+
+def rgb_to_grey(x: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) RGB -> (N, 1, H, W) BT.601 luma ``0.299 R + 0.587 G + 0.114 B``."""
+    if x.shape[1] != 3:
+        raise ValueError(f"rgb_to_grey expects 3 channels, got {x.shape[1]}")
+    w = torch.tensor(LUMA_WEIGHTS, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x * w).sum(dim=1, keepdim=True)
+
+
+def as_grey(x: torch.Tensor) -> torch.Tensor:
+    """Greyscale view of an image batch: 1-channel input is returned as is, 3-channel is converted."""
+    if x.shape[1] == 1:
+        return x
+    return rgb_to_grey(x)
+
+
+def rgb_to_ycbcr(x: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) RGB in [0, 1] -> YCbCr with Cb, Cr offset by 0.5 (JPEG convention)."""
+    if x.shape[1] != 3:
+        raise ValueError(f"rgb_to_ycbcr expects 3 channels, got {x.shape[1]}")
+    m = torch.tensor(YCBCR_MATRIX, dtype=x.dtype, device=x.device)
+    b = torch.tensor(YCBCR_OFFSET, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return torch.einsum("oc,nchw->nohw", m, x) + b

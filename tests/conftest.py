@@ -1,0 +1,90 @@
+"""Shared fixtures: the project's shared/ folder, reference weights, golden values, real photographs."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("GENLOSS_SHARED", ROOT.parent / "shared"))
+REFERENCE_WEIGHTS = SHARED / "reference-weights"
+GOLDEN = SHARED / "golden"
+
+# Tests never touch the network: weights come from shared/ or from files the tests write.
+os.environ.setdefault("GENLOSS_OFFLINE", "1")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+requires_shared = pytest.mark.skipif(
+    not REFERENCE_WEIGHTS.is_dir(), reason=f"reference weights not found at {REFERENCE_WEIGHTS}"
+)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test sees an empty download cache, so nothing leaks in from the developer's machine."""
+    monkeypatch.setenv("GENLOSS_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("GENLOSS_OFFLINE", "1")
+
+
+@pytest.fixture
+def reference_weights(monkeypatch) -> Path:
+    if not REFERENCE_WEIGHTS.is_dir():
+        pytest.skip(f"reference weights not found at {REFERENCE_WEIGHTS}")
+    monkeypatch.setenv("GENLOSS_WEIGHTS_DIR", str(REFERENCE_WEIGHTS))
+    return REFERENCE_WEIGHTS
+
+
+@pytest.fixture(scope="session")
+def golden() -> dict:
+    if not GOLDEN.is_dir():
+        pytest.skip(f"golden values not found at {GOLDEN}")
+    with open(GOLDEN / "values.json") as fh:
+        values = json.load(fh)
+    with np.load(GOLDEN / "images.npz") as f:
+        images = {k: f[k] for k in f.files}
+    return {"values": values["values"], "meta": values["meta"], "images": images}
+
+
+def to_tensor(img: np.ndarray) -> torch.Tensor:
+    """uint8 HxWx3 -> float32 1x3xHxW in [0, 1]."""
+    return torch.from_numpy(img).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+
+
+def golden_pair(golden: dict, entry: dict, colorspace: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (input, target) tensors of a golden entry, greyscale as the golden README describes."""
+    a = to_tensor(golden["images"][entry["input"]])
+    b = to_tensor(golden["images"][entry["target"]])
+    if colorspace == "LA":
+        w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+        a, b = (a * w).sum(1, keepdim=True), (b * w).sum(1, keepdim=True)
+    return a, b
+
+
+@pytest.fixture(scope="session")
+def photo() -> torch.Tensor:
+    """A real photograph (scikit-image's astronaut), 1x3x64x64 in [0, 1]."""
+    return photo_batch(["astronaut"], 64)
+
+
+def photo_batch(names: list[str], size: int) -> torch.Tensor:
+    """Real photographs from scikit-image, centre-cropped and resized to size x size, as N x 3 x H x W."""
+    import skimage.data
+    import torch.nn.functional as F
+
+    out = []
+    for name in names:
+        img = getattr(skimage.data, name)()
+        if img.ndim == 2:
+            img = np.stack([img] * 3, -1)
+        img = img[..., :3]
+        h, w = img.shape[:2]
+        s = min(h, w)
+        img = img[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
+        t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().unsqueeze(0) / 255.0
+        out.append(F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False))
+    return torch.cat(out).clamp(0, 1)
