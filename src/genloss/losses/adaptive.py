@@ -151,7 +151,7 @@ class AdaptiveLoss(ImageLoss):
         layout: ``'nchw'``, ``'original'`` or ``None`` (``'original'`` if pretrained, else
             ``'nchw'``); see the module docstring for why they differ.
         pretrained: load the authors' parameters tuned on BAPPS 2AFC (``rgb_adaptive_trial0.pth`` /
-            ``gray_adaptive_trial0.pth``); these exist for 3x64x64 only.
+            ``gray_adaptive_trial0.pth``, frozen); these exist for 3x64x64 only.
         weights_dir: folder holding the weight files (see :mod:`genloss.weights`).
         partition: the ``log Z(alpha)`` spline: ``'genloss'`` (own quadrature, default) or
             ``'barron'`` (his published ``partition_spline.npz``); they agree to ~3e-7.
@@ -220,6 +220,8 @@ class AdaptiveLoss(ImageLoss):
             self._materialize(PRETRAINED_IMAGE_SIZE, torch.device("cpu"))
             weights = convert_original_state_dict(load_state_dict(WEIGHT_FILES[colorspace], weights_dir))
             self.load_state_dict(weights)
+            # Tuned losses are metrics: frozen (``requires_grad_(True)`` to fine-tune them).
+            self.requires_grad_(False)
         elif image_size is not None:
             self._materialize(image_size, torch.device("cpu"))
 
