@@ -15,6 +15,7 @@ from scipy import integrate, special
 from scipy.interpolate import CubicHermiteSpline
 
 from genloss import get_loss
+from genloss.losses import robust
 from genloss.losses.adaptive import AdaptiveLoss, adaptive_representation
 from genloss.losses.robust import general_loss, log_partition, log_partition_quad, nll
 from genloss.registry import list_losses
@@ -77,6 +78,27 @@ def test_log_partition_float32_and_rejects_bad_alpha():
     for bad in (-0.1, 2.01, float("nan")):
         with pytest.raises(ValueError, match="alpha must be in"):
             log_partition(torch.tensor([1.0, bad]))
+
+
+def test_spline_disk_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENLOSS_CACHE_DIR", str(tmp_path))
+    path = tmp_path / f"log_partition_spline_{robust.NUM_KNOTS}.npz"
+    robust.genloss_partition_spline.cache_clear()
+    try:
+        first = robust.genloss_partition_spline()
+        assert path.is_file()
+        robust.genloss_partition_spline.cache_clear()
+        np.testing.assert_array_equal(robust.genloss_partition_spline().values, first.values)  # from file
+        # A file with wrong knots is detected, recomputed and replaced.
+        bad = first.values.copy()
+        bad[robust.NUM_KNOTS // 2] += 1e-3
+        np.savez(path, values=bad, tangents=first.tangents)
+        robust.genloss_partition_spline.cache_clear()
+        np.testing.assert_array_equal(robust.genloss_partition_spline().values, first.values)
+        with np.load(path) as f:
+            np.testing.assert_array_equal(f["values"], first.values)
+    finally:
+        robust.genloss_partition_spline.cache_clear()
 
 
 def _barron_spline_numpy(path, alpha: np.ndarray) -> np.ndarray:
@@ -237,7 +259,7 @@ def test_gradcheck_float64(layout):
     def f(x, la, ls):
         return torch.func.functional_call(loss, {"latent_alpha": la, "latent_scale": ls}, (x, y))
 
-    torch.autograd.gradcheck(f, (x, params["latent_alpha"], params["latent_scale"]))
+    torch.autograd.gradcheck(f, (x, params["latent_alpha"], params["latent_scale"]), fast_mode=True)
 
 
 def test_bfloat16_and_autocast(reference_weights, photo):
@@ -346,7 +368,8 @@ def test_barron_partition_option(reference_weights, photo):
     assert theirs.item() == pytest.approx(mine.item(), rel=1e-5)
 
 
-def test_barron_partition_needs_its_file(photo):
+def test_barron_partition_needs_its_file(photo, monkeypatch):
+    monkeypatch.delenv("GENLOSS_WEIGHTS_DIR", raising=False)
     loss = AdaptiveLoss(image_size=(3, 64, 64), partition="barron")
     with pytest.raises(WeightsUnavailableError, match="partition_spline.npz"):
         loss(photo, photo)

@@ -236,7 +236,7 @@ class AdaptiveLoss(ImageLoss):
         self.latent_scale = nn.Parameter(torch.zeros(image_size, device=device))
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
-                              unexpected_keys, error_msgs):  # noqa: D401 - torch hook
+                              unexpected_keys, error_msgs):
         # A loss whose parameters do not exist yet takes their shape from the state dict.
         key = prefix + "latent_alpha"
         if self.latent_alpha is None and key in state_dict:

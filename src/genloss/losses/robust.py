@@ -12,12 +12,13 @@ partition function ``Z(alpha) = integral over R of exp(-rho(x, alpha, 1)) dx``, 
 log-likelihood is ``rho(x, alpha, c) + log(c) + log Z(alpha)``.
 
 ``log Z`` has no closed form for general alpha. genloss computes it itself: ``scipy.integrate.quad``
-(float64) at 513 knots, once per process on first use (about 0.2 s), interpolated by a cubic Hermite
-spline in the compressed coordinate ``t(alpha) = sqrt(1 - (1 - alpha/2)^(1/4))``. The coordinate
-makes ``log Z`` smooth where it is not smooth in ``alpha``: near ``alpha = 2`` it behaves like
-``(2 - alpha) log(2 - alpha)`` (so ``2 - alpha`` is mapped to ``(1 - t)^4``-like spacing) and near
-``alpha = 0`` its derivatives grow fast (``alpha ~ t^2``). The spline is accurate to ~1e-9 on
-``[0, 2]`` (the tests check 1e-6 against quadrature, closed forms and Barron's published spline).
+(float64) at 513 knots, once on first use (about 0.5 s; then cached in memory and in the genloss
+cache dir), interpolated by a cubic Hermite spline in the compressed coordinate
+``t(alpha) = sqrt(1 - (1 - alpha/2)^(1/4))``. The coordinate makes ``log Z`` smooth where it is not
+smooth in ``alpha``: near ``alpha = 2`` it behaves like ``(2 - alpha) log(2 - alpha)`` (and
+``2 - alpha ~ (1 - t)^4``), near ``alpha = 0`` its derivatives grow fast (and ``alpha ~ t^2``). The
+spline is accurate to ~1e-10 on ``[0, 2]`` (the tests check 1e-6 against quadrature, closed forms
+and Barron's published spline).
 Barron's own spline (``partition_spline.npz``) can be used instead with ``source='barron'``.
 """
 
@@ -222,13 +223,20 @@ class LogPartitionSpline:
 
 @functools.lru_cache(maxsize=1)
 def genloss_partition_spline(num_knots: int = NUM_KNOTS) -> LogPartitionSpline:
-    """genloss' own spline of ``log Z``, computed by quadrature on first use and cached in memory.
+    """genloss' own spline of ``log Z``, computed by quadrature on first use and cached.
 
     Values come from :func:`log_partition_quad` at ``alpha(t_i)`` for ``t_i`` uniform in [0, 1].
     Tangents are the derivatives, at the knots, of the C2 cubic spline through these values with zero
     end slopes; both end slopes are exactly zero in ``t`` (``log Z`` is a smooth function of
     ``alpha ~ t^2`` at ``t = 0``, and ``dalpha/dt = 0`` at ``t = 1``).
+
+    The knots are kept in memory and in ``<genloss cache dir>/log_partition_spline_<knots>.npz``
+    (a file that fails the sanity checks is recomputed and overwritten).
     """
+    path = _spline_cache_path(num_knots)
+    cached = _read_cached_spline(path, num_knots)
+    if cached is not None:
+        return cached
     from scipy.interpolate import CubicSpline
 
     t = np.linspace(0.0, 1.0, num_knots)
@@ -237,7 +245,48 @@ def genloss_partition_spline(num_knots: int = NUM_KNOTS) -> LogPartitionSpline:
     fit = CubicSpline(t, values, bc_type=((1, 0.0), (1, 0.0)))
     # d/dt -> d/d(knot index): one knot spacing is 1 / (num_knots - 1) in t.
     tangents = fit(t, 1) / (num_knots - 1)
+    _write_cached_spline(path, values, tangents)
     return LogPartitionSpline(values, tangents, "genloss", float(num_knots - 1))
+
+
+def _spline_cache_path(num_knots: int):
+    from ..weights import cache_dir
+
+    return cache_dir() / f"log_partition_spline_{num_knots}.npz"
+
+
+def _read_cached_spline(path, num_knots: int) -> LogPartitionSpline | None:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            values = np.asarray(f["values"], dtype=np.float64)
+            tangents = np.asarray(f["tangents"], dtype=np.float64)
+    except (OSError, KeyError, ValueError):
+        return None
+    ok = (
+        values.shape == tangents.shape == (num_knots,)
+        and np.isfinite(values).all()
+        and np.isfinite(tangents).all()
+    )
+    if ok:
+        # A cheap check that the file holds this spline: the two closed-form ends and three knots
+        # recomputed by quadrature.
+        t = np.linspace(0.0, 1.0, num_knots)
+        probes = (0, num_knots // 4, num_knots // 2, (3 * num_knots) // 4, num_knots - 1)
+        alphas = np.clip(_coordinate_to_alpha_np(t[list(probes)]), 0.0, 2.0)
+        ok = all(abs(values[i] - log_partition_quad(a)) < 1e-10 for i, a in zip(probes, alphas, strict=True))
+    return LogPartitionSpline(values, tangents, "genloss", float(num_knots - 1)) if ok else None
+
+
+def _write_cached_spline(path, values: np.ndarray, tangents: np.ndarray) -> None:
+    # Best effort (a read-only home must not break the loss); written under a temporary name and
+    # renamed, so a concurrent reader never sees half a file.
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, values=values, tangents=tangents)
+        os.replace(tmp, path)
+    except OSError:
+        pass
 
 
 def barron_partition_spline(weights_dir: str | os.PathLike | None = None) -> LogPartitionSpline:
