@@ -22,9 +22,12 @@ def random_shift_pair(
     """
     if max_shift < 2:
         return input, target
-    pad = max_shift // 2
-    h, w = input.shape[-2:]
     oy, ox = torch.randint(0, max_shift, (2,), generator=generator).tolist()
-    both = F.pad(torch.cat([input, target], 0), (pad, pad, pad, pad), mode="replicate")
-    both = both[..., oy : oy + h, ox : ox + w]
-    return both[: input.shape[0]], both[input.shape[0] :]
+    return shift_image(input, oy, ox, max_shift), shift_image(target, oy, ox, max_shift)
+
+
+def shift_image(x: torch.Tensor, oy: int, ox: int, max_shift: int = 8) -> torch.Tensor:
+    """Replicate-pad (N, C, H, W) by ``max_shift // 2`` and crop (H, W) at offset (oy, ox)."""
+    pad = max_shift // 2
+    h, w = x.shape[-2:]
+    return F.pad(x, (pad, pad, pad, pad), mode="replicate")[..., oy : oy + h, ox : ox + w]
