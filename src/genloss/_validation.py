@@ -59,7 +59,9 @@ def check_image(
         mh, mw = (min_size, min_size) if isinstance(min_size, int) else min_size
         if h < mh or w < mw:
             raise ValueError(f"{name} is {h}x{w} pixels, smaller than the minimum {mh}x{mw} of this loss")
-    if check_finite and not bool(torch.isfinite(x).all()):
+    # One reduction instead of an elementwise isfinite pass: a NaN/Inf anywhere makes the sum
+    # non-finite; only then is the exact check run (a finite sum can also overflow for huge values).
+    if check_finite and not bool(torch.isfinite(x.detach().sum())) and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or Inf values")
     return x
 
