@@ -582,13 +582,16 @@ def test_missing_pwcnet_weights_offline_raise_clearly(tmp_path, monkeypatch):
 # accuracy with the real weights (skipped when the files are absent)
 
 
-def _available(spec: W.WeightFile, hub_name: str) -> bool:
+def _find(spec: W.WeightFile, hub_name: str) -> Path | None:
+    """The folder holding a real weight file (looked up before the tests isolate the cache), or None."""
     try:
-        if W.find_local(spec) is not None:
-            return True
+        local = W.find_local(spec)
     except W.ChecksumError:
-        return False
-    return (Path(torch.hub.get_dir()) / "checkpoints" / hub_name).is_file()
+        return None
+    if local is not None:
+        return local.parent
+    hub = Path(torch.hub.get_dir()) / "checkpoints"
+    return hub if (hub / hub_name).is_file() else None
 
 
 def _translated_pair(size: int, dx: int, dy: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -606,15 +609,24 @@ def _epe_interior(flow: torch.Tensor, dx: float, dy: float, border: int = 8) -> 
     return float(err.mean())
 
 
+def test_translated_pair_has_the_stated_flow():
+    a, b = _translated_pair(32, dx=3, dy=-2)
+    # pixel (y, x) of image1 is pixel (y - 2, x + 3) of image2
+    torch.testing.assert_close(a[..., 2:, :-3], b[..., :-2, 3:])
+
+
 RAFT_SPEC = W.WEIGHT_FILES["raft_large_C_T_V1-22a6c225.pth"]
+RAFT_DIR = _find(RAFT_SPEC, RAFT_SPEC.name)
 needs_raft = pytest.mark.skipif(
-    not _available(RAFT_SPEC, RAFT_SPEC.name),
+    RAFT_DIR is None,
     reason=f"real RAFT weights {RAFT_SPEC.name} not found in {W.ENV_WEIGHTS_DIR}, the genloss cache or "
     f"torch.hub's cache (download: {RAFT_SPEC.url})",
 )
+THINGS_DIR = _find(W.WEIGHT_FILES["raft-things.pth"], "raft-things.pth")
 PWC_SPEC = PWC_WEIGHTS["default"]
+PWC_DIR = _find(PWC_SPEC, "pwc-default")
 needs_pwc = pytest.mark.skipif(
-    not _available(PWC_SPEC, "pwc-default"),
+    PWC_DIR is None,
     reason=f"real PWC-Net weights {PWC_SPEC.name} not found in {W.ENV_WEIGHTS_DIR}, the genloss cache or "
     f"torch.hub's cache (download: {PWC_SPEC.url})",
 )
@@ -623,7 +635,7 @@ needs_pwc = pytest.mark.skipif(
 @needs_raft
 @pytest.mark.parametrize("mode", ["native", "upsample", "pad"])
 def test_raft_recovers_a_known_translation(mode):
-    est = get_flow("raft", small_inputs=mode)
+    est = get_flow("raft", small_inputs=mode, weights_dir=RAFT_DIR)
     for size in (64, 128):
         a, b = _translated_pair(size, dx=3, dy=-2)
         with torch.no_grad():
@@ -631,9 +643,19 @@ def test_raft_recovers_a_known_translation(mode):
         assert _epe_interior(flow, 3, -2) < 0.5, (mode, size)
 
 
+@needs_raft
+@pytest.mark.skipif(THINGS_DIR is None, reason="raft-things.pth not found (see docs/flow.md)")
+def test_raft_things_file_is_torchvisions_c_t_v1():
+    """torchvision's C_T_V1 are the authors' raft-things weights ported: the conversion must agree."""
+    ported = RAFTFlow(weights="C_T_V1", weights_dir=RAFT_DIR).net.state_dict()
+    converted = RAFTFlow(weights="raft-things", weights_dir=THINGS_DIR).net.state_dict()
+    for k, v in ported.items():
+        torch.testing.assert_close(converted[k], v, msg=k)
+
+
 @needs_pwc
 def test_pwcnet_recovers_a_known_translation():
-    est = get_flow("pwcnet")
+    est = get_flow("pwcnet", weights_dir=PWC_DIR)
     for size in (64, 128):
         a, b = _translated_pair(size, dx=3, dy=-2)
         with torch.no_grad():
