@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .._validation import check_pair, check_reduction, reduce_batch
+from .._validation import check_image, check_pair, check_reduction, reduce_batch
 
 
 class ImageLoss(nn.Module):
@@ -46,14 +46,32 @@ class ImageLoss(nn.Module):
         Returns:
             a scalar for ``reduction='sum'``/``'mean'``, or a tensor of shape [N] for ``'none'``.
         """
-        input, target = check_pair(input, target, channels=self.channels, min_size=self.min_size)
+        # NaN/Inf is checked on the result, not on the inputs: every loss propagates a non-finite
+        # input into its value, so the happy path costs nothing and a bad input still gets a clear
+        # error naming it (for L1 an input scan would cost more than the loss itself).
+        input, target = check_pair(input, target, channels=self.channels, min_size=self.min_size, check_finite=False)
         if input.dtype in (torch.float16, torch.bfloat16):
             input, target = input.float(), target.float()
         # Autocast would silently drop the convolutions and matmuls inside to 16 bit; the models are
         # tuned in float32, so the loss runs with autocast off and in (at least) float32.
-        with torch.autocast(device_type=input.device.type, enabled=False):
-            values = self.per_image(input, target)
-        return reduce_batch(values, self.reduction)
+        if torch.is_autocast_enabled(input.device.type):
+            with torch.autocast(device_type=input.device.type, enabled=False):
+                out = self._reduced(input, target)
+        else:
+            out = self._reduced(input, target)
+        if not bool(torch.isfinite(out.detach()).all()):
+            check_image(input, "input")
+            check_image(target, "target")
+        return out
+
+    def _reduced(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.reduction == "sum":
+            return self.total(input, target)
+        return reduce_batch(self.per_image(input, target), self.reduction)
+
+    def total(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Sum of :meth:`per_image` over the batch; losses with a cheaper direct sum override it."""
+        return self.per_image(input, target).sum()
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from ..registry import register_loss
 from ..transforms.color import as_grey
@@ -35,6 +36,9 @@ class L1Loss(_PixelLoss):
         a, b = self._prepare(input, target)
         return (a - b).abs().flatten(1).sum(1)
 
+    def total(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.l1_loss(*self._prepare(input, target), reduction="sum")  # one fused kernel
+
 
 class L2Loss(_PixelLoss):
     """Sum of squared differences per image (the paper's "L2", i.e. ``nn.MSELoss(reduction='sum')``)."""
@@ -42,6 +46,9 @@ class L2Loss(_PixelLoss):
     def per_image(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         a, b = self._prepare(input, target)
         return (a - b).pow(2).flatten(1).sum(1)
+
+    def total(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(*self._prepare(input, target), reduction="sum")  # one fused kernel
 
 
 @register_loss("L1", description="Sum of absolute pixel differences.", family="pixel")

@@ -1,0 +1,363 @@
+"""The Watson paper's runtime experiment, with peer implementations timed side by side.
+
+For every loss: a batch of 128 x C x 64 x 64 images (C = 3 for RGB, 1 for LA), forward + backward
+with respect to the prediction, time per iteration (median over repeats, after warm-up) and peak
+memory. In the same run the peers that compute the same quantity are timed on the same batch:
+
+* SSIM: ``piq.ssim`` and ``pytorch_msssim.ssim``; MS-SSIM: ``piq.multi_scale_ssim`` and
+  ``pytorch_msssim.ms_ssim`` (on 16 x 3 x 192 x 192: 5-scale MS-SSIM needs > 160 px);
+* Deeploss-VGG / Deeploss-Squeeze: the ``lpips`` package with the same backbone (random backbone
+  weights on both sides when the ImageNet weights are not available offline);
+* L1 / L2: ``torch.nn.L1Loss`` / ``MSELoss`` (sum);
+* Watson-DCT / Watson-DFT: ``piq.ssim`` (the target is <= 0.3x its time) and, with
+  ``--original PATH`` (a clone of the paper's repository), the paper's own implementation.
+
+The ratio column is ours / fastest peer: <= 1.0 means at least as fast. Times vary between
+machines and runs; compare the ratios, which are measured in the same process minutes apart.
+Peak memory is ``torch.cuda.max_memory_allocated`` on CUDA; on CPU it is the growth of the
+process' peak resident memory while the case runs, measured in a fresh subprocess per case
+(``--memory``), since the CPU allocator keeps no statistics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+#: the paper's GPU figures (shared paper-results: seconds for 500 iterations, MB), for reference
+PAPER_GPU = {
+    ("L1", "RGB"): (0.37, 24), ("L2", "RGB"): (0.31, 24), ("SSIM", "RGB"): (8.73, 114),
+    ("Watson-DCT", "RGB"): (13.92, 100), ("Watson-DFT", "RGB"): (16.16, 115),
+    ("Deeploss-VGG", "RGB"): (56.79, 2215), ("Deeploss-Squeeze", "RGB"): (14.14, 547),
+    ("Adaptive", "RGB"): (8.72, 132), ("L1", "LA"): (0.38, 8), ("L2", "LA"): (0.34, 8),
+    ("SSIM", "LA"): (5.55, 38), ("Watson-DCT", "LA"): (3.37, 35), ("Watson-DFT", "LA"): (4.40, 39),
+    ("Deeploss-VGG", "LA"): (56.88, 2208), ("Deeploss-Squeeze", "LA"): (14.07, 541),
+    ("Adaptive", "LA"): (8.56, 125),
+}
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Case:
+    """One loss in one colour space: our implementation and the peers computing the same quantity."""
+
+    loss: str
+    colorspace: str
+    shape: tuple[int, int, int, int]
+    peers: dict[str, Callable[[], LossFn]] = field(default_factory=dict)
+
+
+def _ours(name: str, colorspace: str, weights_dir: str | None) -> LossFn:
+    import genloss
+    from genloss.weights import WeightsUnavailableError
+
+    kw: dict = {"colorspace": colorspace}
+    if name.startswith("Deeploss"):
+        kw["pretrained_backbone"] = _imagenet_available(name)
+    try:
+        return genloss.get_loss(name, pretrained=True, weights_dir=weights_dir, **kw)
+    except WeightsUnavailableError:
+        # Timing does not depend on the tuned values: fall back to the untrained parameters.
+        return genloss.get_loss(name, pretrained=False, **kw)
+
+
+def _imagenet_available(name: str) -> bool:
+    """Whether torchvision's ImageNet backbone for a Deeploss is in the local torch hub cache."""
+    files = {"Deeploss-VGG": "vgg16-397923af.pth", "Deeploss-Squeeze": "squeezenet1_1-b8a52dc0.pth"}
+    return (Path(torch.hub.get_dir()) / "checkpoints" / files[name]).is_file()
+
+
+def _peers(name: str, colorspace: str) -> dict[str, Callable[[], LossFn]]:
+    peers: dict[str, Callable[[], LossFn]] = {}
+    if name in ("SSIM", "Watson-DCT", "Watson-DFT"):
+        peers["piq.ssim"] = lambda: _piq_ssim
+        if name == "SSIM":
+            peers["pytorch_msssim.ssim"] = lambda: _pm_ssim
+    elif name == "MS-SSIM":
+        peers["piq.multi_scale_ssim"] = lambda: _piq_msssim
+        peers["pytorch_msssim.ms_ssim"] = lambda: _pm_msssim
+    elif name == "L1":
+        peers["torch.nn.L1Loss"] = lambda: torch.nn.L1Loss(reduction="sum")
+    elif name == "L2":
+        peers["torch.nn.MSELoss"] = lambda: torch.nn.MSELoss(reduction="sum")
+    elif name.startswith("Deeploss"):
+        net = "vgg" if name.endswith("VGG") else "squeeze"
+        peers[f"lpips({net})"] = lambda: _lpips(net, _imagenet_available(name))
+    return peers
+
+
+def _piq_ssim(x, y):
+    import piq
+
+    return 1 - piq.ssim(x, y, data_range=1.0)
+
+
+def _pm_ssim(x, y):
+    import pytorch_msssim
+
+    return 1 - pytorch_msssim.ssim(x, y, data_range=1.0)
+
+
+def _piq_msssim(x, y):
+    import piq
+
+    return 1 - piq.multi_scale_ssim(x, y, data_range=1.0)
+
+
+def _pm_msssim(x, y):
+    import pytorch_msssim
+
+    return 1 - pytorch_msssim.ms_ssim(x, y, data_range=1.0)
+
+
+def _lpips(net: str, imagenet: bool) -> LossFn:
+    import lpips
+
+    model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=not imagenet, verbose=False).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+    def fn(x, y):
+        if x.shape[1] == 1:
+            x, y = x.expand(-1, 3, -1, -1), y.expand(-1, 3, -1, -1)
+        return model(x, y, normalize=True).sum()
+
+    return fn
+
+
+def _original(repo: str, name: str, colorspace: str) -> LossFn:
+    """The paper's own LossProvider from a local clone (``--original``), as the paper runs it."""
+    src = Path(repo) / "src" / "loss"
+    if not src.is_dir():
+        raise FileNotFoundError(f"{src} not found: --original must point at a clone of the paper's repository")
+    if str(src) not in sys.path:
+        sys.path.insert(0, str(src))
+    if not hasattr(torch, "rfft"):  # removed from PyTorch; the documented equivalent
+        torch.rfft = lambda x, signal_ndim: torch.view_as_real(torch.fft.rfft2(x))  # type: ignore[attr-defined]
+    from loss_provider import LossProvider  # type: ignore[import-not-found]
+
+    paper_name = {"Watson-DFT": "Watson-fft", "Watson-DCT": "Watson-dct", "Deeploss-VGG": "Deeploss-vgg",
+                  "Deeploss-Squeeze": "Deeploss-squeeze"}.get(name, name)
+    return LossProvider().get_loss_function(paper_name, colorspace, image_size=(3, 64, 64))
+
+
+def cases(losses: list[str], colorspaces: list[str], batch: int, size: int) -> list[Case]:
+    out = []
+    for cs in colorspaces:
+        c = 3 if cs == "RGB" else 1
+        for name in losses:
+            shape = (batch, c, size, size)
+            if name == "MS-SSIM":
+                shape = (max(1, batch // 8), c, 192, 192)
+            out.append(Case(name, cs, shape, _peers(name, cs)))
+    return out
+
+
+def time_loss(fn: LossFn, shape, device: str, repeats: int, warmup: int = 2) -> float:
+    """Median seconds of one forward + backward (w.r.t. the prediction) on a fixed batch."""
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(shape, generator=g).to(device)
+    pred0 = (target + 0.1 * torch.randn(shape, generator=g).to(device)).clamp(0, 1)
+    if isinstance(fn, torch.nn.Module):
+        fn = fn.to(device)
+    times = []
+    for i in range(warmup + repeats):
+        pred = pred0.clone().requires_grad_(True)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn(pred, target).backward()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def _peak_memory(spec: dict, device: str) -> float:
+    """Peak memory (MB) of one case, in a fresh process so earlier cases do not mask it."""
+    if device.startswith("cuda"):
+        fn = _build(spec)
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.max_memory_allocated()
+        time_loss(fn, tuple(spec["shape"]), device, repeats=1, warmup=0)
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    out = subprocess.run([sys.executable, "-m", "genloss.experiments.runtime", "--child", json.dumps(spec)],
+                         capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr else "memory probe failed")
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _build(spec: dict) -> LossFn:
+    kind, name, cs = spec["kind"], spec["loss"], spec["colorspace"]
+    if kind == "ours":
+        return _ours(name, cs, spec.get("weights_dir"))
+    if kind == "original":
+        return _original(spec["original"], name, cs)
+    return _peers(name, cs)[kind]()
+
+
+def _child(spec_json: str) -> None:
+    spec = json.loads(spec_json)
+    torch.set_num_threads(spec.get("threads") or torch.get_num_threads())
+    fn = _build(spec)
+    shape = tuple(spec["shape"])
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(shape, generator=g)
+    pred = (target + 0.1 * torch.randn(shape, generator=g)).clamp(0, 1).requires_grad_(True)
+    fn(pred[:1], target[:1]).backward()  # build lazy state before measuring
+    base = _rss_mb()
+    fn(pred, target).backward()
+    print(max(0.0, _rss_mb() - base))
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    import genloss
+
+    losses = args.losses or [n for n in genloss.list_losses()]
+    rows = []
+    todo = cases(losses, args.colorspaces, args.batch, args.size)
+    try:
+        from tqdm.auto import tqdm
+
+        todo_iter = tqdm(todo, desc="runtime", leave=False)
+    except ImportError:  # pragma: no cover
+        todo_iter = todo
+    for case in todo_iter:
+        impls: dict[str, Callable[[], LossFn]] = {"ours": lambda c=case: _ours(c.loss, c.colorspace, args.weights_dir)}
+        impls.update(case.peers)
+        if args.original and case.loss in ("L1", "L2", "SSIM", "Watson-DCT", "Watson-DFT", "Deeploss-VGG",
+                                            "Deeploss-Squeeze"):
+            impls["original"] = lambda c=case: _original(args.original, c.loss, c.colorspace)
+        row = {"loss": case.loss, "colorspace": case.colorspace, "shape": "x".join(map(str, case.shape)),
+               "times": {}, "memory": {}, "errors": {}}
+        for label, make in impls.items():
+            try:
+                row["times"][label] = time_loss(make(), case.shape, args.device, args.repeats)
+                if args.memory:
+                    spec = {"kind": label, "loss": case.loss, "colorspace": case.colorspace,
+                            "shape": list(case.shape), "weights_dir": args.weights_dir,
+                            "original": args.original, "threads": torch.get_num_threads()}
+                    row["memory"][label] = _peak_memory(spec, args.device)
+            except Exception as e:  # a missing optional peer must not stop the benchmark
+                row["errors"][label] = f"{type(e).__name__}: {e}".splitlines()[0][:120]
+        rows.append(row)
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = []
+    head = (f"{'loss':<17} {'cs':<3} {'batch':<14} {'ours ms':>9} {'peer':<24} {'peer ms':>9} {'ours/peer':>9} "
+            f"{'ours MB':>8} {'peer MB':>8} {'paper GPU ms':>12}")
+    lines += [head, "-" * len(head)]
+    for r in rows:
+        ours = r["times"].get("ours")
+        paper = PAPER_GPU.get((r["loss"], r["colorspace"]))
+        paper_ms = f"{paper[0] / 500 * 1e3:.1f}" if paper else ""
+        peers = [k for k in r["times"] if k != "ours"] or [None]
+        for i, p in enumerate(peers):
+            pt = r["times"].get(p) if p else None
+            ratio = f"{ours / pt:.2f}" if ours and pt else ""
+            first = i == 0
+            lines.append(
+                f"{r['loss'] if first else '':<17} {r['colorspace'] if first else '':<3} "
+                f"{r['shape'] if first else '':<14} "
+                f"{(f'{ours * 1e3:.1f}' if ours and first else ''):>9} {p or '-':<24} "
+                f"{(f'{pt * 1e3:.1f}' if pt else ''):>9} {ratio:>9} "
+                f"{(_fmt_mb(r['memory'].get('ours')) if first else ''):>8} {_fmt_mb(r['memory'].get(p)):>8} "
+                f"{paper_ms if first else '':>12}"
+            )
+        for label, err in r["errors"].items():
+            lines.append(f"{'':<17} {'':<3} {'':<14} {'':>9} {label:<24} unavailable: {err}")
+    return "\n".join(lines)
+
+
+def _fmt_mb(v) -> str:
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.0f}"
+
+
+def targets(rows: list[dict]) -> list[str]:
+    """The issue's targets, checked on this run: ours <= fastest peer; Watson <= 0.3x piq SSIM."""
+    out = []
+    for r in rows:
+        ours = r["times"].get("ours")
+        peers = {k: v for k, v in r["times"].items() if k not in ("ours", "original")}
+        if not ours or not peers:
+            continue
+        if r["loss"].startswith("Watson"):
+            ratio = ours / peers["piq.ssim"] if "piq.ssim" in peers else None
+            if ratio is not None:
+                ok = ratio <= 0.3
+                out.append(f"{'PASS' if ok else 'MISS'} {r['loss']} {r['colorspace']}: {ratio:.2f}x piq SSIM (target <= 0.3)")
+        else:
+            best = min(peers, key=peers.get)
+            ratio = ours / peers[best]
+            out.append(f"{'PASS' if ratio <= 1.0 else 'MISS'} {r['loss']} {r['colorspace']}: {ratio:.2f}x "
+                       f"the fastest peer {best} (target <= 1.0)")
+        if "original" in r["memory"] and "ours" in r["memory"]:
+            ok = r["memory"]["ours"] <= r["memory"]["original"] * 1.05 + 1
+            out.append(f"{'PASS' if ok else 'MISS'} {r['loss']} {r['colorspace']}: peak memory "
+                       f"{r['memory']['ours']:.0f} MB vs original {r['memory']['original']:.0f} MB")
+    return out
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="genloss bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--losses", nargs="*", help="losses to time (default: every registered loss)")
+    p.add_argument("--colorspaces", nargs="*", default=["RGB", "LA"], choices=["RGB", "LA"])
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=7, help="timed iterations per implementation (median)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--memory", action="store_true", help="also measure peak memory (one subprocess per case on CPU)")
+    p.add_argument("--original", default=os.environ.get("GENLOSS_ORIGINAL_REPO"),
+                   help="path to a clone of SteffenCzolbe/PerceptualSimilarity to time the paper's code")
+    p.add_argument("--weights-dir", default=None, help="folder with the tuned weight files")
+    p.add_argument("--json", dest="json_out", default=None, help="also write the results as JSON here")
+    p.add_argument("--quick", action="store_true", help="batch 16, 3 repeats (a smoke run)")
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.child:
+        _child(args.child)
+        return 0
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.quick:
+        args.batch, args.repeats = 16, 3
+    rows = run(args)
+    print(f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} threads, "
+          f"forward + backward per iteration (median of {args.repeats})")
+    print(format_table(rows))
+    print()
+    for line in targets(rows):
+        print(line)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
