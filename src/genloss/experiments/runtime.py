@@ -306,7 +306,8 @@ def targets(rows: list[dict]) -> list[str]:
             ratio = ours / peers["piq.ssim"] if "piq.ssim" in peers else None
             if ratio is not None:
                 ok = ratio <= 0.3
-                out.append(f"{'PASS' if ok else 'MISS'} {r['loss']} {r['colorspace']}: {ratio:.2f}x piq SSIM (target <= 0.3)")
+                verdict = "PASS" if ok else "MISS"
+                out.append(f"{verdict} {r['loss']} {r['colorspace']}: {ratio:.2f}x piq SSIM (target <= 0.3)")
         else:
             best = min(peers, key=peers.get)
             ratio = ours / peers[best]
