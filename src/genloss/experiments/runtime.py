@@ -147,6 +147,14 @@ def _original(repo: str, name: str, colorspace: str) -> LossFn:
         sys.path.insert(0, str(src))
     if not hasattr(torch, "rfft"):  # removed from PyTorch; the documented equivalent
         torch.rfft = lambda x, signal_ndim: torch.view_as_real(torch.fft.rfft2(x))  # type: ignore[attr-defined]
+    try:
+        import robust_loss  # type: ignore[import-not-found]  # noqa: F401
+    except ImportError:
+        # Only its Adaptive loss needs these extra dependencies (torch_dct, pkg_resources); stub it
+        # so the other losses of the original can still be timed.
+        import types
+
+        sys.modules["robust_loss"] = types.SimpleNamespace(RobustLoss=None)  # type: ignore[assignment]
     from loss_provider import LossProvider  # type: ignore[import-not-found]
 
     paper_name = {"Watson-DFT": "Watson-fft", "Watson-DCT": "Watson-dct", "Deeploss-VGG": "Deeploss-vgg",
