@@ -61,19 +61,22 @@ SIZE_MULTIPLE = 64
 _SNIKLAUS_BASE = "http://content.sniklaus.com/github/pytorch-pwc/"
 
 
-def _register(tag: str, description: str) -> W.WeightFile:
+def _spec(tag: str, description: str) -> W.WeightFile:
     # Local name as sniklaus' own torch.hub cache file ('pwc-<tag>') plus an extension; the public
     # file is 'network-<tag>.pytorch'. No sha256 is published for it, so none is recorded.
-    return W.register_weight_file(
-        W.WeightFile(f"pwc-{tag}.pytorch", f"{_SNIKLAUS_BASE}network-{tag}.pytorch", None, description)
-    )
+    return W.WeightFile(f"pwc-{tag}.pytorch", f"{_SNIKLAUS_BASE}network-{tag}.pytorch", None, description)
 
 
-#: the PWC-Net checkpoints of sniklaus/pytorch-pwc, converted from the authors' Caffe models
+#: the PWC-Net checkpoints of sniklaus/pytorch-pwc, converted from the authors' Caffe models; only the
+#: default one is registered with genloss.weights (the other resolves the same way when asked for)
 PWC_WEIGHTS = {
-    "default": _register("default", "PWC-Net weights of sniklaus/pytorch-pwc ('default' model)"),
-    "chairs-things": _register(
-        "chairs-things", "PWC-Net weights of sniklaus/pytorch-pwc trained on FlyingChairs + FlyingThings3D"
+    "default": W.register_weight_file(
+        _spec("default", "PWC-Net, authors' pwc_net.caffemodel (fine-tuned on Sintel, KITTI 2015, HD1K) "
+              "as converted by sniklaus/pytorch-pwc")
+    ),
+    "chairs-things": _spec(
+        "chairs-things", "PWC-Net, authors' pwc_net_chairs_things.caffemodel (FlyingChairs + FlyingThings3D) "
+        "as converted by sniklaus/pytorch-pwc"
     ),
 }
 

@@ -73,24 +73,29 @@ _ENUMS = {"large": tv_flow.Raft_Large_Weights, "small": tv_flow.Raft_Small_Weigh
 _HASH_PREFIX = re.compile(r"-([a-f0-9]{8,})\.pth$")
 
 
-def _register_torchvision_files() -> dict[str, W.WeightFile]:
+def _torchvision_files() -> dict[str, W.WeightFile]:
+    """A weight-file spec for every torchvision RAFT checkpoint; only the defaults are registered.
+
+    Registering all eight would make "download every known file" fetch 160 MB nobody asked for; the
+    others still resolve (weights_dir, $GENLOSS_WEIGHTS_DIR, caches, download) when requested by name.
+    """
     files = {}
     for variant, enum in _ENUMS.items():
         for member in enum:
-            name = os.path.basename(member.url)
-            files[f"{variant}:{member.name}"] = W.register_weight_file(
-                W.WeightFile(
-                    name,
-                    member.url,
-                    # torchvision publishes only the 8-digit sha256 prefix in the file name (checked on load)
-                    None,
-                    f"torchvision RAFT-{variant} weights {member.name}",
-                )
+            spec = W.WeightFile(
+                os.path.basename(member.url),
+                member.url,
+                # torchvision publishes only the 8-digit sha256 prefix in the file name (checked on load)
+                None,
+                f"torchvision RAFT-{variant} weights {member.name}",
             )
+            if member.name == DEFAULT_WEIGHTS[variant]:
+                W.register_weight_file(spec)
+            files[f"{variant}:{member.name}"] = spec
     return files
 
 
-_TORCHVISION_FILES = _register_torchvision_files()
+_TORCHVISION_FILES = _torchvision_files()
 
 #: The authors' RAFT checkpoint trained on FlyingChairs + FlyingThings3D, used by the CorrWise paper.
 #: princeton-vl distributes it only inside ``models.zip`` (``_ORIGINAL_ZIP``); the URL below is a direct
