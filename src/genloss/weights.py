@@ -155,12 +155,38 @@ def _spec(name: str | WeightFile) -> WeightFile:
         raise KeyError(f"unknown weight file {name!r}; known: {sorted(WEIGHT_FILES)}") from None
 
 
+#: a folder's own list of ``<sha256>  <file name>`` lines, for weights tuned by the user
+MANIFEST_NAME = "SHA256SUMS"
+
+
+def _manifest_hash(folder: Path, name: str) -> str | None:
+    """The sha256 that ``folder/SHA256SUMS`` lists for ``name``, if any."""
+    manifest = folder / MANIFEST_NAME
+    if not manifest.is_file():
+        return None
+    for line in manifest.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].lstrip("*") == name:
+            return parts[0].lower()
+    return None
+
+
 def find_local(name: str | WeightFile, weights_dir: str | os.PathLike | None = None) -> Path | None:
-    """The verified local path of a weight file, or ``None`` when it is not present."""
+    """The verified local path of a weight file, or ``None`` when it is not present.
+
+    A ``weights_dir`` (argument or environment variable, not the cache) may hold its own
+    ``SHA256SUMS`` manifest: a file listed there is verified against the manifest's hash instead
+    of the published one. That is how weights tuned with ``genloss train configs/2afc_tune.yaml``
+    (which writes the manifest) load by their usual file names.
+    """
     spec = _spec(name)
+    cache = cache_dir()
     for d in _search_dirs(weights_dir):
         p = d / spec.name
         if p.is_file():
+            own = None if d == cache else _manifest_hash(d, spec.name)
+            if own is not None:
+                return _verify(p, WeightFile(spec.name, spec.url, own, spec.description + " (local manifest)"))
             return _verify(p, spec)
     return None
 
