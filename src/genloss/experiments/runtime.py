@@ -14,9 +14,9 @@ memory. In the same run the peers that compute the same quantity are timed on th
 
 The ratio column is ours / fastest peer: <= 1.0 means at least as fast. Times vary between
 machines and runs; compare the ratios, which are measured in the same process minutes apart.
-Peak memory is ``torch.cuda.max_memory_allocated`` on CUDA; on CPU it is the growth of the
-process' peak resident memory while the case runs, measured in a fresh subprocess per case
-(``--memory``), since the CPU allocator keeps no statistics.
+Peak memory is ``torch.cuda.max_memory_allocated`` on CUDA; on CPU it is the peak growth of the
+resident memory during one forward + backward (sampled every ms from /proc, Linux), measured in a
+fresh subprocess per case (``--memory``), since the CPU allocator keeps no statistics.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -195,8 +194,44 @@ def time_loss(fn: LossFn, shape, device: str, repeats: int, warmup: int = 2) -> 
     return statistics.median(times)
 
 
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+class _RssSampler:
+    """Peak resident memory growth (MB) while a block runs, sampled from /proc every millisecond.
+
+    ``ru_maxrss`` cannot be reset and is dominated by the import of torch; large tensors are
+    mmapped by the allocator and returned on free, so the current RSS tracks them well.
+    """
+
+    def __init__(self, interval: float = 1e-3) -> None:
+        self.interval = interval
+        self.peak = 0
+        self._stop = False
+
+    @staticmethod
+    def rss() -> int:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def _run(self) -> None:
+        while not self._stop:
+            self.peak = max(self.peak, self.rss())
+            time.sleep(self.interval)
+
+    def __enter__(self) -> _RssSampler:
+        import threading
+
+        self.base = self.peak = self.rss()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop = True
+        self._thread.join()
+        self.peak = max(self.peak, self.rss())
+
+    @property
+    def growth_mb(self) -> float:
+        return (self.peak - self.base) / 2**20
 
 
 def _peak_memory(spec: dict, device: str) -> float:
@@ -232,9 +267,10 @@ def _child(spec_json: str) -> None:
     target = torch.rand(shape, generator=g)
     pred = (target + 0.1 * torch.randn(shape, generator=g)).clamp(0, 1).requires_grad_(True)
     fn(pred[:1], target[:1]).backward()  # build lazy state before measuring
-    base = _rss_mb()
-    fn(pred, target).backward()
-    print(max(0.0, _rss_mb() - base))
+    pred.grad = None
+    with _RssSampler() as sampler:
+        fn(pred, target).backward()
+    print(sampler.growth_mb)
 
 
 def run(args: argparse.Namespace) -> list[dict]:
