@@ -1,0 +1,1 @@
+"""Data sets of the experiments: BAPPS 2AFC (bapps), video frames and moving sprites (video)."""
