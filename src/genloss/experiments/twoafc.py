@@ -37,6 +37,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -486,7 +487,8 @@ def print_table(results: dict[str, Any], title: str = "2AFC score per category")
         pm = "" if paper is None else f"{paper['mean']:.3f}"
         diff = "" if paper is None else f"{ours - paper['mean']:+.3f}"
         table.add_row(key, *(f"{v[c]['score']:.3f}" for c in cats), f"{ours:.3f}", pm, diff)
-    console = Console()
+    # Off a terminal (logs, CI) rich assumes 80 columns and would truncate the metric names.
+    console = Console(width=None if sys.stdout.isatty() else 160)
     console.print(table)
     for key, why in results.get("skipped", {}).items():
         console.print(f"[yellow]skipped[/yellow] {key}: {why}")
