@@ -1,0 +1,359 @@
+"""Shared Lightning plumbing of the experiments: trainer from config, checkpoints and resume, logs, losses, PNGs.
+
+Every training experiment (``vae``, ``toy``, ...) builds a ``LightningModule`` and calls :func:`fit`,
+which reads the config's ``trainer:`` section, so the same config file runs on a CPU, one GPU or
+with DDP across GPUs and nodes::
+
+    trainer:
+      accelerator: auto        # cpu | gpu | auto ...      (any lightning.Trainer argument is accepted)
+      devices: auto            # 1 | 4 | [0, 1] | auto
+      num_nodes: 1             # > 1 for multi-node DDP (launch with torchrun / SLURM)
+      strategy: auto           # ddp | ddp_spawn | auto ...
+      precision: 32-true
+      max_steps: -1
+      max_epochs: 10
+      seed: 0                  # genloss key: seeds python, numpy, torch and dataloader workers
+      resume: auto             # genloss key: auto | true | false | PATH, see resolve_resume
+      checkpoint_every_n_steps: null   # genloss key: also write last.ckpt every N optimizer steps
+
+Outputs, under ``output.dir`` (see :func:`output_dir`)::
+
+    checkpoints/last.ckpt            model + optimizer + loop state, written at the end of every
+                                     epoch, every ``checkpoint_every_n_steps`` and on an exception
+                                     (Ctrl-C, an error, SLURM pre-emption signals handled by Lightning)
+    logs/csv/version_N/metrics.csv   one version folder per run (a resumed run is a new version)
+    logs/tensorboard/version_N/      TensorBoard events
+
+The API is deliberately small and stable: :func:`fit`, :func:`build_trainer`,
+:func:`resolve_resume`, :func:`output_dir`, :func:`apply_smoke`, :func:`build_loss`,
+:func:`loss_value`, :func:`save_image_grid`, :func:`find_checkpoint`, :func:`test_device`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+#: ``trainer:`` keys that genloss interprets itself (everything else goes to ``lightning.Trainer``)
+GENLOSS_TRAINER_KEYS = ("seed", "resume", "checkpoint_every_n_steps", "progress_bar")
+#: ``lightning.Trainer`` arguments that :func:`build_trainer` owns and a config must not set
+_MANAGED_TRAINER_ARGS = ("logger", "callbacks", "default_root_dir", "enable_checkpointing", "self")
+#: the keys of a ``loss:`` section understood by :func:`build_loss`
+LOSS_KEYS = ("name", "colorspace", "pretrained", "reduction", "deterministic", "weights_dir", "kwargs", "corrwise")
+
+LAST_CHECKPOINT = "last.ckpt"
+
+
+# ------------------------------------------------------------------------------------------------
+# config helpers
+# ------------------------------------------------------------------------------------------------
+def section(cfg: dict[str, Any], name: str) -> dict[str, Any]:
+    """``cfg[name]`` as a dict (``{}`` when absent or null); raises if it is something else."""
+    value = cfg.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"config section {name!r} must be a mapping, got {type(value).__name__}: {value!r}")
+    return value
+
+
+def check_keys(values: dict[str, Any], allowed: Iterable[str], where: str) -> None:
+    """Raise ``ValueError`` naming the unknown keys of ``values`` (with close matches) and the allowed ones."""
+    allowed = list(allowed)
+    unknown = [k for k in values if k not in allowed]
+    if unknown:
+        hints = []
+        for k in unknown:
+            close = difflib.get_close_matches(str(k), allowed, n=1)
+            hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ValueError(f"unknown key(s) in {where}: {', '.join(hints)}; allowed: {', '.join(sorted(allowed))}")
+
+
+def apply_smoke(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Apply the config's ``smoke.overrides`` when ``smoke.enabled`` is true; returns a new config.
+
+    Full-size configs carry a ``smoke:`` section with the overrides that shrink them to a CPU run of
+    a few seconds (tiny images, a few steps), so CI runs every config::
+
+        genloss train --config configs/vae_mnist.yaml smoke.enabled=true
+
+    ``overrides`` maps dotted keys to values, e.g. ``{trainer.max_steps: 3, data.kind: synthetic}``.
+    """
+    from .config import apply_overrides
+
+    smoke = section(cfg, "smoke")
+    check_keys(smoke, ("enabled", "overrides"), "smoke")
+    if not smoke.get("enabled"):
+        return cfg
+    overrides = smoke.get("overrides") or {}
+    if not isinstance(overrides, dict):
+        raise ValueError("smoke.overrides must map dotted keys to values, e.g. {trainer.max_steps: 3}")
+    import yaml
+
+    # apply_overrides parses "key=value" strings as YAML: dump each value back to YAML text
+    items = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+             for k, v in overrides.items()]
+    return apply_overrides(cfg, items)
+
+
+def output_dir(cfg: dict[str, Any], default: str) -> Path:
+    """The run's output folder: ``output.dir`` of the config, else ``default`` (e.g. ``'runs/vae_mnist'``)."""
+    out = section(cfg, "output")
+    check_keys(out, ("dir",), "output")
+    return Path(out.get("dir") or default)
+
+
+# ------------------------------------------------------------------------------------------------
+# trainer, checkpoints, resume
+# ------------------------------------------------------------------------------------------------
+def resolve_resume(resume: Any, checkpoint_dir: str | Path) -> str | None:
+    """The checkpoint ``trainer.fit(ckpt_path=...)`` should continue from, or ``None`` to start fresh.
+
+    ``resume`` is ``'auto'`` (the default: continue from ``checkpoint_dir/last.ckpt`` if it exists,
+    so re-running an interrupted command picks up where it stopped), ``True``/``'last'`` (the same,
+    but raise when there is nothing to resume), ``False``/``None`` (start over) or a checkpoint path.
+    """
+    last = Path(checkpoint_dir) / LAST_CHECKPOINT
+    if resume is None or resume is False or (isinstance(resume, str) and resume.lower() in ("false", "no", "never")):
+        return None
+    if isinstance(resume, str) and resume.lower() == "auto":
+        return str(last) if last.is_file() else None
+    if resume is True or (isinstance(resume, str) and resume.lower() in ("true", "last")):
+        if not last.is_file():
+            raise FileNotFoundError(f"trainer.resume={resume!r} but there is no checkpoint at {last}")
+        return str(last)
+    if isinstance(resume, (str, Path)):
+        if not Path(resume).is_file():
+            raise FileNotFoundError(f"trainer.resume names {resume}, which does not exist")
+        return str(resume)
+    raise ValueError(f"trainer.resume must be 'auto', true, false or a checkpoint path, got {resume!r}")
+
+
+def _save_last_callback():
+    from lightning.pytorch.callbacks import Checkpoint
+
+    # A Checkpoint subclass: Lightning runs checkpoint callbacks last, in list order, so this one
+    # runs after the ModelCheckpoint and sees whether it saved the final step.
+    class SaveLastAtEnd(Checkpoint):
+        """Make sure ``last.ckpt`` holds the final step when fitting ends.
+
+        Recent Lightning versions save it in ``ModelCheckpoint.on_train_end``; older ones only at
+        epoch ends, which misses a run stopped by ``max_steps`` in the middle of an epoch.
+        """
+
+        def __init__(self, checkpoint) -> None:
+            self.checkpoint = checkpoint
+
+        def on_train_end(self, trainer, pl_module) -> None:
+            if getattr(self.checkpoint, "_last_global_step_saved", None) != trainer.global_step:
+                self._save(trainer)
+
+        def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+            # Ctrl-C, an error or a pre-emption signal: keep every finished step. (Lightning's own
+            # OnExceptionCheckpoint deletes its file after a clean run, so it cannot write last.ckpt.)
+            self._save(trainer)
+
+        def _save(self, trainer) -> None:
+            trainer.save_checkpoint(Path(self.checkpoint.dirpath) / LAST_CHECKPOINT)  # rank 0 writes
+
+    return SaveLastAtEnd
+
+
+def _SaveLastAtEnd(checkpoint):  # noqa: N802 - reads like the class it builds
+    return _save_last_callback()(checkpoint)
+
+
+def build_trainer(trainer_cfg: dict[str, Any], out_dir: str | Path, *, callbacks: Sequence[Any] = (),
+                  monitor: str | None = None, **defaults: Any):
+    """A ``lightning.Trainer`` from a config's ``trainer:`` section, writing under ``out_dir``.
+
+    Every ``lightning.Trainer`` argument may appear in ``trainer_cfg`` (accelerator, devices,
+    num_nodes, strategy, precision, max_steps, ...) except the ones set here (logger, callbacks,
+    default_root_dir, enable_checkpointing); unknown keys raise with the allowed ones. ``defaults``
+    are experiment defaults that the config overrides. The genloss keys of
+    :data:`GENLOSS_TRAINER_KEYS` are handled by :func:`fit` and ignored here, except
+    ``checkpoint_every_n_steps`` and ``progress_bar``.
+
+    The checkpoint callback keeps ``checkpoints/last.ckpt`` (plus the best one by ``monitor``
+    when given), also when ``max_steps`` stops a run mid-epoch, and overwrites it when training
+    is interrupted by an exception (Ctrl-C, an error), so no finished step is lost.
+
+    Returns the trainer; its ``checkpoint_callback`` is the :class:`ModelCheckpoint`.
+    """
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    allowed = [p for p in inspect.signature(L.Trainer.__init__).parameters if p not in _MANAGED_TRAINER_ARGS]
+    check_keys(trainer_cfg, [*allowed, *GENLOSS_TRAINER_KEYS], "trainer")
+    out = Path(out_dir)
+    ckpt_dir = out / "checkpoints"
+    kwargs: dict[str, Any] = {"enable_model_summary": False, "log_every_n_steps": 10, **defaults}
+    kwargs.update({k: v for k, v in trainer_cfg.items() if k not in GENLOSS_TRAINER_KEYS})
+    if "progress_bar" in trainer_cfg:
+        kwargs["enable_progress_bar"] = bool(trainer_cfg["progress_bar"])
+    every = trainer_cfg.get("checkpoint_every_n_steps")
+    checkpoint = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="best-{step}" if monitor else "step-{step}",
+        save_last=True,
+        save_top_k=1 if monitor else 0,
+        monitor=monitor,
+        every_n_train_steps=int(every) if every else None,
+    )
+    callbacks = [*callbacks, checkpoint, _SaveLastAtEnd(checkpoint)]
+    loggers = [CSVLogger(str(out / "logs"), name="csv"), TensorBoardLogger(str(out / "logs"), name="tensorboard")]
+    return L.Trainer(default_root_dir=str(out), logger=loggers, callbacks=callbacks, **kwargs)
+
+
+def fit(module: Any, cfg: dict[str, Any], out_dir: str | Path, train_loader: Any, val_loader: Any = None, *,
+        callbacks: Sequence[Any] = (), monitor: str | None = None, **trainer_defaults: Any) -> dict[str, Any]:
+    """Seed, build the trainer from ``cfg['trainer']``, resume if asked, train; return a summary.
+
+    ``module`` is a ``LightningModule`` (build it *after* seeding if its initialisation must be
+    reproducible: call :func:`seed_from_config` first). Returns ``{'checkpoint': last.ckpt path,
+    'resumed_from': path or None, 'global_step', 'epoch', 'metrics': {name: float},
+    'log_dir': CSV log folder of this run, 'tensorboard_dir'}``.
+    """
+    t = section(cfg, "trainer")
+    out = Path(out_dir)
+    trainer = build_trainer(t, out, callbacks=callbacks, monitor=monitor, **trainer_defaults)
+    ckpt_path = resolve_resume(t.get("resume", "auto"), out / "checkpoints")
+    if ckpt_path and trainer.is_global_zero:
+        print(f"resuming from {ckpt_path}")
+    trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.as_tensor(v).numel() == 1}
+    csv_logger, tb_logger = trainer.loggers[0], trainer.loggers[1]
+    return {
+        "checkpoint": str(out / "checkpoints" / LAST_CHECKPOINT),
+        "resumed_from": ckpt_path,
+        "global_step": int(trainer.global_step),
+        "epoch": int(trainer.current_epoch),
+        "metrics": metrics,
+        "log_dir": csv_logger.log_dir,
+        "tensorboard_dir": tb_logger.log_dir,
+    }
+
+
+def seed_from_config(cfg: dict[str, Any]) -> int:
+    """Seed python, numpy and torch (and dataloader workers) from ``trainer.seed`` (default 0); returns it."""
+    import lightning as L
+
+    seed = int(section(cfg, "trainer").get("seed", 0))
+    L.seed_everything(seed, workers=True, verbose=False)
+    return seed
+
+
+def find_checkpoint(cfg: dict[str, Any], out_dir: str | Path) -> Path:
+    """The checkpoint ``test`` evaluates: ``test.checkpoint`` or ``out_dir/checkpoints/last.ckpt`` (must exist)."""
+    path = Path(section(cfg, "test").get("checkpoint") or Path(out_dir) / "checkpoints" / LAST_CHECKPOINT)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist; train first or set test.checkpoint")
+    return path
+
+
+def test_device(cfg: dict[str, Any]) -> torch.device:
+    """The device of ``test``: ``test.device`` (``auto`` = CUDA when available, else CPU)."""
+    dev = section(cfg, "test").get("device", "auto")
+    if dev in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(dev)
+
+
+test_device.__test__ = False  # not a pytest test
+
+
+# ------------------------------------------------------------------------------------------------
+# losses
+# ------------------------------------------------------------------------------------------------
+def build_loss(spec: str | dict[str, Any], *, image_size: Sequence[int] | None = None,
+               extra_keys: Iterable[str] = ()) -> nn.Module:
+    """A training loss from a config's ``loss:`` section: a registry loss, optionally CorrWise-wrapped.
+
+    ``spec`` is a loss name or a mapping::
+
+        name: Watson-DFT          # any genloss.list_losses() name (case-insensitive)
+        colorspace: RGB           # RGB | LA (greyscale)
+        pretrained: true          # the authors' weights tuned on BAPPS (frozen)
+        reduction: sum            # sum | mean | none
+        deterministic: false      # Watson: no random shift of up to 8 px when true
+        weights_dir: null         # folder holding the weight files
+        kwargs: {}                # loss-specific options
+        corrwise:                 # null/false: plain loss; a mapping: genloss.CorrWise arguments
+          flow: raft              #   (true = CorrWise defaults)
+          scale_clip: 0.1
+
+    ``image_size`` (C, H, W) is passed to the registry (the Adaptive loss allocates its per-pixel
+    parameters from it). ``extra_keys`` are keys the calling experiment reads itself (e.g. the
+    VAE's ``log_weight``); any other unknown key raises.
+    """
+    from .. import get_loss
+
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise ValueError(f"the loss section must be a loss name or a mapping with a 'name', got {spec!r}")
+    check_keys(spec, [*LOSS_KEYS, *extra_keys], "loss")
+    kwargs = spec.get("kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"loss.kwargs must be a mapping, got {kwargs!r}")
+    base = get_loss(
+        spec["name"],
+        colorspace=spec.get("colorspace", "RGB"),
+        pretrained=bool(spec.get("pretrained", True)),
+        reduction=spec.get("reduction", "mean"),
+        deterministic=bool(spec.get("deterministic", False)),
+        image_size=tuple(image_size) if image_size is not None else None,
+        weights_dir=spec.get("weights_dir"),
+        **kwargs,
+    )
+    cw = spec.get("corrwise")
+    if cw is None or cw is False:
+        return base
+    if cw is True:
+        cw = {}
+    if not isinstance(cw, dict):
+        raise ValueError(f"loss.corrwise must be a mapping of CorrWise arguments (or true/false), got {cw!r}")
+    from .. import CorrWise
+
+    return CorrWise(base, **cw)
+
+
+def loss_value(out: Any) -> torch.Tensor:
+    """The loss tensor of a loss call (``CorrWise(return_warped=True)`` returns ``(loss, warped)``)."""
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+# ------------------------------------------------------------------------------------------------
+# images
+# ------------------------------------------------------------------------------------------------
+def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int = 8, padding: int = 2,
+                    pad_value: float = 1.0) -> Path:
+    """Save a batch (N, C, H, W), C in {1, 3}, values in [0, 1] (clamped), as one PNG grid; returns the path.
+
+    Any device and float dtype; the grid has ``nrow`` images per row and ``padding`` pixels of
+    ``pad_value`` between them. Parent folders are created.
+    """
+    import numpy as np
+    from PIL import Image
+    from torchvision.utils import make_grid
+
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] not in (1, 3):
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"images must be a tensor (N, C, H, W) with C = 1 or 3, got {shape}")
+    if images.shape[0] == 0:
+        raise ValueError("images is an empty batch")
+    grid = make_grid(images.detach().float().cpu().clamp(0, 1), nrow=nrow, padding=padding, pad_value=pad_value)
+    arr = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    if images.shape[1] == 1:  # make_grid repeats grey to 3 channels; store grey as grey
+        arr = arr[..., 0]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+    return path
