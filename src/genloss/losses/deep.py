@@ -25,8 +25,6 @@ Differences from the paper's code (details and measurements in docs/deeploss.md)
 * **Greyscale.** The paper's greyscale wrapper converts RGB to grey only when the *batch size* is
   3 (it meant the channel count) and passes other RGB batches on unchanged. Here ``LA`` takes
   1-channel images, or 3-channel images converted with BT.601 luma, whatever the batch size.
-* **Zero feature vectors** (dead ReLU positions) give NaN gradients in the paper's
-  ``sqrt(sum(f ** 2))``; the norm here has the same value and a zero gradient there.
 * ``pretrained=False`` starts from ``w_k = 1`` (LPIPS' untuned "baseline"), not from a random 1x1
   convolution whose negative weights could make the distance negative.
 * The frozen backbone is a registered submodule (it moves with ``.to(device)``) but is not part of
@@ -38,6 +36,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,9 +123,12 @@ class FeatureSlices(nn.Module):
 
     def __init__(self, features: nn.Sequential, split_ends: tuple[int, ...]) -> None:
         super().__init__()
-        layers = list(features)
         starts = (0, *split_ends[:-1])
-        self.slices = nn.ModuleList(nn.Sequential(*layers[a:b]) for a, b in zip(starts, split_ends, strict=True))
+        # Layers keep their index in ``features`` as their name (slices.1.5.weight is features.5.weight).
+        self.slices = nn.ModuleList(
+            nn.Sequential(OrderedDict((str(i), features[i]) for i in range(a, b)))
+            for a, b in zip(starts, split_ends, strict=True)
+        )
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         out = []
@@ -217,7 +219,8 @@ def build_backbone(spec: BackboneSpec, pretrained: bool = True, weights: Backbon
 # ------------------------------------------------------------------------------------------------
 # the loss
 # ------------------------------------------------------------------------------------------------
-_ORIGINAL_KEY = re.compile(r"lin(\d+)\.model\.[01]\.weight$")
+#: the paper's ``lin{k}.model.1.weight`` and the lpips package's ``lins.{k}.model.1.weight``
+_ORIGINAL_KEY = re.compile(r"lins?\.?(\d+)\.model\.[01]\.weight")
 
 
 class DeepLoss(ImageLoss):
@@ -285,17 +288,19 @@ class DeepLoss(ImageLoss):
         """Load tuned linear weights: the paper's / LPIPS' file format (``lin{k}.model.1.weight``,
         shape [1, C_k, 1, 1]) or this class' ``state_dict()`` (``layer_weights.{k}``, shape [C_k]).
 
-        Every layer must be present with its channel count; any other key is an error.
+        The lpips package's ``lins.{k}.model.1.weight`` works too (pass only those keys). Every
+        layer must be present with its channel count; any other key is an error.
         """
         n = len(self.layer_weights)
         converted = _convert_original_keys(dict(state_dict), "")
         want = {f"layer_weights.{k}" for k in range(n)}
-        missing, extra = sorted(want - converted.keys()), sorted(converted.keys() - want)
+        missing = sorted(k.replace("layer_weights.", "lin") for k in want - converted.keys())
+        extra = sorted(converted.keys() - want)
         if missing or extra:
             raise ValueError(
                 f"linear weights for Deeploss-{self.backbone_name} must have the {n} keys "
                 f"lin0..lin{n - 1}.model.1.weight (or layer_weights.0..{n - 1}); "
-                f"missing {missing or 'none'}, unexpected {extra or 'none'}"
+                f"missing {', '.join(missing) or 'none'}; unexpected {', '.join(extra) or 'none'}"
             )
         for k in range(n):
             v, p = converted[f"layer_weights.{k}"], self.layer_weights[k]
@@ -323,12 +328,13 @@ class DeepLoss(ImageLoss):
         feats_in = self.backbone(self._backbone_input(input.to(dtype)))
         # The target needs no graph: its features are constants for the gradient w.r.t. the input.
         with torch.set_grad_enabled(torch.is_grad_enabled() and target.requires_grad):
-            neg_units_tg = [f * -inverse_norm(f) for f in self.backbone(self._backbone_input(target.to(dtype)))]
+            units_tg = [unit_normalize(f) for f in self.backbone(self._backbone_input(target.to(dtype)))]
         total = input.new_zeros(input.shape[0], dtype=dtype)
-        for f_in, neg_u_tg, w in zip(feats_in, neg_units_tg, self.layer_weights, strict=True):
-            # u_in - u_tg as one fused multiply-add with the (N, 1, H, W) inverse norm: cheaper in
-            # forward and backward than dividing the full feature tensor (measured in docs/deeploss.md).
-            d = torch.addcmul(neg_u_tg, f_in, inverse_norm(f_in))
+        for f_in, u_tg, w in zip(feats_in, units_tg, self.layer_weights, strict=True):
+            # Multiplying by the (N, 1, H, W) inverse norm is cheaper than dividing the full feature
+            # tensor, in forward and backward. (Not fused into one addcmul: an FMA would leave a
+            # rounding residual, so identical images would not give exactly 0.)
+            d = unit_normalize(f_in) - u_tg
             # sum_c w_c d_c^2 averaged over positions: a matrix-vector product instead of a 1x1 conv + means
             total = total + torch.einsum("nchw,c->n", d * d, w) / (d.shape[2] * d.shape[3])
         return total
@@ -341,8 +347,9 @@ class DeepLoss(ImageLoss):
 def inverse_norm(f: torch.Tensor, eps: float = EPS) -> torch.Tensor:
     """``1 / (||f||_2 + eps)`` over dim 1 of (N, C, H, W), shape (N, 1, H, W).
 
-    The gradient is finite where ``f = 0``: the paper's ``sqrt(sum(f ** 2))`` has the same value but
-    a NaN gradient at zero vectors, which dead ReLU positions produce; ``vector_norm`` uses 0 there.
+    Same value as LPIPS' ``sqrt(sum(f ** 2))``, but the backward of ``vector_norm`` is 0 at zero
+    vectors (dead ReLU positions) where that of ``sqrt`` is NaN. (In these backbones every slice
+    ends in a ReLU whose backward masks those positions, so the paper's gradients are finite too.)
     """
     return 1.0 / (torch.linalg.vector_norm(f, dim=1, keepdim=True) + eps)
 
