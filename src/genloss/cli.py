@@ -1,0 +1,671 @@
+"""The ``genloss`` command line: compare images, list losses, manage weights, run experiments and the demo.
+
+Every command has ``--help``. Heavy imports (torch, matplotlib) happen inside the commands, so
+``genloss --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    name="genloss",
+    help="Loss functions for image generation: perceptual (Watson, SSIM, deep), robust and "
+    "correspondence-wise losses.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+weights_app = typer.Typer(
+    help="Download, locate and verify the weight files of the tuned losses.", no_args_is_help=True
+)
+app.add_typer(weights_app, name="weights")
+
+out = Console()
+err = Console(stderr=True)
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    """Print ``message`` on stderr and return the exit exception (``raise _fail(...)``)."""
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+class ColorspaceChoice(str, Enum):
+    RGB = "RGB"
+    LA = "LA"
+
+
+# --------------------------------------------------------------------------------------------------
+# compare
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Metric:
+    """A loss built for ``compare``, or the reason it could not be built."""
+
+    name: str
+    module: Any = None
+    unavailable: str | None = None
+    #: per pair: why the metric could not be computed on it (e.g. image too small)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def load_image(path: Path, resize: int | None = None):
+    """An image file as float32 (1, 3, H, W) in [0, 1] (PIL, converted to RGB; alpha dropped)."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    if not path.is_file():
+        raise ValueError(f"{path} is not a file")
+    try:
+        with Image.open(path) as im:
+            arr = np.array(im.convert("RGB"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"{path} is not an image PIL can read ({e})") from None
+    t = torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+    if resize is not None:
+        t = F.interpolate(t, size=(resize, resize), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+    return t
+
+
+def image_pairs(a: Path, b: Path) -> tuple[list[tuple[str, Path, Path]], list[str]]:
+    """The (name, path_a, path_b) pairs to compare: one for two files, matching names for two folders.
+
+    Returns the pairs and warnings about files present in only one of the folders.
+    """
+    if a.is_dir() != b.is_dir() and a.exists() and b.exists():
+        raise ValueError(f"give two files or two folders, got {'folder' if a.is_dir() else 'file'} {a} "
+                         f"and {'folder' if b.is_dir() else 'file'} {b}")
+    for p in (a, b):
+        if not p.exists():
+            raise FileNotFoundError(f"{p} does not exist")
+    if not a.is_dir():
+        return [(a.name if a.name == b.name else f"{a.name} vs {b.name}", a, b)], []
+
+    def images(d: Path) -> dict[str, Path]:
+        return {p.name: p for p in sorted(d.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
+
+    ia, ib = images(a), images(b)
+    common = sorted(set(ia) & set(ib))
+    if not common:
+        raise ValueError(f"the folders {a} and {b} have no image files with matching names "
+                         f"({len(ia)} and {len(ib)} images)")
+    warnings = [f"{n} is only in {a}" for n in sorted(set(ia) - set(ib))]
+    warnings += [f"{n} is only in {b}" for n in sorted(set(ib) - set(ia))]
+    return [(n, ia[n], ib[n]) for n in common], warnings
+
+
+def _present(name: str, weights_dir: Path | None) -> Path | None:
+    from genloss.weights import ChecksumError, find_local
+
+    try:
+        return find_local(name, weights_dir)
+    except ChecksumError:
+        return None
+
+
+def build_metrics(names: list[str], colorspace: str, weights_dir: Path | None, device: str,
+                  pretrained: bool = True) -> list[Metric]:
+    """Build each loss (``pretrained``, deterministic); a loss that cannot be built records why."""
+    import genloss
+    from genloss.weights import ChecksumError, WeightsUnavailableError
+
+    metrics = []
+    for name in names:
+        try:
+            module = genloss.get_loss(name, colorspace=colorspace, pretrained=pretrained, deterministic=True,
+                                      weights_dir=weights_dir)
+            metrics.append(Metric(name, module.to(device).eval()))
+        except WeightsUnavailableError as e:
+            files = [f for f in genloss.loss_info(name).weight_files.get(colorspace, ())
+                     if _present(f, weights_dir) is None]
+            # the missing file may also be another one, e.g. a deep loss' ImageNet backbone
+            if files:
+                reason = (f"weights missing ({', '.join(files)}): set GENLOSS_WEIGHTS_DIR or run "
+                          "`genloss weights download`")
+            else:
+                reason = str(e).splitlines()[0]
+            metrics.append(Metric(name, unavailable=reason))
+        except ChecksumError as e:
+            metrics.append(Metric(name, unavailable=f"bad weight file: {e}"))
+        except Exception as e:  # noqa: BLE001 - one broken loss must not hide the others' values
+            metrics.append(Metric(name, unavailable=f"could not be built: {type(e).__name__}: {e}"))
+    return metrics
+
+
+def compute_rows(metrics: list[Metric], pairs: list[tuple[str, Path, Path]], resize: int | None,
+                 device: str, progress: bool) -> list[dict[str, Any]]:
+    """One row per pair: ``{"pair", "a", "b", "values": {metric: float | None}}``."""
+    import torch
+    from tqdm.auto import tqdm
+
+    rows = []
+    for name, pa, pb in tqdm(pairs, desc="pairs", unit="pair", disable=not progress or len(pairs) < 2,
+                             file=sys.stderr):
+        x, y = load_image(pa, resize).to(device), load_image(pb, resize).to(device)
+        if x.shape != y.shape:
+            raise ValueError(
+                f"{pa} is {x.shape[-1]}x{x.shape[-2]} pixels but {pb} is {y.shape[-1]}x{y.shape[-2]}; "
+                "the images must have the same size (use --resize N to resize both to N x N)"
+            )
+        values: dict[str, float | None] = {}
+        for m in metrics:
+            if m.module is None:
+                values[m.name] = None
+                continue
+            try:
+                with torch.no_grad():
+                    values[m.name] = float(m.module(x, y))
+            except (ValueError, TypeError) as e:  # e.g. MS-SSIM needs >= 161 px
+                values[m.name] = None
+                m.skipped[name] = str(e)
+        rows.append({"pair": name, "a": str(pa), "b": str(pb), "values": values})
+    return rows
+
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return "n/a"
+    if v == 0 or (1e-3 <= abs(v) < 1e6):
+        return f"{v:.6g}"
+    return f"{v:.4e}"
+
+
+def render_compare(rows: list[dict[str, Any]], metrics: list[Metric], fmt: OutputFormat,
+                   settings: dict[str, Any]) -> str | Table:
+    """The result as a rich Table (``table``), a CSV string or a JSON string."""
+    names = [m.name for m in metrics]
+    problems = {m.name: m.unavailable for m in metrics if m.unavailable}
+    skipped = {m.name: m.skipped for m in metrics if m.skipped}
+    if fmt is OutputFormat.json:
+        doc = {
+            "settings": settings,
+            "metrics": names,
+            "pairs": [
+                {**{k: r[k] for k in ("pair", "a", "b")},
+                 "values": {k: (v if v is None or math.isfinite(v) else str(v)) for k, v in r["values"].items()}}
+                for r in rows
+            ],
+            "unavailable": problems,
+            "skipped": skipped,
+        }
+        return json.dumps(doc, indent=2)
+    if fmt is OutputFormat.csv:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["pair", "a", "b", *names])
+        for r in rows:
+            w.writerow([r["pair"], r["a"], r["b"], *("" if r["values"][n] is None else repr(r["values"][n])
+                                                      for n in names)])
+        return buf.getvalue()
+    if len(rows) == 1:
+        table = Table(title=f"{rows[0]['a']}  vs  {rows[0]['b']}", title_justify="left")
+        table.add_column("loss", style="bold")
+        table.add_column("value", justify="right")
+        table.add_column("note", overflow="fold")
+        for m in metrics:
+            v = rows[0]["values"][m.name]
+            note = m.unavailable or m.skipped.get(rows[0]["pair"], "")
+            table.add_row(m.name, _fmt(v), note, style="dim" if v is None else None)
+        return table
+    table = Table(title=f"{len(rows)} pairs", title_justify="left")
+    table.add_column("pair", style="bold")
+    for n in names:
+        table.add_column(n, justify="right")
+    for r in rows:
+        table.add_row(r["pair"], *(_fmt(r["values"][n]) for n in names))
+    return table
+
+
+@app.command()
+def compare(
+    a: Annotated[Path, typer.Argument(help="first image, or a folder of images")],
+    b: Annotated[Path, typer.Argument(help="second image, or a folder with images of the same names")],
+    loss: Annotated[
+        list[str] | None, typer.Option("--loss", "-l", help="loss to compute (repeatable; default: all)")
+    ] = None,
+    colorspace: Annotated[
+        ColorspaceChoice, typer.Option(help="RGB, or LA (greyscale: luma of the RGB images)")
+    ] = ColorspaceChoice.RGB,
+    fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="table, csv or json")] = OutputFormat.table,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="write the result (csv/json/table text) to this file")
+    ] = None,
+    weights_dir: Annotated[
+        Path | None, typer.Option(help="folder with the tuned weight files (else GENLOSS_WEIGHTS_DIR, cache)")
+    ] = None,
+    resize: Annotated[int | None, typer.Option(min=8, help="resize both images to N x N pixels first")] = None,
+    strict: Annotated[
+        bool, typer.Option(help="fail (exit 1) when a loss is unavailable instead of showing n/a")
+    ] = False,
+    pretrained: Annotated[bool, typer.Option(help="use the tuned weights (--no-pretrained: untuned defaults)")] = True,
+    device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda")] = "cpu",
+) -> None:
+    """Compute every loss between two images (or between same-named images of two folders).
+
+    Images are read with PIL, converted to RGB in [0, 1] and must have the same size (or use
+    --resize). Each loss is built with its tuned weights (pretrained) and deterministic=True. A loss
+    whose weights are missing is shown as n/a with the reason; --strict turns that into an error.
+
+    Examples:
+
+        genloss compare a.png b.png
+
+        genloss compare a.png b.png -l L2 -l Watson-DFT --format json
+
+        genloss compare outputs/ targets/ --format csv -o scores.csv
+    """
+    import genloss
+
+    try:
+        # canonical names, in the order given, without duplicates
+        names = list(dict.fromkeys(genloss.loss_info(n).name for n in loss)) if loss else genloss.list_losses()
+    except ValueError as e:
+        raise _fail(str(e)) from None
+    try:
+        pairs, warnings = image_pairs(a, b)
+    except (FileNotFoundError, ValueError) as e:
+        raise _fail(str(e)) from None
+    for w in warnings:
+        err.print(f"[yellow]warning:[/] {w}", highlight=False)
+    metrics = build_metrics(names, colorspace.value, weights_dir, device, pretrained)
+    try:
+        rows = compute_rows(metrics, pairs, resize, device, progress=True)
+    except (FileNotFoundError, ValueError) as e:
+        raise _fail(str(e)) from None
+    settings = {"colorspace": colorspace.value, "pretrained": pretrained, "deterministic": True,
+                "resize": resize, "reduction": "sum"}
+    rendered = render_compare(rows, metrics, fmt, settings)
+    if output is not None:
+        if isinstance(rendered, Table):
+            file_console = Console(file=io.StringIO(), width=160, no_color=True)
+            file_console.print(rendered)
+            text = file_console.file.getvalue()
+        else:
+            text = rendered
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text)
+        err.print(f"wrote {output}", highlight=False)
+    elif isinstance(rendered, Table):
+        out.print(rendered)
+    else:
+        # plain text for machines: no rich markup or wrapping
+        sys.stdout.write(rendered if rendered.endswith("\n") else rendered + "\n")
+    missing = [m for m in metrics if m.unavailable]
+    if missing and fmt is not OutputFormat.table:
+        for m in missing:
+            err.print(f"[yellow]unavailable:[/] {m.name}: {m.unavailable}", highlight=False, soft_wrap=True)
+    if strict and (missing or any(m.skipped for m in metrics)):
+        names_bad = ", ".join(m.name for m in metrics if m.unavailable or m.skipped)
+        raise _fail(f"--strict: not every loss could be computed ({names_bad})", code=1)
+
+
+# --------------------------------------------------------------------------------------------------
+# losses
+# --------------------------------------------------------------------------------------------------
+
+
+@app.command()
+def losses(
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+    family: Annotated[str | None, typer.Option(help="only losses of this family (e.g. watson)")] = None,
+) -> None:
+    """List the registered losses with their family, aliases, weight files and description.
+
+    Examples:
+
+        genloss losses
+
+        genloss losses --family watson --json
+    """
+    import genloss
+
+    entries = []
+    for name in genloss.list_losses(family):
+        info = genloss.loss_info(name)
+        entries.append({
+            "name": info.name,
+            "family": info.family,
+            "aliases": list(info.aliases),
+            "weight_files": {cs: list(files) for cs, files in info.weight_files.items()},
+            "description": info.description,
+        })
+    if family is not None and not entries:
+        raise _fail(f"no loss of family {family!r}; families: "
+                    f"{', '.join(sorted({genloss.loss_info(n).family for n in genloss.list_losses()}))}")
+    if as_json:
+        sys.stdout.write(json.dumps(entries, indent=2) + "\n")
+        return
+    table = Table(title="genloss losses", title_justify="left")
+    for col, kw in (("name", {"style": "bold"}), ("family", {}), ("aliases", {}), ("tuned weights", {}),
+                    ("description", {"overflow": "fold", "ratio": 1})):
+        table.add_column(col, **kw)
+    for e in entries:
+        table.add_row(e["name"], e["family"], ", ".join(e["aliases"]),
+                      "yes" if e["weight_files"] else "-", e["description"])
+    out.print(table)
+
+
+# --------------------------------------------------------------------------------------------------
+# weights
+# --------------------------------------------------------------------------------------------------
+
+
+def _weight_names(names: list[str] | None) -> list[str]:
+    """Weight file names from file names or loss names (a loss expands to its files of every colour space)."""
+    import genloss
+    from genloss.weights import WEIGHT_FILES
+
+    if not names:
+        return sorted(WEIGHT_FILES)
+    files: list[str] = []
+    for n in names:
+        if n in WEIGHT_FILES:
+            files.append(n)
+            continue
+        try:
+            info = genloss.loss_info(n)
+        except ValueError:
+            raise ValueError(f"{n!r} is neither a weight file nor a loss name; weight files: "
+                             f"{', '.join(sorted(WEIGHT_FILES))}") from None
+        if not info.weight_files:
+            raise ValueError(f"loss {info.name!r} uses no weight files")
+        files.extend(f for fs in info.weight_files.values() for f in fs)
+    return list(dict.fromkeys(files))
+
+
+def _search_dirs(extra: Path | None) -> list[tuple[str, Path]]:
+    """Where weight files are looked for, in order, with a label for each folder."""
+    from genloss import weights as W
+
+    dirs: list[tuple[str, Path]] = []
+    if extra is not None:
+        dirs.append(("--dir", extra.expanduser()))
+    for p in (os.environ.get(W.ENV_WEIGHTS_DIR) or "").split(os.pathsep):
+        if p:
+            dirs.append((W.ENV_WEIGHTS_DIR, Path(p).expanduser()))
+    dirs.append(("cache", W.cache_dir()))
+    return dirs
+
+
+@weights_app.command("download")
+def weights_download(
+    names: Annotated[list[str] | None, typer.Argument(help="weight files or loss names (default: all)")] = None,
+    dir: Annotated[Path | None, typer.Option("--dir", help="download into this folder instead of the cache")] = None,
+    force: Annotated[bool, typer.Option(help="download again even when a valid file is present")] = False,
+) -> None:
+    """Download weight files (with progress) and check their sha256.
+
+    Files already present (in --dir, GENLOSS_WEIGHTS_DIR or the cache) with the right hash are
+    skipped. Offline (no network or GENLOSS_OFFLINE=1) each file gets a message saying where to
+    download it from and where to put it; the exit code is then 1.
+
+    Examples:
+
+        genloss weights download
+
+        genloss weights download Watson-DFT --dir ./weights
+    """
+    from genloss import weights as W
+
+    try:
+        files = _weight_names(names)
+    except ValueError as e:
+        raise _fail(str(e)) from None
+    dest = dir if dir is not None else W.cache_dir()
+    failed = []
+    for i, name in enumerate(files, 1):
+        prefix = f"[{i}/{len(files)}] {name}"
+        try:
+            local = None if force else W.find_local(name, dir)
+        except W.ChecksumError as e:
+            err.print(f"[yellow]{prefix}: present but corrupt, downloading again[/] ({e})", highlight=False)
+            local = None
+        if local is not None:
+            out.print(f"{prefix}: [green]present[/] at {local}", highlight=False)
+            continue
+        try:
+            path = W.download(name, dest_dir=dest, progress=True)
+            out.print(f"{prefix}: [green]downloaded[/], sha256 ok -> {path}", highlight=False)
+        except (W.WeightsUnavailableError, OSError) as e:
+            reason = str(e).splitlines()[0]
+            spec = W.WEIGHT_FILES[name]
+            err.print(f"{prefix}: [red]not downloaded[/] - {reason}\n    get it from {spec.url}\n"
+                      f"    (sha256 {spec.sha256}) and put it into {dest}", highlight=False, soft_wrap=True)
+            failed.append(name)
+    if failed:
+        raise _fail(f"{len(failed)} of {len(files)} weight files could not be downloaded; put them into {dest} "
+                    f"or into a folder named by {W.ENV_WEIGHTS_DIR}", code=1)
+
+
+@weights_app.command("path")
+def weights_path(
+    dir: Annotated[Path | None, typer.Option("--dir", help="also look in this folder (first)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Print the cache folder, the search order and, per weight file, where it is found (or missing).
+
+    Example:
+
+        GENLOSS_WEIGHTS_DIR=/data/weights genloss weights path
+    """
+    from genloss import weights as W
+
+    dirs = _search_dirs(dir)
+    status: dict[str, dict[str, Any]] = {}
+    for name in sorted(W.WEIGHT_FILES):
+        try:
+            path = W.find_local(name, dir)
+            status[name] = {"status": "present" if path else "missing", "path": str(path) if path else None}
+        except W.ChecksumError as e:
+            status[name] = {"status": "corrupt", "path": None, "error": str(e)}
+    if as_json:
+        doc = {"cache_dir": str(W.cache_dir()), "search": [{"source": s, "dir": str(d)} for s, d in dirs],
+               "offline": os.environ.get(W.ENV_OFFLINE, ""), "files": status}
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        return
+    out.print(f"cache dir: {W.cache_dir()}", highlight=False)
+    out.print("search order: " + " -> ".join(f"{d} ({s})" for s, d in dirs) + " -> download", highlight=False)
+    table = Table(show_header=True)
+    table.add_column("file", style="bold")
+    table.add_column("status")
+    table.add_column("where", overflow="fold")
+    colours = {"present": "green", "missing": "yellow", "corrupt": "red"}
+    for name, s in status.items():
+        where = s["path"] or s.get("error") or W.WEIGHT_FILES[name].url
+        table.add_row(name, f"[{colours[s['status']]}]{s['status']}[/]", where)
+    out.print(table)
+    n_missing = sum(s["status"] != "present" for s in status.values())
+    if n_missing:
+        out.print(f"{n_missing} file(s) missing: `genloss weights download` fetches them when online, or set "
+                  f"{W.ENV_WEIGHTS_DIR} to a folder that holds them.", highlight=False)
+
+
+@weights_app.command("verify")
+def weights_verify(
+    dir: Annotated[Path | None, typer.Option("--dir", help="also check this folder")] = None,
+) -> None:
+    """Check the sha256 of every weight file present in any searched folder (exit 1 on a mismatch).
+
+    A folder's own SHA256SUMS (written for weights you tuned yourself) takes precedence over the
+    published hash, as when the files are loaded.
+    """
+    from genloss import weights as W
+
+    bad = checked = 0
+    for source, d in _search_dirs(dir):
+        for name in sorted(W.WEIGHT_FILES):
+            p = d / name
+            if not p.is_file():
+                continue
+            spec = W.WEIGHT_FILES[name]
+            expected = (W._manifest_hash(d, name) if source != "cache" else None) or spec.sha256
+            checked += 1
+            if expected is None:
+                out.print(f"[yellow]no hash[/] {p}", highlight=False)
+                continue
+            if W.sha256sum(p) == expected:
+                out.print(f"[green]ok[/]       {p}", highlight=False)
+            else:
+                bad += 1
+                out.print(f"[red]MISMATCH[/] {p} (expected sha256 {expected})", highlight=False)
+    if checked == 0:
+        out.print("no weight files found; see `genloss weights path`", highlight=False)
+    if bad:
+        raise _fail(f"{bad} weight file(s) have a wrong sha256: delete and download them again", code=1)
+
+
+# --------------------------------------------------------------------------------------------------
+# experiments, benchmark, demo
+# --------------------------------------------------------------------------------------------------
+
+
+def _print_summary(summary: Any) -> None:
+    def plain(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {str(k): plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, (str, int, float, bool)) or v is None:
+            return v
+        if hasattr(v, "item") and getattr(v, "ndim", 1) == 0:  # numpy / torch scalars
+            return v.item()
+        return str(v)
+
+    sys.stdout.write(json.dumps(plain(summary), indent=2) + "\n")
+
+
+def _run_experiment(kind: str, config: Path, overrides: list[str] | None) -> None:
+    from genloss import experiments
+
+    for o in overrides or []:
+        if "=" not in o:
+            raise _fail(f"override {o!r} must look like key.sub=value")
+    if not config.is_file():
+        raise _fail(f"config file {config} does not exist")
+    try:
+        summary = getattr(experiments, kind)(config, list(overrides or []))
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        raise _fail(f"{kind} failed: {e}", code=1) from None
+    _print_summary(summary)
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Option("--config", "-c", help="YAML config with an 'experiment:' key")],
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="key.sub=value overrides (values parsed as YAML)")
+    ] = None,
+) -> None:
+    """Train the experiment a config describes and print its summary (JSON).
+
+    Example:
+
+        genloss train --config configs/video_smoke.yaml trainer.max_steps=10
+    """
+    _run_experiment("train", config, overrides)
+
+
+@app.command("test")
+def test_cmd(
+    config: Annotated[Path, typer.Option("--config", "-c", help="YAML config with an 'experiment:' key")],
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="key.sub=value overrides (values parsed as YAML)")
+    ] = None,
+) -> None:
+    """Evaluate the experiment a config describes and print its metrics (JSON).
+
+    Example:
+
+        genloss test --config configs/2afc_eval_smoke.yaml eval.colorspaces=[RGB]
+    """
+    _run_experiment("test", config, overrides)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)
+def bench(ctx: typer.Context) -> None:
+    """Runtime benchmark of the losses against peer implementations (arguments: see genloss bench --help).
+
+    Example:
+
+        genloss bench --quick --losses L1 SSIM Watson-DFT --colorspaces RGB
+    """
+    from genloss.experiments import runtime
+
+    try:
+        code = runtime.main(list(ctx.args))
+    except SystemExit as e:  # argparse's --help and usage errors
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    raise typer.Exit(code or 0)
+
+
+@app.command()
+def demo(
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="folder for index.html and the plots")
+    ] = Path("genloss-demo"),
+    quick: Annotated[
+        bool, typer.Option(help="a smaller run (< 1 min): fewer photographs, strengths and steps")
+    ] = False,
+    open_browser: Annotated[bool, typer.Option("--open", help="open the report in a web browser")] = False,
+    weights_dir: Annotated[Path | None, typer.Option(help="folder with the tuned weight files")] = None,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+) -> None:
+    """Run the demo on built-in photographs (no download) and write an HTML report.
+
+    The report shows (a) every loss against blur, noise, JPEG, shift and brightness changes of
+    increasing strength, (b) a tiny autoencoder trained with several losses side by side, and
+    (c) a correspondence-wise (CorrWise) alignment of a photograph pair with known motion.
+
+    Examples:
+
+        genloss demo --open
+
+        GENLOSS_WEIGHTS_DIR=/data/weights genloss demo --output report/
+    """
+    from genloss.demo import run_demo
+
+    report = run_demo(output, quick=quick, weights_dir=weights_dir, seed=seed, progress=True)
+    out.print(f"report written to {report.index} in {report.seconds:.1f} s", highlight=False)
+    for note in report.notes:
+        out.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(report.index.resolve().as_uri())
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``genloss`` script."""
+    app(args=argv, prog_name="genloss")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
