@@ -21,16 +21,22 @@ def normalized_flow(flow: torch.Tensor) -> torch.Tensor:
     return flow * scale.view(1, 2, 1, 1)
 
 
-def sobel(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel 3x3 Sobel derivatives (d/dx, d/dy) of (N, C, H, W), zero padding, same size.
+def sobel(x: torch.Tensor, padding: str = "replicate") -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel 3x3 Sobel derivatives (d/dx, d/dy) of (N, C, H, W), same size.
 
     Unnormalised kernels (``[1, 2, 1]`` smoothing, central difference), as the paper; positive d/dx
-    for values increasing to the right.
+    for values increasing to the right. ``padding='replicate'`` (default) gives zero derivatives of a
+    constant field everywhere; ``'zeros'`` is the paper code's (``conv2d(padding=1)``), which makes a
+    constant flow look non-smooth along the image border (a penalty proportional to its magnitude).
     """
+    if padding not in ("replicate", "zeros"):
+        raise ValueError(f"padding must be 'replicate' or 'zeros', got {padding!r}")
+    if padding == "replicate":
+        x = F.pad(x, (1, 1, 1, 1), mode="replicate")
     c = x.shape[1]
     kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=x.device, dtype=x.dtype)
     k = torch.stack((kx, kx.t())).unsqueeze(1).repeat(c, 1, 1, 1)  # (2C, 1, 3, 3): per channel dx, dy
-    g = F.conv2d(x, k, padding=1, groups=c)
+    g = F.conv2d(x, k, padding=0 if padding == "replicate" else 1, groups=c)
     return g[:, 0::2], g[:, 1::2]
 
 
@@ -45,14 +51,17 @@ def flow_magnitude(flow: torch.Tensor, norm: int = 1) -> torch.Tensor:
     return _vector_norm(normalized_flow(flow), norm).flatten(1).mean(1)
 
 
-def flow_smoothness(flow: torch.Tensor, norm: int = 1) -> torch.Tensor:
-    """Mean length of the Sobel derivatives of the size-normalised flow, averaged over x and y, per image [N]."""
-    gx, gy = sobel(normalized_flow(flow))
+def flow_smoothness(flow: torch.Tensor, norm: int = 1, padding: str = "replicate") -> torch.Tensor:
+    """Mean length of the Sobel derivatives of the size-normalised flow, averaged over x and y, per image [N].
+
+    ``padding='zeros'`` reproduces the paper code's border term (see :func:`sobel`).
+    """
+    gx, gy = sobel(normalized_flow(flow), padding)
     return 0.5 * (_vector_norm(gx, norm).flatten(1).mean(1) + _vector_norm(gy, norm).flatten(1).mean(1))
 
 
 def edge_aware_smoothness(flow: torch.Tensor, image: torch.Tensor, edge_constant: float = 150.0,
-                          second_order: bool = False) -> torch.Tensor:
+                          second_order: bool = False, padding: str = "replicate") -> torch.Tensor:
     """Flow smoothness down-weighted across image edges (the paper's ``smoothness``), per image [N].
 
     The derivative of the flow along x is weighted by ``exp(-edge_constant * mean_c |d image / dx|)``
@@ -64,16 +73,17 @@ def edge_aware_smoothness(flow: torch.Tensor, image: torch.Tensor, edge_constant
         image: (N, C, H, W) image the flow is defined on (the reference frame), same H, W.
         edge_constant: edge sensitivity (the paper's 150, for images in [0, 1] and Sobel derivatives).
         second_order: penalise second derivatives (d2/dx2, d2/dy2) instead of first ones.
+        padding: ``'replicate'`` (default) or the paper code's ``'zeros'`` (see :func:`sobel`).
     """
     if image.shape[0] != flow.shape[0] or image.shape[2:] != flow.shape[2:]:
         raise ValueError(f"image {tuple(image.shape)} does not match flow {tuple(flow.shape)}")
-    igx, igy = sobel(image)
+    igx, igy = sobel(image, padding)
     wx = torch.exp(-(edge_constant * igx).abs().mean(1, keepdim=True))
     wy = torch.exp(-(edge_constant * igy).abs().mean(1, keepdim=True))
-    fgx, fgy = sobel(normalized_flow(flow))
+    fgx, fgy = sobel(normalized_flow(flow), padding)
     if second_order:
-        fgx, _ = sobel(fgx)
-        _, fgy = sobel(fgy)
+        fgx, _ = sobel(fgx, padding)
+        _, fgy = sobel(fgy, padding)
 
     def robust(x: torch.Tensor) -> torch.Tensor:
         return (x.pow(2) + 1e-6).sqrt()

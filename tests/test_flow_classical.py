@@ -1,0 +1,160 @@
+"""Classical flow estimators ('coarse2fine' in PyTorch, OpenCV 'dis', 'farneback') on photographs with known motion."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+from genloss.corrwise import get_flow, list_flows
+from genloss.corrwise.flow.classical import CoarseToFineFlow
+from genloss.corrwise.synthetic import MOTIONS, end_point_error, load_photos, synthetic_pair
+
+SIZE = 64
+BORDER = 8  # pixels near the border are excluded: they may have left the frame (motions up to ~4 px)
+PHOTOS = ["astronaut", "coffee", "chelsea", "camera"]
+
+# Upper bounds on the mean end-point error (pixels) over the four 64 x 64 photographs, interior only.
+# Measured on this machine (torch 2.x CPU, OpenCV 5.0) when the tests were written:
+#   coarse2fine: translation 0.039, subpixel 0.032, affine 0.074, smooth 0.090
+#   dis:         translation 0.060, subpixel 0.070, affine 0.119, smooth 0.214
+#   farneback:   translation 0.045, subpixel 0.022, affine 0.195, smooth 0.227
+# Each bound is about twice the measured value (at least +0.06 px) so that BLAS/OpenCV versions
+# and rounding differences pass, while a broken estimator fails: the zero flow scores 3.6, 1.7, 1.35
+# and 1.2 px, a sign error twice that, and a half-pixel bias alone exceeds every bound.
+EPE_BOUNDS = {
+    "coarse2fine": {"translation": 0.1, "subpixel": 0.1, "affine": 0.15, "smooth": 0.2},
+    "dis": {"translation": 0.15, "subpixel": 0.15, "affine": 0.25, "smooth": 0.4},
+    "farneback": {"translation": 0.12, "subpixel": 0.1, "affine": 0.4, "smooth": 0.45},
+}
+
+
+@pytest.fixture(scope="module")
+def photos() -> torch.Tensor:
+    return load_photos(PHOTOS, SIZE + SIZE // 2)
+
+
+@pytest.fixture(scope="module")
+def pairs(photos) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    return {m: synthetic_pair(photos, m, SIZE) for m in MOTIONS}
+
+
+def test_registered_names():
+    assert {"coarse2fine", "dis", "farneback"} <= set(list_flows())
+    assert not get_flow("coarse2fine").learned and not get_flow("dis").learned
+
+
+@pytest.mark.parametrize("name", sorted(EPE_BOUNDS))
+def test_end_point_error_on_known_motion(name, pairs):
+    """Mean EPE over the interior (8 px border excluded) of four photographs under the bounds above; every image
+    also below 40% of the zero flow's EPE (Farneback reaches 32% on the smooth field of the low-texture coffee)."""
+    est = get_flow(name)
+    for motion, (a, b, truth) in pairs.items():
+        with torch.no_grad():
+            flow = est(a, b)
+        assert flow.shape == truth.shape and flow.dtype == a.dtype
+        epe = end_point_error(flow, truth, BORDER)
+        zero = end_point_error(torch.zeros_like(truth), truth, BORDER)
+        assert epe.mean() < EPE_BOUNDS[name][motion], f"{name} {motion}: EPE {epe.tolist()}"
+        assert (epe < 0.4 * zero).all(), f"{name} {motion}: EPE {epe.tolist()} vs zero flow {zero.tolist()}"
+
+
+def test_identical_images_give_zero_flow(photos):
+    """Interior only: Farneback's polynomial fit is biased at the image border (up to 1.2 px measured there)."""
+    x = photos[:, :, :SIZE, :SIZE]
+    for name in ("coarse2fine", "dis", "farneback"):
+        flow = get_flow(name)(x, x)[..., BORDER:-BORDER, BORDER:-BORDER]
+        assert flow.abs().max() < 0.02, name
+
+
+def test_coarse2fine_is_batched_without_cross_talk(pairs):
+    """Each image's flow is the same whether it is estimated alone or inside a batch (no mixing across N)."""
+    a, b, _ = pairs["smooth"]
+    est = CoarseToFineFlow()
+    batch = est(a, b)
+    single = torch.cat([est(a[i:i + 1], b[i:i + 1]) for i in range(a.shape[0])])
+    torch.testing.assert_close(batch, single, atol=1e-4, rtol=0)
+
+
+def test_coarse2fine_dtypes_greyscale_and_odd_sizes(pairs):
+    a, b, truth = pairs["subpixel"]
+    est = CoarseToFineFlow()
+    f32 = est(a, b)
+    f64 = est(a.double(), b.double())
+    assert f64.dtype == torch.float64
+    torch.testing.assert_close(f64.float(), f32, atol=1e-3, rtol=0)
+    # greyscale input: the same luma the RGB path computes internally
+    w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    grey = est((a * w).sum(1, keepdim=True), (b * w).sum(1, keepdim=True))
+    torch.testing.assert_close(grey, f32, atol=1e-4, rtol=0)
+    # odd, non-square size: still the right shape and close to the truth
+    odd = est(a[..., :61, :50], b[..., :61, :50])
+    assert odd.shape == (4, 2, 61, 50)
+    assert end_point_error(odd, truth[..., :61, :50], BORDER).mean() < 0.2
+    assert est(a[..., :5, :7], b[..., :5, :7]).shape == (4, 2, 5, 7)  # tiny: one level, no crash
+
+
+def test_coarse2fine_half_precision_and_autocast(pairs):
+    a, b, _ = pairs["translation"]
+    est = CoarseToFineFlow()
+    ref = est(a, b)
+    half = est(a.bfloat16(), b.bfloat16())
+    assert half.dtype == torch.bfloat16
+    assert (half.float() - ref).abs().mean() < 0.05
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        auto = est(a, b)
+    torch.testing.assert_close(auto, ref)
+
+
+def test_coarse2fine_is_differentiable(pairs):
+    """Not used by CorrWise by default (it runs under no_grad), but the estimator is plain tensor ops."""
+    a, b, _ = pairs["subpixel"]
+    b = b.clone().requires_grad_()
+    CoarseToFineFlow()(a, b).sum().backward()
+    assert b.grad is not None and torch.isfinite(b.grad).all() and b.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ["coarse2fine", "dis", "farneback"])
+def test_input_errors(name, pairs):
+    a, b, _ = pairs["translation"]
+    est = get_flow(name)
+    with pytest.raises(ValueError, match="same shape"):
+        est(a, b[..., :32])
+    with pytest.raises(ValueError, match="4-D"):
+        est(a[0], b[0])
+    with pytest.raises(ValueError, match=r"\[0, 255\]"):
+        est(a * 255, b * 255)
+    with pytest.raises(ValueError, match="channels"):
+        est(a[:, :2], b[:, :2])
+
+
+def test_invalid_options():
+    with pytest.raises(ValueError, match="min_size"):
+        CoarseToFineFlow(min_size=2)
+    with pytest.raises(ValueError, match="preset"):
+        get_flow("dis", preset="slow")
+    with pytest.raises(ValueError, match="unknown flow method 'nope'"):
+        get_flow("nope")
+
+
+def test_opencv_missing_gives_a_clear_import_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cv2", None)  # makes `import cv2` raise ImportError
+    with pytest.raises(ImportError, match="opencv-python-headless"):
+        get_flow("dis")
+    with pytest.raises(ImportError, match="coarse2fine"):
+        get_flow("farneback")
+
+
+def test_opencv_returns_on_the_input_dtype(pairs):
+    a, b, truth = pairs["subpixel"]
+    flow = get_flow("dis")(a.double(), b.double())
+    assert flow.dtype == torch.float64 and flow.device == a.device
+    assert end_point_error(flow, truth.double(), BORDER).mean() < EPE_BOUNDS["dis"]["subpixel"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_coarse2fine_on_cuda_matches_cpu(pairs):
+    a, b, _ = pairs["affine"]
+    est = CoarseToFineFlow()
+    torch.testing.assert_close(est(a.cuda(), b.cuda()).cpu(), est(a, b), atol=1e-3, rtol=0)
