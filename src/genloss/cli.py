@@ -553,10 +553,12 @@ def _print_summary(summary: Any) -> None:
             return {str(k): plain(x) for k, x in v.items()}
         if isinstance(v, (list, tuple)):
             return [plain(x) for x in v]
+        if isinstance(v, float) and not math.isfinite(v):
+            return None  # strict JSON has no NaN/Inf
         if isinstance(v, (str, int, float, bool)) or v is None:
             return v
         if hasattr(v, "item") and getattr(v, "ndim", 1) == 0:  # numpy / torch scalars
-            return v.item()
+            return plain(v.item())
         return str(v)
 
     sys.stdout.write(json.dumps(plain(summary), indent=2) + "\n")
