@@ -1,0 +1,123 @@
+"""The built-in photographs, the distortions and the `genloss demo` report."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from genloss.data import photos
+from genloss.data.photos import DISTORTIONS, brightness, gaussian_blur, gaussian_noise, jpeg, load_photo, shift
+from genloss.demo import build_losses, known_motion, run_demo, sharpness
+
+
+@pytest.fixture(scope="module")
+def x() -> torch.Tensor:
+    return photos.load_photos(["astronaut", "coffee"], 48)
+
+
+def test_load_photo_is_a_centre_crop_in_unit_range():
+    t = load_photo("chelsea", 40)
+    assert t.shape == (1, 3, 40, 40) and t.dtype == torch.float32
+    assert 0 <= float(t.min()) and float(t.max()) <= 1 and float(t.std()) > 0.05
+    full = load_photo("chelsea", None)
+    h, w = photos.photo_array("chelsea").shape[:2]
+    assert full.shape[-2:] == (min(h, w), min(h, w))
+    with pytest.raises(ValueError, match="unknown photograph"):
+        load_photo("no_such_picture")
+
+
+def test_distortions_are_pure_and_keep_shape(x):
+    before = x.clone()
+    for kind, d in DISTORTIONS.items():
+        for s in d.strengths:
+            y = d(x, s)
+            assert y.shape == x.shape and y.dtype == x.dtype, kind
+            assert 0 <= float(y.min()) and float(y.max()) <= 1, kind
+            assert not torch.equal(y, x), (kind, s)
+    assert torch.equal(x, before)
+
+
+def test_distortion_strength_orders_the_damage(x):
+    # larger strengths move the image further away, for every kind (mean absolute change)
+    for kind, d in DISTORTIONS.items():
+        err = [float((d(x, s) - x).abs().mean()) for s in (d.strengths[0], d.strengths[-1])]
+        assert err[0] < err[1], kind
+    assert sharpness(gaussian_blur(x, 2.0)) < sharpness(gaussian_blur(x, 0.5)) < sharpness(x)
+    assert float((jpeg(x, 95) - x).abs().mean()) < float((jpeg(x, 10) - x).abs().mean())
+
+
+def test_distortion_details(x):
+    assert torch.equal(gaussian_blur(x, 0), x)
+    assert torch.equal(gaussian_noise(x, 0.1, seed=3), gaussian_noise(x, 0.1, seed=3))
+    assert not torch.equal(gaussian_noise(x, 0.1, seed=3), gaussian_noise(x, 0.1, seed=4))
+    # an integer shift moves the content by whole pixels
+    torch.testing.assert_close(shift(x, 2, 0)[..., 2:], x[..., :-2], atol=1e-5, rtol=0)
+    torch.testing.assert_close(shift(x, 0, -3)[..., :-3, :], x[..., 3:, :], atol=1e-5, rtol=0)
+    torch.testing.assert_close(brightness(x, 0.1), (x + 0.1).clamp(0, 1))
+    grey = x[:, :1]
+    assert jpeg(grey, 50).shape == grey.shape
+    with pytest.raises(ValueError, match="sigma"):
+        gaussian_blur(x, -1)
+    with pytest.raises(ValueError, match="quality"):
+        jpeg(x, 0)
+    with pytest.raises(ValueError, match="unknown distortion"):
+        photos.distort(x, "swirl", 1.0)
+
+
+def test_known_motion_is_the_flow_from_target_to_prediction():
+    from genloss.corrwise.warp import backward_warp
+
+    target, prediction, flow = known_motion(64)
+    assert target.shape == prediction.shape == (1, 3, 64, 64) and flow.shape == (1, 2, 64, 64)
+    aligned = backward_warp(prediction, flow, padding_mode="border")
+    inner = (slice(None), slice(None), slice(8, -8), slice(8, -8))
+    # reading the prediction at p + flow(p) gives the target back (up to resampling blur)
+    assert float((aligned - target)[inner].abs().mean()) < 0.25 * float((prediction - target)[inner].abs().mean())
+
+
+def test_build_losses_tuned_with_reference_weights(reference_weights):
+    entries = {e.name: e for e in build_losses("RGB", None, names=["L1", "Watson-DFT", "Adaptive"])}
+    assert entries["L1"].status == "default"
+    assert entries["Watson-DFT"].status == "tuned" and entries["Adaptive"].status == "tuned"
+
+
+def test_build_losses_falls_back_to_untuned_offline():
+    entries = {e.name: e for e in build_losses("RGB", None, names=["L2", "Watson-DFT"])}
+    assert entries["L2"].status == "default"
+    e = entries["Watson-DFT"]
+    assert e.status == "untuned" and e.module is not None
+    assert "rgb_watson_fft_trial0.pth" in e.note and "pretrained=False" in e.note
+
+
+def test_quick_demo_writes_report_and_says_when_untuned(tmp_path):
+    # offline without weights: the tuned losses run untuned and the report must say so
+    report = run_demo(tmp_path / "demo", quick=True, progress=False)
+    html = report.index.read_text()
+    assert report.index.is_file()
+    for name in ("distortions.png", "distortion_curves.png", "sensitivity.png", "optimisation.png",
+                 "optimisation_curves.png"):
+        path = tmp_path / "demo" / name
+        assert path.is_file() and f"src='{name}'" in html, name
+        with Image.open(path) as im:
+            assert im.size[0] > 300 and im.size[1] > 200
+            assert np.asarray(im.convert("L")).std() > 5  # not a blank canvas
+    assert "UNTUNED" in html and any("pretrained=False" in n for n in report.notes)
+    assert "(c) Correspondence-wise alignment" in html
+
+    sweep = report.sweep
+    for name in ("L1", "L2", "SSIM", "Watson-DFT"):
+        norm = sweep["normalised"][name]
+        assert all(v[0] == 0 for v in norm.values())  # strength 0 is the undistorted photograph
+        assert max(max(v) for v in norm.values()) == pytest.approx(1.0)
+    noise = sweep["raw"]["L2"]["noise"]
+    assert all(a < b for a, b in zip(noise, noise[1:], strict=False))
+
+    fit = report.fit
+    assert {"L1", "L2"} <= set(fit["runs"])
+    # L2's optimum over the shifted targets is their mean: the fit must have moved towards it
+    mean = fit["targets"].mean(0, keepdim=True)
+    start_gap = float(((fit["start"] - mean) ** 2).sum())
+    assert float(((fit["runs"]["L2"]["image"] - mean) ** 2).sum()) < 0.3 * start_gap
+    assert report.seconds < 120
