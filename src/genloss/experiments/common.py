@@ -81,15 +81,18 @@ def apply_smoke(cfg: dict[str, Any]) -> dict[str, Any]:
     Full-size configs carry a ``smoke:`` section with the overrides that shrink them to a CPU run of
     a few seconds (tiny images, a few steps), so CI runs every config::
 
-        genloss train --config configs/vae_mnist.yaml smoke.enabled=true
+        genloss train --config configs/vae_mnist.yaml smoke.enabled=true [key=value ...]
 
-    ``overrides`` maps dotted keys to values, e.g. ``{trainer.max_steps: 3, data.kind: synthetic}``.
+    ``overrides`` maps dotted keys to values, e.g. ``{trainer.max_steps: 3, data.kind: digits}``.
+    :func:`~genloss.experiments.config.load_config` calls this and then re-applies the
+    command-line overrides, so ``key=value`` arguments win over the smoke values. The result is
+    marked ``smoke.applied: true``, so applying it twice changes nothing.
     """
     from .config import apply_overrides
 
     smoke = section(cfg, "smoke")
-    check_keys(smoke, ("enabled", "overrides"), "smoke")
-    if not smoke.get("enabled"):
+    check_keys(smoke, ("enabled", "overrides", "applied"), "smoke")
+    if not smoke.get("enabled") or smoke.get("applied"):
         return cfg
     overrides = smoke.get("overrides") or {}
     if not isinstance(overrides, dict):
@@ -99,7 +102,9 @@ def apply_smoke(cfg: dict[str, Any]) -> dict[str, Any]:
     # apply_overrides parses "key=value" strings as YAML: dump each value back to YAML text
     items = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
              for k, v in overrides.items()]
-    return apply_overrides(cfg, items)
+    out = apply_overrides(cfg, items)
+    out["smoke"] = {**out["smoke"], "applied": True}
+    return out
 
 
 def output_dir(cfg: dict[str, Any], default: str) -> Path:

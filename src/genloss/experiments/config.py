@@ -44,4 +44,12 @@ def load_config(config: str | Path | dict[str, Any], overrides: list[str] | None
             cfg = yaml.safe_load(fh) or {}
         if not isinstance(cfg, dict):
             raise ValueError(f"config file {path} must hold a mapping at the top level")
-    return apply_overrides(cfg, overrides)
+    merged = apply_overrides(cfg, overrides)
+    smoke = merged.get("smoke")
+    if isinstance(smoke, dict) and smoke.get("enabled") and not smoke.get("applied"):
+        # `smoke.enabled=true` shrinks a full config with its smoke.overrides; command-line
+        # overrides are applied again on top, so they still win (see common.apply_smoke)
+        from .common import apply_smoke
+
+        merged = apply_overrides(apply_smoke(merged), overrides)
+    return merged
