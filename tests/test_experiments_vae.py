@@ -1,0 +1,319 @@
+"""VAE experiment: data (digits, MNIST/CelebA folders), networks, Lightning plumbing, smoke runs of every VAE config."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from genloss.data.celeba import CelebACrop, celeba_dataset
+from genloss.data.digits import DigitsDataset, load_digit_images
+from genloss.data.mnist import mnist_dataset, pad_or_crop_to, save_image_folder
+from genloss.experiments import test as run_test
+from genloss.experiments import train as run_train
+from genloss.experiments.common import apply_smoke, build_loss, resolve_resume, save_image_grid
+from genloss.experiments.vae import CelebAVAE, MnistVAE, kl_divergence, reconstruction_weight
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+SMOKE = CONFIGS / "vae_digits_smoke.yaml"
+QUIET = ["trainer.progress_bar=false", "trainer.enable_model_summary=false"]
+
+
+def _csv_rows(log_dir: str) -> list[dict[str, str]]:
+    with open(Path(log_dir) / "metrics.csv") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _ckpt(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# data
+# ------------------------------------------------------------------------------------------------
+def test_digits_look_like_mnist():
+    images, labels = load_digit_images(28)
+    assert images.shape == (1797, 1, 28, 28) and images.dtype == torch.float32 and labels.shape == (1797,)
+    assert float(images.min()) >= 0 and float(images.max()) <= 1
+    # strokes live in the central 20x20 box, the 4-pixel border is black as in MNIST
+    assert float(images[..., :4, :].abs().max()) == 0 and float(images[..., :, -4:].abs().max()) == 0
+    # real digits: the mean "1" is narrower than the mean "0" (less ink in the left and right thirds)
+    zero, one = images[labels == 0].mean(0)[0], images[labels == 1].mean(0)[0]
+    sides = np.r_[4:10, 18:24]
+    assert float(one[:, sides].mean()) < 0.6 * float(zero[:, sides].mean())
+    # 32x32 is the same digit padded by 2 more pixels
+    assert torch.equal(load_digit_images(32)[0][:, :, 2:30, 2:30], images)
+    with pytest.raises(ValueError, match="size"):
+        load_digit_images(16)
+
+
+def test_digit_splits_are_disjoint_and_fixed():
+    train, test = DigitsDataset("train"), DigitsDataset("test")
+    assert len(train) + len(test) == 1797
+    flat_train = {tuple(x.flatten().tolist()) for x in train.images[:200]}
+    assert not any(tuple(x.flatten().tolist()) in flat_train for x in test.images)
+    assert torch.equal(DigitsDataset("test").images, test.images)  # same permutation every time
+    assert len(DigitsDataset("train", limit=10)) == 10
+    with pytest.raises(ValueError, match="split"):
+        DigitsDataset("val")
+
+
+def test_mnist_folder_roundtrip(tmp_path):
+    images, labels = load_digit_images(28)
+    save_image_folder(images[:12], labels[:12], tmp_path / "train")
+    ds = mnist_dataset(tmp_path, "train", size=32)
+    assert len(ds) == 12
+    x, y = ds[0]
+    assert x.shape == (1, 32, 32)
+    # the PNGs hold the digits in 8 bits; reading them back and padding by 2 gives the same image
+    order = np.argsort(labels[:12].numpy(), kind="stable")  # the folder lists labels in sorted order
+    assert y == int(labels[order[0]])
+    assert torch.allclose(x[:, 2:30, 2:30], images[order[0]], atol=0.5 / 255 + 1e-6)
+    assert float(x[:, :2].abs().max()) == 0
+    with pytest.raises(FileNotFoundError, match="download"):
+        mnist_dataset(tmp_path, "test")
+
+
+def test_pad_or_crop_centres():
+    img = torch.arange(16.0).view(1, 4, 4)
+    assert torch.equal(pad_or_crop_to(6)(img)[:, 1:5, 1:5], img)
+    assert torch.equal(pad_or_crop_to(2)(img), img[:, 1:3, 1:3])
+
+
+def test_celeba_crop_is_square_by_default():
+    crop = CelebACrop(64)
+    assert crop.box(178, 218) == (25, 45, 153, 173)  # 128 x 128 face box
+    left, top, right, bottom = CelebACrop(64, "paper").box(178, 218)
+    assert (right - left, bottom - top) == (128, 133)  # the published, non-square box
+    assert CelebACrop(64).box(100, 60) == (20, 0, 80, 60)  # other sizes: centre square
+    with pytest.raises(ValueError, match="crop"):
+        CelebACrop(64, "face-ish")
+
+
+def _write_faces(folder: Path, n: int) -> None:
+    """Photographs from scikit-image cut to the 178x218 size of CelebA's aligned faces."""
+    import skimage.data
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        img = [skimage.data.astronaut(), skimage.data.chelsea(), skimage.data.coffee()][i % 3]
+        y, x = 10 * (i // 3), 15 * (i // 3)
+        Image.fromarray(img[y:y + 218, x:x + 178]).save(folder / f"{i:06d}.jpg")
+
+
+def test_celeba_folder(tmp_path):
+    _write_faces(tmp_path / "img", 10)
+    train, test = celeba_dataset(tmp_path, "train"), celeba_dataset(tmp_path, "test")
+    assert len(train) == 9 and len(test) == 1
+    assert set(train.indices).isdisjoint(test.indices)
+    x, label = train[0]
+    assert x.shape == (3, 64, 64) and label == 0 and 0 <= float(x.min()) and float(x.max()) <= 1
+    with pytest.raises(FileNotFoundError, match="CelebA"):
+        celeba_dataset(tmp_path / "missing")
+
+
+# ------------------------------------------------------------------------------------------------
+# networks and objective
+# ------------------------------------------------------------------------------------------------
+def test_vae_networks():
+    x = load_digit_images(32)[0][:4]
+    vae = MnistVAE(latent_dim=2, hidden=32, base_channels=4)
+    recon, mu, logvar, z = vae(x)
+    assert recon.shape == x.shape and mu.shape == logvar.shape == z.shape == (4, 2)
+    assert 0 <= float(recon.min()) and float(recon.max()) <= 1
+    (recon.sum() + kl_divergence(mu, logvar).sum()).backward()
+    assert all(p.grad is not None for p in vae.parameters())
+    with pytest.raises(ValueError, match="expected images"):
+        vae(torch.rand(2, 3, 32, 32))
+    faces = CelebAVAE(latent_dim=8, hidden=16, base_channels=4)
+    assert faces(torch.rand(2, 3, 64, 64))[0].shape == (2, 3, 64, 64)
+    n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in faces.decoder)
+    published = CelebAVAE(latent_dim=8, hidden=16, base_channels=4, decoder_batchnorm=False)
+    assert n_bn == 2 and not any(isinstance(m, torch.nn.BatchNorm2d) for m in published.decoder)
+
+
+def test_kl_divergence_matches_torch_distributions():
+    mu, logvar = torch.randn(3, 5), torch.randn(3, 5)
+    q = torch.distributions.Normal(mu, (0.5 * logvar).exp())
+    p = torch.distributions.Normal(torch.zeros(5), torch.ones(5))
+    expected = torch.distributions.kl_divergence(q, p).sum(1)
+    assert torch.allclose(kl_divergence(mu, logvar), expected, atol=1e-5)
+
+
+def test_reconstruction_weight_uses_the_papers_values():
+    assert reconstruction_weight({"name": "ssim"}, "mnist") == pytest.approx(np.exp(9))
+    assert reconstruction_weight({"name": "SSIM"}, "celeba") == pytest.approx(np.exp(13))
+    assert reconstruction_weight({"name": "Watson-fft"}, "digits") == pytest.approx(1.0)
+    assert reconstruction_weight({"name": "L1", "log_weight": 2}, "mnist") == pytest.approx(np.exp(2))
+    with pytest.raises(ValueError, match="log_weight"):
+        reconstruction_weight({"name": "L1"}, "mnist")
+
+
+# ------------------------------------------------------------------------------------------------
+# plumbing
+# ------------------------------------------------------------------------------------------------
+def test_resolve_resume(tmp_path):
+    assert resolve_resume("auto", tmp_path) is None
+    assert resolve_resume(False, tmp_path) is None
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        resolve_resume(True, tmp_path)
+    (tmp_path / "last.ckpt").write_bytes(b"x")
+    assert resolve_resume("auto", tmp_path) == str(tmp_path / "last.ckpt")
+    assert resolve_resume(None, tmp_path) is None
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        resolve_resume(str(tmp_path / "other.ckpt"), tmp_path)
+
+
+def test_save_image_grid(tmp_path):
+    x = load_digit_images(28)[0][:10]
+    path = save_image_grid(x, tmp_path / "a" / "grid.png", nrow=5, padding=2)
+    with Image.open(path) as im:
+        assert im.mode == "L" and im.size == (5 * 30 + 2, 2 * 30 + 2)
+        first = np.asarray(im)[2:30, 2:30] / 255.0
+    assert np.allclose(first, x[0, 0].numpy(), atol=0.5 / 255 + 1e-6)
+    with pytest.raises(ValueError, match="C = 1 or 3"):
+        save_image_grid(torch.rand(2, 2, 8, 8), tmp_path / "b.png")
+
+
+def test_build_loss_and_smoke_section():
+    import genloss
+
+    assert isinstance(build_loss({"name": "L2", "reduction": "sum"}), torch.nn.Module)
+    wrapped = build_loss({"name": "L1", "corrwise": {"flow": "coarse2fine", "scale_clip": 0.1}})
+    assert isinstance(wrapped, genloss.CorrWise)
+    with pytest.raises(ValueError, match="did you mean 'colorspace'"):
+        build_loss({"name": "L1", "colorspce": "LA"})
+    with pytest.raises(ValueError, match="unknown loss"):
+        build_loss({"name": "Watson-XYZ"})
+    cfg = {"trainer": {"max_steps": 100}, "smoke": {"enabled": False, "overrides": {"trainer.max_steps": 3}}}
+    assert apply_smoke(cfg) == cfg
+    cfg["smoke"]["enabled"] = True
+    smoke = apply_smoke(cfg)
+    assert smoke["trainer"]["max_steps"] == 3 and apply_smoke(smoke) == smoke
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("trainer.max_step=3", "did you mean 'max_steps'"),
+        ("data.kind=imagenet", "data.kind must be one of"),
+        ("loss.name=NoSuchLoss", "unknown loss"),
+        ("loss.name=L1", "set loss.log_weight"),
+        ("modle.latent_dim=3", "did you mean 'model'"),
+        ("loss.corrwise=3", "loss.corrwise must be a mapping"),
+    ],
+)
+def test_bad_config_gives_a_clear_error(tmp_path, override, message):
+    with pytest.raises(ValueError, match=message):
+        run_train(SMOKE, [f"output.dir={tmp_path}", override])
+    assert not (tmp_path / "checkpoints" / "last.ckpt").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# smoke runs
+# ------------------------------------------------------------------------------------------------
+def test_digits_smoke_train_test_and_resume(tmp_path):
+    out = [f"output.dir={tmp_path}", *QUIET]
+    first = run_train(SMOKE, [*out, "trainer.max_steps=4"])
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    assert first["global_step"] == 4 and first["resumed_from"] is None and ckpt.is_file()
+    assert _ckpt(ckpt)["global_step"] == 4
+    rows = _csv_rows(first["log_dir"])
+    losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
+    assert len(losses) == 4 and all(np.isfinite(losses))
+    assert any(r.get("val/loss") for r in rows)  # the epoch ended after 4 steps: validation ran
+    assert list((tmp_path / "logs" / "tensorboard").rglob("events.out.tfevents*"))
+    for kind in ("reconstructions", "samples"):
+        with Image.open(first["images"][kind]) as im:
+            assert im.mode == "L" and min(im.size) > 32
+
+    # running the same command again continues from last.ckpt (resume: auto) up to the new max_steps
+    second = run_train(SMOKE, [*out, "trainer.max_steps=8"])
+    assert second["resumed_from"] == str(ckpt) and second["global_step"] == 8
+    state = _ckpt(ckpt)
+    assert state["global_step"] == 8
+    adam_steps = {int(s["step"]) for s in state["optimizer_states"][0]["state"].values()}
+    assert adam_steps == {8}  # the optimizer state was restored, not restarted
+    assert second["log_dir"] != first["log_dir"]  # a new CSV version for the resumed run
+
+    result = run_test(SMOKE, out)
+    metrics = json.loads(Path(result["metrics_file"]).read_text())
+    assert metrics["n"] == 16 and metrics["loss_name"] == "SSIM"
+    assert 0 <= metrics["ssim"] <= 1 and np.isfinite(metrics["recon"]) and metrics["kl"] >= 0
+    for key in ("reconstructions", "samples", "latent"):
+        assert Path(result[key]).is_file()
+    with Image.open(result["latent"]) as im:  # a 16 x 16 sweep of the 2-D latent space
+        assert im.size == (16 * 34 + 2, 16 * 34 + 2)
+
+
+def test_interrupted_training_resumes_without_losing_steps(tmp_path):
+    import lightning as L
+
+    from genloss.experiments import vae
+
+    class Interrupt(L.Callback):
+        def on_train_batch_end(self, trainer, *args) -> None:
+            if trainer.global_step == 3:
+                raise RuntimeError("simulated crash")
+
+    from genloss.experiments.config import load_config
+
+    cfg = load_config(SMOKE, [f"output.dir={tmp_path}", *QUIET, "trainer.max_steps=6"])
+    original_fit = vae.fit
+    vae.fit = lambda *a, callbacks=(), **k: original_fit(*a, callbacks=[*callbacks, Interrupt()], **k)
+    try:
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            vae.train(cfg)
+    finally:
+        vae.fit = original_fit
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    saved = _ckpt(ckpt)
+    assert saved["global_step"] == 3
+    resumed = vae.train(cfg)
+    assert resumed["resumed_from"] == str(ckpt) and resumed["global_step"] == 6
+    # the resumed run starts from the saved weights: its first logged step continues at step 4
+    rows = _csv_rows(resumed["log_dir"])
+    assert int(rows[0]["step"]) == 3  # Lightning logs step indices from 0: the 4th step is 3
+
+
+def test_corrwise_wrapped_loss_trains(tmp_path):
+    result = run_train(SMOKE, [f"output.dir={tmp_path}", *QUIET, "trainer.max_steps=2", "data.limit_train=16",
+                               "loss.corrwise={flow: coarse2fine, scale_clip: 0.1}"])
+    assert result["global_step"] == 2 and np.isfinite(result["metrics"]["train/loss"])
+
+
+def test_mnist_config_on_a_local_mnist_folder(tmp_path, reference_weights):
+    images, labels = load_digit_images(28)
+    save_image_folder(images[:32], labels[:32], tmp_path / "mnist" / "train")
+    save_image_folder(images[32:40], labels[32:40], tmp_path / "mnist" / "test")
+    out = [f"output.dir={tmp_path / 'run'}", "smoke.enabled=true", "data.kind=mnist",
+           f"data.root={tmp_path / 'mnist'}", "trainer.max_steps=2", *QUIET]
+    result = run_train(CONFIGS / "vae_mnist.yaml", out)
+    assert result["global_step"] == 2 and np.isfinite(result["metrics"]["train/loss"])
+    metrics = run_test(CONFIGS / "vae_mnist.yaml", out)["metrics"]
+    assert metrics["n"] == 8 and metrics["loss_name"] == "Watson-DFT"
+
+
+def test_celeba_config_on_a_local_face_folder(tmp_path, reference_weights):
+    _write_faces(tmp_path / "faces", 12)
+    out = [f"output.dir={tmp_path / 'run'}", "smoke.enabled=true", "data.kind=celeba",
+           f"data.root={tmp_path / 'faces'}",
+           "data.size=16", "data.batch_size=4", "loss.colorspace=RGB", "trainer.max_steps=2", *QUIET]
+    result = run_train(CONFIGS / "vae_celeba.yaml", out)
+    assert result["global_step"] == 2
+    with Image.open(result["images"]["samples"]) as im:
+        assert im.mode == "RGB"
+    metrics = run_test(CONFIGS / "vae_celeba.yaml", out)["metrics"]
+    assert metrics["n"] == 1  # 10 % of 12 images
+
+
+@pytest.mark.parametrize("name", ["vae_mnist.yaml", "vae_celeba.yaml"])
+def test_full_configs_run_as_smoke_tests(tmp_path, reference_weights, name):
+    result = run_train(CONFIGS / name, ["smoke.enabled=true", f"output.dir={tmp_path}", *QUIET])
+    assert result["global_step"] == 4 and (tmp_path / "checkpoints" / "last.ckpt").is_file()
