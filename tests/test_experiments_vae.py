@@ -317,3 +317,16 @@ def test_celeba_config_on_a_local_face_folder(tmp_path, reference_weights):
 def test_full_configs_run_as_smoke_tests(tmp_path, reference_weights, name):
     result = run_train(CONFIGS / name, ["smoke.enabled=true", f"output.dir={tmp_path}", *QUIET])
     assert result["global_step"] == 4 and (tmp_path / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_same_trainer_section_builds_ddp_across_devices_and_nodes(tmp_path):
+    from lightning.pytorch.strategies import DDPStrategy
+
+    from genloss.experiments.common import build_trainer
+
+    trainer = build_trainer({"accelerator": "cpu", "devices": 2, "num_nodes": 1, "strategy": "ddp",
+                             "progress_bar": False}, tmp_path)
+    assert isinstance(trainer.strategy, DDPStrategy) and trainer.num_devices == 2
+    assert [type(lg).__name__ for lg in trainer.loggers] == ["CSVLogger", "TensorBoardLogger"]
+    with pytest.raises(ValueError, match="callbacks"):
+        build_trainer({"callbacks": []}, tmp_path)  # set by genloss, not by the config
