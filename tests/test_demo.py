@@ -97,7 +97,7 @@ def test_quick_demo_writes_report_and_says_when_untuned(tmp_path):
     html = report.index.read_text()
     assert report.index.is_file()
     for name in ("distortions.png", "distortion_curves.png", "sensitivity.png", "optimisation.png",
-                 "optimisation_curves.png"):
+                 "optimisation_curves.png", "corrwise.png"):
         path = tmp_path / "demo" / name
         assert path.is_file() and f"src='{name}'" in html, name
         with Image.open(path) as im:
@@ -120,4 +120,12 @@ def test_quick_demo_writes_report_and_says_when_untuned(tmp_path):
     mean = fit["targets"].mean(0, keepdim=True)
     start_gap = float(((fit["start"] - mean) ** 2).sum())
     assert float(((fit["runs"]["L2"]["image"] - mean) ** 2).sum()) < 0.3 * start_gap
-    assert report.seconds < 120
+
+    cw = report.corrwise
+    assert "error" not in cw, cw.get("error")
+    # the default offline flow recovers the known motion to well under its size
+    assert cw["epe"] < 0.25 * cw["max_motion"]
+    moved_l1, moved_corrwise = cw["rows"][0][1:]
+    blur_l1, blur_corrwise = cw["rows"][1][1:]
+    assert moved_corrwise < 0.5 * moved_l1  # misalignment is forgiven ...
+    assert blur_corrwise > 0.8 * blur_l1  # ... blur is not
