@@ -408,6 +408,11 @@ def _img(x: torch.Tensor) -> np.ndarray:
     return x.numpy()
 
 
+def _strength_label(kind: str, strength: float) -> str:
+    # the JPEG strength is 100 - quality; readers know the quality
+    return f"JPEG quality {100 - strength:g}" if kind == "jpeg" else f"{kind} {strength:g}"
+
+
 def plot_distortion_examples(config: DemoConfig, strengths: dict[str, list[float]], path: Path) -> Path:
     """A grid of the first photograph under every distortion (rows) and strength (columns)."""
     import matplotlib.pyplot as plt
@@ -423,7 +428,7 @@ def plot_distortion_examples(config: DemoConfig, strengths: dict[str, list[float
                 continue
             y = x if ss[c] == 0 else DISTORTIONS[kind](x, ss[c])
             ax.imshow(_img(y), interpolation="nearest")
-            ax.set_title("original" if ss[c] == 0 else f"{kind} {ss[c]:g}", fontsize=8)
+            ax.set_title("original" if ss[c] == 0 else _strength_label(kind, ss[c]), fontsize=8)
     fig.suptitle("Distortions and strengths of the sweep (strength 0 = undistorted)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -473,7 +478,8 @@ def plot_sensitivity(sweep: dict[str, Any], path: Path) -> Path:
     m = np.array([[sweep["normalised"][n][k][-1] for k in kinds] for n in names])
     fig, ax = plt.subplots(figsize=(1.3 * len(kinds) + 2.4, 0.45 * len(names) + 1.4))
     im = ax.imshow(m, cmap="viridis", vmin=0, vmax=1, aspect="auto")
-    ax.set_xticks(range(len(kinds)), [f"{k}\n{sweep['strengths'][k][-1]:g}" for k in kinds], fontsize=8)
+    ax.set_xticks(range(len(kinds)), [_strength_label(k, sweep["strengths"][k][-1]).replace(" ", "\n", 1)
+                                      for k in kinds], fontsize=8)
     ax.set_yticks(range(len(names)), names, fontsize=9)
     for i in range(len(names)):
         for j in range(len(kinds)):
