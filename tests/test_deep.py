@@ -378,6 +378,8 @@ def test_bad_input_errors(reference_weights, golden_sd):
         rgb((x * 255).to(torch.uint8), (x * 255).to(torch.uint8))
     with pytest.raises(ValueError, match="same shape"):
         rgb(x, x[:1])
+    with pytest.raises(ValueError, match="input is on meta but the loss .* is on cpu"):
+        rgb.per_image(x.to("meta"), x.to("meta"))  # (no second device here; autocast rejects meta)
     bad = x.clone()
     bad[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN or Inf"):

@@ -330,6 +330,11 @@ class DeepLoss(ImageLoss):
 
     def per_image(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         dtype = self.input_gain.dtype
+        if input.device != self.input_gain.device:
+            raise ValueError(
+                f"input is on {input.device} but the loss (its backbone) is on {self.input_gain.device}; "
+                f"move the loss with loss.to({str(input.device)!r})"
+            )
         feats_in = self.backbone(self._backbone_input(input.to(dtype)))
         # The target needs no graph: its features are constants for the gradient w.r.t. the input.
         with torch.set_grad_enabled(torch.is_grad_enabled() and target.requires_grad):
