@@ -26,13 +26,15 @@ Outputs, under ``output.dir`` (see :func:`output_dir`)::
 
 The API is deliberately small and stable: :func:`fit`, :func:`build_trainer`,
 :func:`resolve_resume`, :func:`output_dir`, :func:`apply_smoke`, :func:`build_loss`,
-:func:`loss_value`, :func:`save_image_grid`, :func:`find_checkpoint`, :func:`test_device`.
+:func:`loss_value`, :class:`FrozenLoss`, :func:`save_image_grid`, :func:`image_grid`,
+:func:`find_checkpoint`, :func:`test_device`, :func:`resolve_device`, :func:`seed_from_config`.
 """
 
 from __future__ import annotations
 
 import difflib
 import inspect
+import itertools
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -263,12 +265,16 @@ def find_checkpoint(cfg: dict[str, Any], out_dir: str | Path) -> Path:
     return path
 
 
+def resolve_device(name: str | torch.device | None) -> torch.device:
+    """``'auto'``/``None`` = CUDA when available, else CPU; anything else as ``torch.device(name)``."""
+    if name is None or name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def test_device(cfg: dict[str, Any]) -> torch.device:
     """The device of ``test``: ``test.device`` (``auto`` = CUDA when available, else CPU)."""
-    dev = section(cfg, "test").get("device", "auto")
-    if dev in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(dev)
+    return resolve_device(section(cfg, "test").get("device", "auto"))
 
 
 test_device.__test__ = False  # not a pytest test
@@ -335,18 +341,39 @@ def loss_value(out: Any) -> torch.Tensor:
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
+class FrozenLoss:
+    """A loss whose parameters are not trained, kept *outside* a module's state dict.
+
+    Assigned as an attribute of a ``LightningModule`` it is not registered as a submodule, so
+    checkpoints hold the trained network alone: tuned perceptual metrics and flow networks (RAFT
+    in a CorrWise loss) are not copied into every checkpoint, and loading a checkpoint for
+    evaluation needs none of their weights. Lightning does not move it either: :meth:`on` moves it
+    to the device of the batch on first use (a no-op for losses without parameters or buffers).
+    """
+
+    def __init__(self, loss: nn.Module) -> None:
+        loss.requires_grad_(False)
+        self.loss = loss
+
+    def on(self, device: torch.device | str) -> nn.Module:
+        """The loss on ``device`` (moved there the first time it is asked for another device)."""
+        state = next(itertools.chain(self.loss.parameters(), self.loss.buffers()), None)
+        if state is not None and state.device != torch.device(device):
+            self.loss = self.loss.to(device)
+        return self.loss
+
+
 # ------------------------------------------------------------------------------------------------
 # images
 # ------------------------------------------------------------------------------------------------
-def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int = 8, padding: int = 2,
-                    pad_value: float = 1.0) -> Path:
-    """Save a batch (N, C, H, W), C in {1, 3}, values in [0, 1] (clamped), as one PNG grid; returns the path.
+def image_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2, pad_value: float = 1.0,
+               border: bool = True) -> torch.Tensor:
+    """Tile a batch (N, C, H, W), C in {1, 3}, values in [0, 1] (clamped), into one float CPU image (3, H', W').
 
-    Any device and float dtype; the grid has ``nrow`` images per row and ``padding`` pixels of
-    ``pad_value`` between them. Parent folders are created.
+    ``nrow`` images per row with ``padding`` pixels of ``pad_value`` between them, and around the
+    grid unless ``border=False`` (strips that are cut to fit: H' = rows * (H + padding) - padding).
+    Any device and float dtype.
     """
-    import numpy as np
-    from PIL import Image
     from torchvision.utils import make_grid
 
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] not in (1, 3):
@@ -355,6 +382,22 @@ def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int = 8, paddi
     if images.shape[0] == 0:
         raise ValueError("images is an empty batch")
     grid = make_grid(images.detach().float().cpu().clamp(0, 1), nrow=nrow, padding=padding, pad_value=pad_value)
+    if not border and padding > 0:
+        grid = grid[:, padding:-padding, padding:-padding]
+    return grid
+
+
+def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int = 8, padding: int = 2,
+                    pad_value: float = 1.0, border: bool = True) -> Path:
+    """Save a batch (N, C, H, W), C in {1, 3}, values in [0, 1] (clamped), as one PNG grid; returns the path.
+
+    Any device and float dtype; the grid has ``nrow`` images per row and ``padding`` pixels of
+    ``pad_value`` between them (see :func:`image_grid`). Parent folders are created.
+    """
+    import numpy as np
+    from PIL import Image
+
+    grid = image_grid(images, nrow=nrow, padding=padding, pad_value=pad_value, border=border)
     arr = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     if images.shape[1] == 1:  # make_grid repeats grey to 3 channels; store grey as grey
         arr = arr[..., 0]

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 
 from ..data.sprites import CarSprites
 from .common import (
+    FrozenLoss,
     apply_smoke,
     build_loss,
     check_keys,
@@ -42,6 +43,7 @@ from .common import (
     seed_from_config,
     test_device,
 )
+from .networks import GlobalGenerator
 
 SECTIONS = ("experiment", "data", "model", "loss", "optim", "trainer", "output", "test", "smoke")
 DATA_KEYS = ("assets_dir", "width", "length", "x_center", "x_range", "y_center", "y_range", "seed", "batch_size",
@@ -54,28 +56,11 @@ TEST_KEYS = ("checkpoint", "device")
 # ------------------------------------------------------------------------------------------------
 # generators
 # ------------------------------------------------------------------------------------------------
-def _norm(kind: str, ch: int) -> nn.Module:
-    if kind == "batch":
-        return nn.BatchNorm2d(ch)
-    if kind == "instance":
-        return nn.InstanceNorm2d(ch, affine=True)
-    if kind == "none":
-        return nn.Identity()
-    raise ValueError(f"model.norm must be 'batch', 'instance' or 'none', got {kind!r}")
-
-
-class _Residual(nn.Module):
-    def __init__(self, ch: int, norm: str) -> None:
-        super().__init__()
-        self.body = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(ch, ch, 3), _norm(norm, ch), nn.ReLU(True),
-                                  nn.ReflectionPad2d(1), nn.Conv2d(ch, ch, 3), _norm(norm, ch))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
-
-
-class ToyGenerator(nn.Module):
+class ToyGenerator(GlobalGenerator):
     """pix2pixHD-style global generator, (N, 3, H, W) noise -> (N, 3, H, W) image in [0, 1].
+
+    :class:`~genloss.experiments.networks.GlobalGenerator` with 3 input channels and the paper's
+    toy defaults.
 
     Args:
         ngf: channels of the first layer (the paper: 64).
@@ -88,31 +73,7 @@ class ToyGenerator(nn.Module):
 
     def __init__(self, ngf: int = 64, n_down: int = 3, n_blocks: int = 6, norm: str = "batch",
                  upsample: str = "nearest") -> None:
-        super().__init__()
-        if upsample not in ("nearest", "transpose"):
-            raise ValueError(f"model.upsample must be 'nearest' or 'transpose', got {upsample!r}")
-        self.n_down = n_down
-        layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(3, ngf, 7), _norm(norm, ngf), nn.ReLU(True)]
-        ch = ngf
-        for _ in range(n_down):
-            layers += [nn.Conv2d(ch, 2 * ch, 3, stride=2, padding=1), _norm(norm, 2 * ch), nn.ReLU(True)]
-            ch *= 2
-        layers += [_Residual(ch, norm) for _ in range(n_blocks)]
-        for _ in range(n_down):
-            if upsample == "nearest":
-                layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, ch // 2, 3, padding=1)]
-            else:
-                layers += [nn.ConvTranspose2d(ch, ch // 2, 3, stride=2, padding=1, output_padding=1)]
-            layers += [_norm(norm, ch // 2), nn.ReLU(True)]
-            ch //= 2
-        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ch, 3, 7), nn.Tanh()]
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, noise: torch.Tensor) -> torch.Tensor:
-        m = 2**self.n_down
-        if noise.dim() != 4 or noise.shape[1] != 3 or noise.shape[2] % m or noise.shape[3] % m:
-            raise ValueError(f"input must be (N, 3, H, W) with H and W multiples of {m}, got {tuple(noise.shape)}")
-        return (self.net(noise) + 1) / 2  # the losses expect [0, 1]
+        super().__init__(in_channels=3, ngf=ngf, n_down=n_down, n_blocks=n_blocks, norm=norm, upsample=upsample)
 
 
 class LearnedImage(nn.Module):
@@ -227,21 +188,14 @@ class ToyModule(_lightning().LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["build_criterion"])
         self.generator = make_generator(model, height, width)
-        self._criterion: list[nn.Module] = []  # a list keeps it out of the state dict: checkpoints hold G only
-        if build_criterion:  # test() needs no loss (nor the flow network's weights)
-            criterion = build_loss({"reduction": "mean", **loss})
-            criterion.requires_grad_(False)  # tuned metrics and flow networks are not trained here
-            self._criterion.append(criterion)
+        # outside the state dict (checkpoints hold G only); test() needs no loss (nor the flow weights)
+        self._criterion = FrozenLoss(build_loss({"reduction": "mean", **loss})) if build_criterion else None
 
     @property
     def loss_fn(self) -> nn.Module:
-        if not self._criterion:
+        if self._criterion is None:
             raise RuntimeError("this ToyModule was built without its loss (build_criterion=False)")
-        crit = self._criterion[0]
-        state = next((t for t in [*crit.parameters(), *crit.buffers()]), None)
-        if state is not None and state.device != self.device:
-            self._criterion[0] = crit = crit.to(self.device)
-        return crit
+        return self._criterion.on(self.device)
 
     def forward(self, noise: torch.Tensor) -> torch.Tensor:
         return self.generator(noise)

@@ -27,7 +27,6 @@ latent space: the plane z in [-2, 2]^2 when it is 2-D, else the plane through th
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 from pathlib import Path
@@ -39,6 +38,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from .common import (
+    FrozenLoss,
     apply_smoke,
     build_loss,
     check_keys,
@@ -307,19 +307,14 @@ class VAEModule(_lightning().LightningModule):
         if self.train_loss_params:
             self.criterion = criterion
         else:
-            criterion.requires_grad_(False)
-            self._criterion = [criterion]  # a list hides it from nn.Module registration
+            self._criterion = FrozenLoss(criterion)  # not registered: checkpoints hold the VAE alone
 
     @property
     def loss_fn(self) -> nn.Module:
         """The reconstruction loss, on the module's device."""
         if self.train_loss_params:
             return self.criterion
-        crit = self._criterion[0]
-        state = next(itertools.chain(crit.parameters(), crit.buffers()), None)
-        if state is not None and state.device != self.device:
-            self._criterion[0] = crit = crit.to(self.device)
-        return crit
+        return self._criterion.on(self.device)
 
     def forward(self, x: torch.Tensor):
         return self.vae(x)

@@ -1,0 +1,89 @@
+"""The pix2pixHD-style global generator shared by the CorrWise paper's experiments (toy and video).
+
+Both experiments of the paper use the same encoder / residual bottleneck / decoder network and differ
+only in what goes in (noise for the toy, stacked context frames for video prediction) and in how
+the decoder upsamples. :class:`GlobalGenerator` is that network; ``toy.ToyGenerator`` and
+``video.FramePredictor`` are thin front-ends that check and shape their inputs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+NORMS = ("batch", "instance", "none")
+UPSAMPLES = ("nearest", "transpose")
+
+
+def norm_layer(kind: str, channels: int) -> nn.Module:
+    """``'batch'`` -> BatchNorm2d, ``'instance'`` -> affine InstanceNorm2d, ``'none'`` -> Identity."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"model.norm must be one of {', '.join(map(repr, NORMS))}, got {kind!r}")
+
+
+class ResidualBlock(nn.Module):
+    """``x + (pad, conv 3x3, norm, ReLU, pad, conv 3x3, norm)(x)`` with reflection padding; (N, C, H, W) -> same."""
+
+    def __init__(self, channels: int, norm: str) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), norm_layer(norm, channels), nn.ReLU(True),
+            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), norm_layer(norm, channels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class GlobalGenerator(nn.Module):
+    """pix2pixHD's global generator, (N, in_channels, H, W) -> (N, 3, H, W) in [0, 1].
+
+    7x7 stem -> ``n_down`` stride-2 convolutions (channels doubling) -> ``n_blocks`` residual
+    blocks -> ``n_down`` upsampling steps -> 7x7 head -> ``(tanh + 1) / 2`` (the genloss losses
+    expect images in [0, 1]). Output on the input's device and dtype.
+
+    Args:
+        in_channels: input channels (3 for noise images, ``3 * T`` for T stacked frames).
+        ngf: channels of the first layer.
+        n_down: downsampling steps; H and W must be multiples of ``2**n_down``.
+        n_blocks: residual blocks at the bottleneck.
+        norm: ``'batch'``, ``'instance'`` or ``'none'``.
+        upsample: ``'transpose'`` (transposed 3x3 convolutions, pix2pixHD's) or ``'nearest'``
+            (nearest-neighbour upsampling + 3x3 convolution, no checkerboard artefacts).
+    """
+
+    def __init__(self, in_channels: int = 3, ngf: int = 64, n_down: int = 3, n_blocks: int = 6,
+                 norm: str = "batch", upsample: str = "transpose") -> None:
+        super().__init__()
+        if upsample not in UPSAMPLES:
+            raise ValueError(f"model.upsample must be one of {', '.join(map(repr, UPSAMPLES))}, got {upsample!r}")
+        self.in_channels = in_channels
+        self.n_down = n_down
+        layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, ngf, 7), norm_layer(norm, ngf),
+                                   nn.ReLU(True)]
+        ch = ngf
+        for _ in range(n_down):
+            layers += [nn.Conv2d(ch, 2 * ch, 3, stride=2, padding=1), norm_layer(norm, 2 * ch), nn.ReLU(True)]
+            ch *= 2
+        layers += [ResidualBlock(ch, norm) for _ in range(n_blocks)]
+        for _ in range(n_down):
+            if upsample == "nearest":
+                layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, ch // 2, 3, padding=1)]
+            else:
+                layers += [nn.ConvTranspose2d(ch, ch // 2, 3, stride=2, padding=1, output_padding=1)]
+            layers += [norm_layer(norm, ch // 2), nn.ReLU(True)]
+            ch //= 2
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ch, 3, 7), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = 2**self.n_down
+        if x.dim() != 4 or x.shape[1] != self.in_channels or x.shape[2] % m or x.shape[3] % m:
+            raise ValueError(f"input must be (N, {self.in_channels}, H, W) with H and W multiples of {m} "
+                             f"(2**n_down), got {tuple(x.shape)}")
+        return (self.net(x) + 1) / 2
