@@ -15,10 +15,12 @@ import torch
 from genloss.data.video import FrameFolderVideo, MovingSpritesVideo, save_frames
 from genloss.experiments import test as run_test
 from genloss.experiments import train as run_train
-from genloss.experiments.video import FramePredictor, _strip
+from genloss.experiments.common import image_grid
+from genloss.experiments.video import FramePredictor, strip_tiles
 
 ROOT = Path(__file__).resolve().parents[1]
-SMOKE = ROOT / "configs" / "video_smoke.yaml"
+CONFIGS = ROOT / "configs"
+SMOKE = CONFIGS / "video_smoke.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -64,11 +66,16 @@ def test_generator_shapes_and_errors():
     g = FramePredictor(context_length=3, ngf=4, n_down=2, n_blocks=1, norm="instance")
     out = g(torch.rand(2, 3, 3, 16, 24))
     assert out.shape == (2, 3, 16, 24) and 0 <= float(out.min()) and float(out.max()) <= 1
-    with pytest.raises(ValueError, match="multiple of 4"):
+    with pytest.raises(ValueError, match="multiples of 4"):
         g(torch.rand(1, 3, 3, 18, 16))
     with pytest.raises(ValueError, match=r"\(N, 3, 3, H, W\)"):
         g(torch.rand(1, 3, 2, 16, 16))
-    strip = _strip(torch.rand(2, 3, 3, 8, 8), torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8), gap=2)
+    context, pred, target = torch.rand(2, 3, 3, 8, 8), torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)
+    tiles = strip_tiles(context, pred, target)
+    # sample 1's strip: its three context frames (oldest first), its prediction, its ground truth
+    assert torch.equal(tiles[5:8], context[1].transpose(0, 1)) and torch.equal(tiles[8], pred[1])
+    assert torch.equal(tiles[9], target[1])
+    strip = image_grid(tiles, nrow=5, padding=2, border=False)
     assert strip.shape == (3, 2 * 8 + 2, 5 * 8 + 4 * 2)
 
 
@@ -97,24 +104,24 @@ def test_smoke_config_trains_and_tests(tmp_path, reference_weights):
     with pytest.raises(FileNotFoundError, match="train first"):
         run_test(SMOKE, [f"output.dir={tmp_path / 'none'}"])
 
+    # the checkpoint holds the generator only (the loss is kept out of it)
+    state = torch.load(res["checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
+    assert state and all(k.startswith("generator.") for k in state)
+    # re-running continues from last.ckpt (trainer.resume: auto) in a new log version
+    more = run_train(SMOKE, [f"output.dir={out}", "trainer.max_steps=24"])
+    assert more["resumed_from"] == res["checkpoint"] and more["global_step"] == 24
+    assert Path(more["log_dir"]).name == "version_1"
+    with pytest.raises(ValueError, match="did you mean 'batch_size'"):
+        run_train(SMOKE, [f"output.dir={out}", "data.batch_sise=2"])
 
-def _has_corrwise() -> bool:
-    try:
-        from genloss import CorrWise  # noqa: F401
-    except (ImportError, AttributeError):
-        return False
-    return True
 
-
-@pytest.mark.skipif(not _has_corrwise(), reason="CorrWise is not in this checkout yet")
 def test_corrwise_wrapped_loss_trains_the_generator(sprites):
-    """CorrWise(L1) from a config section; a zero flow (callable) keeps the test offline and fast."""
+    """CorrWise(L1) from a config section with the default flow (classical, no weights: offline)."""
+    from genloss import CorrWise
     from genloss.experiments.video import build_loss
 
-    def zero_flow(a, b):
-        return torch.zeros(a.shape[0], 2, a.shape[2], a.shape[3], dtype=a.dtype, device=a.device)
-
-    loss = build_loss({"name": "L1", "reduction": "mean", "corrwise": {"flow": zero_flow}})
+    loss = build_loss({"name": "L1", "reduction": "mean", "corrwise": {"scale_clip": 0.1}})
+    assert isinstance(loss, CorrWise)
     g = FramePredictor(context_length=3, ngf=4, n_down=2, n_blocks=1, norm="instance")
     batch = [sprites[i] for i in range(2)]
     context = torch.stack([b["context"] for b in batch])
@@ -124,6 +131,49 @@ def test_corrwise_wrapped_loss_trains_the_generator(sprites):
     value.backward()
     assert torch.isfinite(value) and value > 0
     assert all(p.grad is not None for p in g.parameters())
+    # aligned by the flow, the last context frame is much closer to the next frame than pixel-wise
+    per_image = build_loss({"name": "L1", "reduction": "none", "corrwise": True})
+    aligned, plain = per_image(context[:, :, -1], target), build_loss("L1")(context[:, :, -1], target)
+    assert (aligned < 0.7 * plain).all()
+
+
+def _corrwise_sections(cfg: dict) -> list[dict]:
+    """The ``loss.corrwise`` mapping of a config, as written and with its smoke overrides applied."""
+    from genloss.experiments.config import load_config
+
+    out = [cfg.get("loss", {}).get("corrwise")]
+    if "smoke" in cfg:
+        out.append(load_config(cfg, ["smoke.enabled=true"])["loss"].get("corrwise"))
+    return [c for c in out if isinstance(c, dict)]
+
+
+@pytest.mark.parametrize("name", ["video_corrwise_l1.yaml", "toy_corrwise_l1.yaml", "video_l1.yaml"])
+def test_config_corrwise_sections_use_real_arguments(name):
+    import inspect
+
+    import yaml
+
+    from genloss import CorrWise
+    from genloss.corrwise.flow.base import list_flows
+
+    cfg = yaml.safe_load((CONFIGS / name).read_text())
+    accepted = set(inspect.signature(CorrWise.__init__).parameters) - {"self", "base_loss"}
+    sections = _corrwise_sections(cfg)
+    assert bool(sections) == ("corrwise" in name)
+    for cw in sections:
+        assert set(cw) <= accepted, set(cw) - accepted
+        assert cw.get("flow", "coarse2fine") in list_flows()
+
+
+@pytest.mark.parametrize("name", ["video_l1.yaml", "video_corrwise_l1.yaml"])
+def test_full_configs_run_as_smoke(name, tmp_path):
+    """The paper's configs shrink to a CPU run with smoke.enabled=true (CorrWise with the classical flow)."""
+    out = tmp_path / "run"
+    overrides = ["smoke.enabled=true", f"output.dir={out}", "trainer.max_steps=3", "test.perceptual=[]"]
+    res = run_train(CONFIGS / name, overrides)
+    assert res["global_step"] == 3 and Path(res["checkpoint"]).is_file()
+    metrics = run_test(CONFIGS / name, overrides)["metrics"]
+    assert metrics["n"] == 8 and metrics["perceptual"] is None and 0 < metrics["l1"] < 1
 
 
 def test_prepare_kitti_script(tmp_path, sprites):
