@@ -48,6 +48,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..data.bapps import BAPPS_CATEGORIES, TwoAFCDataset, download_bapps, make_synthetic_bapps
+from .common import build_loss, output_dir, resolve_device
 
 #: the paper's 2AFC scores on the BAPPS validation set (tuned metrics), from the result file its
 #: repository ships; keys are the paper's metric names, " [LA]" marks greyscale.
@@ -134,6 +135,13 @@ def _to_original_range(x: torch.Tensor) -> torch.Tensor:
     return (x + 1) / 2
 
 
+def _triplet(batch: dict[str, Any], device: torch.device | str,
+             input_map: Callable[[torch.Tensor], torch.Tensor] | None) -> tuple[torch.Tensor, ...]:
+    """``ref, p0, p1`` of a batch on ``device``, each mapped by ``input_map`` when given."""
+    images = tuple(batch[k].to(device) for k in ("ref", "p0", "p1"))
+    return images if input_map is None else tuple(input_map(x) for x in images)
+
+
 @torch.no_grad()
 def compute_distances(
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
@@ -150,9 +158,7 @@ def compute_distances(
     """
     d0s, d1s, judges, cats = [], [], [], []
     for batch in _progress(loader, len(loader), desc, progress):
-        ref, p0, p1 = (batch[k].to(device) for k in ("ref", "p0", "p1"))
-        if input_map is not None:
-            ref, p0, p1 = input_map(ref), input_map(p0), input_map(p1)
+        ref, p0, p1 = _triplet(batch, device, input_map)
         d0 = loss(p0, ref)
         d1 = loss(p1, ref)
         if d0.shape != (ref.shape[0],):
@@ -272,9 +278,7 @@ def tune_loss(
     for epoch in range(total_epochs):
         total, agree, n = 0.0, 0.0, 0
         for batch in _progress(loader, len(loader), f"tune epoch {epoch + 1}/{total_epochs}", progress):
-            ref, p0, p1 = (batch[k].to(device) for k in ("ref", "p0", "p1"))
-            if input_map is not None:
-                ref, p0, p1 = input_map(ref), input_map(p0), input_map(p1)
+            ref, p0, p1 = _triplet(batch, device, input_map)
             judge = batch["judge"].to(device=device, dtype=ref.dtype)
             d0, d1 = loss(p0, ref), loss(p1, ref)
             prob = head_mod(d0, d1).clamp(1e-7, 1 - 1e-7)
@@ -356,12 +360,6 @@ def save_tuned_weights(loss: nn.Module, loss_name: str, colorspace: str, out_dir
 # ------------------------------------------------------------------------------------------------
 # config plumbing
 # ------------------------------------------------------------------------------------------------
-def _device(name: str | None) -> torch.device:
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def _data_root(data: dict[str, Any], categories: Sequence[str]) -> Path:
     """The 2afc folder: downloaded, generated (``data.synthetic``) or given (``data.root``)."""
     root = Path(data.get("root", "data/bapps/2afc"))
@@ -391,13 +389,12 @@ def _loader(root: Path, categories: Sequence[str], cfg: dict[str, Any], shuffle:
 
 
 def _build_loss(name: str, colorspace: str, opts: dict[str, Any], pretrained: bool) -> nn.Module:
-    from .. import get_loss
-
+    """One distance per image (``reduction='none'``), deterministic, with ``loss_kwargs[name]`` options."""
     kwargs = dict(opts.get("loss_kwargs", {}).get(name, {}))
     if opts.get("faithful") and name.lower().startswith("watson"):
         kwargs.setdefault("faithful", True)
-    return get_loss(name, colorspace=colorspace, pretrained=pretrained, deterministic=True, reduction="none",
-                    weights_dir=opts.get("weights_dir"), **kwargs)
+    return build_loss({"name": name, "colorspace": colorspace, "pretrained": pretrained, "deterministic": True,
+                       "reduction": "none", "weights_dir": opts.get("weights_dir"), "kwargs": kwargs})
 
 
 def _input_map(name: str, opts: dict[str, Any]):
@@ -419,7 +416,7 @@ def evaluate_losses(
     """Evaluate every (loss, colour space) pair; unusable ones are reported under ``"skipped"``."""
     from ..registry import normalize_colorspace
 
-    device = _device(opts.get("device"))
+    device = resolve_device(opts.get("device"))
     loader = _loader(root, categories, opts)
     results: dict[str, Any] = {"scores": {}, "skipped": {}, "seconds": {}}
     human = None
@@ -519,7 +516,7 @@ def test(cfg: dict[str, Any]) -> dict[str, Any]:
     results = evaluate_losses(root, categories, losses, opts.get("colorspaces", ["RGB", "LA"]), opts,
                               progress=bool(opts.get("progress", True)))
     print_table(results)
-    out = Path(cfg.get("output", {}).get("dir", "runs/2afc_eval"))
+    out = output_dir(cfg, "runs/2afc_eval")
     files = write_results(results, out)
     return {**results, "files": {k: str(v) for k, v in files.items()}}
 
@@ -544,7 +541,7 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
     train_cats = _categories(data.get("train_categories", ["train/traditional", "train/cnn", "train/mix"]), "train")
     val_cats = _categories(data.get("categories"), data.get("split", "val"))
     root = _data_root(data, [*train_cats, *val_cats])
-    device = _device(opts.get("device"))
+    device = resolve_device(opts.get("device"))
     progress = bool(opts.get("progress", True))
     loss = _build_loss(name, cs, opts, pretrained=opts.get("init", "default") == "pretrained").to(device)
     input_map = _input_map(name, opts)
@@ -554,7 +551,7 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
         return scores_by_category(compute_distances(loss, val_loader, device, input_map, progress, desc="val"))
 
     before = val_scores()
-    out = Path(cfg.get("output", {}).get("dir", "runs/2afc_tune"))
+    out = output_dir(cfg, "runs/2afc_tune")
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "train_log.csv"
     with open(log_path, "w", newline="") as fh:
