@@ -32,6 +32,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .images import read_image
+from .photos import photo_array
+
 _BASE_URL = "https://people.eecs.berkeley.edu/~rich.zhang/projects/2018_perceptual/dataset/"
 
 #: the official archives of the 2AFC data, by split (the URLs of the paper's download script)
@@ -279,20 +282,6 @@ def load_judgment(path: str | os.PathLike) -> float:
 # ------------------------------------------------------------------------------------------------
 # dataset
 # ------------------------------------------------------------------------------------------------
-def _load_image(path: Path, size: int | None) -> torch.Tensor:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        if size is not None and im.size != (size, size):
-            # the original's transforms.Scale(64): the shorter side to `size` (patches are square)
-            w, h = im.size
-            scale = size / min(w, h)
-            im = im.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
-        arr = np.asarray(im, dtype=np.uint8).copy()
-    return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255.0)
-
-
 class TwoAFCDataset(Dataset):
     """2AFC triplets of one or several category folders.
 
@@ -341,9 +330,9 @@ class TwoAFCDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         t, cat = self.items[index]
         return {
-            "ref": _load_image(t.ref, self.load_size),
-            "p0": _load_image(t.p0, self.load_size),
-            "p1": _load_image(t.p1, self.load_size),
+            "ref": read_image(t.ref, shorter_side=self.load_size),
+            "p0": read_image(t.p0, shorter_side=self.load_size),
+            "p1": read_image(t.p1, shorter_side=self.load_size),
             "judge": torch.tensor(load_judgment(t.judge), dtype=torch.float32),
             "category": cat,
         }
@@ -406,18 +395,12 @@ def make_synthetic_bapps(
     Returns:
         ``root``.
     """
-    import skimage.data
     from PIL import Image
 
     root = Path(root)
     if categories is None:
         categories = {f"val/{c}": 16 for c in BAPPS_CATEGORIES["val"]}
-    photos = []
-    for name in SYNTHETIC_PHOTOS:
-        img = np.asarray(getattr(skimage.data, name)(), dtype=np.float64)
-        if img.ndim == 2:
-            img = np.stack([img] * 3, -1)
-        photos.append(img[..., :3] / 255.0)
+    photos = [photo_array(name) / 255.0 for name in SYNTHETIC_PHOTOS]
     kinds = sorted(SYNTHETIC_DISTORTIONS)
     rng = np.random.default_rng(seed)
     for cat, n in categories.items():

@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from .images import write_image
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
@@ -83,15 +85,10 @@ def save_image_folder(images: torch.Tensor, labels: Sequence[int] | None, folder
     The inverse of :class:`ImageFiles`; used to build local datasets in the same format as the
     real ones (tests, smoke runs).
     """
-    import numpy as np
-    from PIL import Image
-
     folder = Path(folder)
     for i, img in enumerate(images):
         sub = folder / str(int(labels[i])) if labels is not None else folder
-        sub.mkdir(parents=True, exist_ok=True)
-        arr = (img.detach().cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-        Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr).save(sub / f"{i:06d}.png")
+        write_image(img, sub / f"{i:06d}.png")
     return folder
 
 

@@ -21,6 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from .._validation import check_image
+from .images import array_to_tensor, resize_image, tensor_to_array
+
+__all__ = ["PHOTO_NAMES", "array_to_tensor", "photo_array", "tensor_to_array", "load_photo", "load_photos"]
 
 #: colour photographs of ``skimage.data`` that need no download (all at least 300 px on each side)
 PHOTO_NAMES: tuple[str, ...] = ("astronaut", "coffee", "chelsea", "rocket")
@@ -46,27 +49,6 @@ def photo_array(name: str) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
-def array_to_tensor(img: np.ndarray) -> torch.Tensor:
-    """uint8 ``(H, W, 3)`` or ``(H, W)`` -> float32 ``(1, C, H, W)`` in [0, 1]."""
-    if img.dtype != np.uint8:
-        raise TypeError(f"expected a uint8 image, got dtype {img.dtype}")
-    if img.ndim == 2:
-        img = img[..., None]
-    return torch.from_numpy(np.array(img, copy=True)).permute(2, 0, 1).unsqueeze(0).float() / 255.0
-
-
-def tensor_to_array(x: torch.Tensor) -> np.ndarray:
-    """``(1, C, H, W)`` or ``(C, H, W)`` float in [0, 1] -> uint8 ``(H, W, C)`` (``(H, W)`` for C = 1)."""
-    if x.dim() == 4:
-        if x.shape[0] != 1:
-            raise ValueError(f"expected a single image, got a batch of {x.shape[0]}")
-        x = x[0]
-    if x.dim() != 3:
-        raise ValueError(f"expected (C, H, W) or (1, C, H, W), got shape {tuple(x.shape)}")
-    arr = (x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    return arr[..., 0] if arr.shape[-1] == 1 else arr
-
-
 def load_photo(name: str = "astronaut", size: int | None = 64, *, crop: bool = True) -> torch.Tensor:
     """A photograph as a float32 tensor ``(1, 3, size, size)`` in [0, 1] on the CPU.
 
@@ -85,7 +67,7 @@ def load_photo(name: str = "astronaut", size: int | None = 64, *, crop: bool = T
     if size is not None:
         if size < 1:
             raise ValueError(f"size must be positive, got {size}")
-        t = F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        t = resize_image(t, (size, size))
     return t.clamp(0, 1).contiguous()
 
 

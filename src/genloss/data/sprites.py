@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ..weights import WeightFile, register_weight_file, resolve
+from .images import read_image, resize_image
 
 _ASSET_BASE = "https://github.com/dangeng/CorrWiseLosses/raw/main/code/assets/"
 BACKGROUND = register_weight_file(WeightFile(
@@ -47,20 +47,6 @@ def toy_asset_paths(assets_dir: str | os.PathLike | None = None) -> tuple[Path, 
     :class:`~genloss.weights.WeightsUnavailableError` says where to put them.
     """
     return resolve(BACKGROUND, assets_dir), resolve(SPRITE, assets_dir)
-
-
-def _load(path: Path, mode: str) -> torch.Tensor:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        arr = np.asarray(im.convert(mode), dtype=np.float32) / 255.0
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
-
-
-def _resize(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    if tuple(img.shape[-2:]) == size:
-        return img
-    return F.interpolate(img[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0].clamp(0, 1)
 
 
 class CarSprites(Dataset):
@@ -98,13 +84,13 @@ class CarSprites(Dataset):
         scene = background[:, top:top + SCENE_SIZE[0], left:left + SCENE_SIZE[1]]
         scale = int(width) / SCENE_SIZE[1]
         self.height, self.width = int(width) // 2, int(width)
-        self.background = _resize(scene, (self.height, self.width))
+        self.background = resize_image(scene, (self.height, self.width))
         hs, ws = sprite.shape[1:]
         size = (max(1, round(hs * scale)), max(1, round(ws * scale)))
         if size[0] > self.height or size[1] > self.width:
             raise ValueError(f"the sprite ({hs}x{ws} at scale {scale:g}) does not fit the "
                              f"{self.height}x{self.width} scene")
-        sprite = _resize(sprite, size)
+        sprite = resize_image(sprite, size)
         self.sprite_rgb, self.sprite_alpha = sprite[:3], sprite[3:4]
         self.length = int(length)
         self.x_center, self.x_range, self.y_center, self.y_range = x_center, x_range, y_center, y_range
@@ -116,7 +102,7 @@ class CarSprites(Dataset):
     def from_files(cls, assets_dir: str | os.PathLike | None = None, **kwargs) -> CarSprites:
         """Load ``bg.png`` and ``car.png`` (see :func:`toy_asset_paths`) and build the data set."""
         bg, car = toy_asset_paths(assets_dir)
-        return cls(_load(bg, "RGB"), _load(car, "RGBA"), **kwargs)
+        return cls(read_image(bg, "RGB"), read_image(car, "RGBA"), **kwargs)
 
     def composite(self, x: float, y: float | None = None) -> torch.Tensor:
         """The scene (3, H, W) with the car's top-left corner at ``(x, y) * (scene - sprite)`` (whole pixels)."""

@@ -21,6 +21,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .images import read_image, resize_image, write_image
+from .photos import array_to_tensor, photo_array
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm")
 
 
@@ -85,21 +88,11 @@ class FrameFolderVideo(Dataset):
     def __len__(self) -> int:
         return len(self.windows)
 
-    def _load(self, path: Path) -> torch.Tensor:
-        from PIL import Image
-
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            if self.size is not None and im.size != (self.size[1], self.size[0]):
-                im = im.resize((self.size[1], self.size[0]), Image.BILINEAR)
-            arr = np.asarray(im, dtype=np.uint8).copy()
-        return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255.0)
-
     def __getitem__(self, index: int) -> dict:
         seq, start = self.windows[index]
         frames = self.sequences[seq]
         idx = [start + k * self.frames_skip for k in range(self.context_length + 1)]
-        images = torch.stack([self._load(frames[i]) for i in idx], dim=1)  # (3, T+1, H, W)
+        images = torch.stack([read_image(frames[i], size=self.size) for i in idx], dim=1)  # (3, T+1, H, W)
         if self.flip and torch.rand(()) < 0.5:
             images = images.flip(-1)
         return {"context": images[:, :-1], "target": images[:, -1], "name": f"{seq}_{frames[start].stem}"}
@@ -113,19 +106,15 @@ BACKGROUND_PHOTOS = ("coffee", "chelsea", "astronaut", "rocket")
 SPRITE_PHOTOS = ("astronaut", "chelsea", "coffee", "immunohistochemistry")
 
 
-def _photo(name: str) -> np.ndarray:
-    import skimage.data
-
-    img = np.asarray(getattr(skimage.data, name)(), dtype=np.float32) / 255.0
-    if img.ndim == 2:
-        img = np.stack([img] * 3, -1)
-    return img[..., :3]
-
-
-def _resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).unsqueeze(0)
-    t = torch.nn.functional.interpolate(t, size=size, mode="bilinear", antialias=True, align_corners=False)
-    return t[0].permute(1, 2, 0).numpy()
+def _photo(name: str, size: tuple[int, int], centre_fraction: float = 1.0) -> np.ndarray:
+    """A scikit-image photograph (its central square of ``centre_fraction`` of the shorter side, or
+    all of it), resized to ``size``: float32 (H, W, 3) in [0, 1]."""
+    img = array_to_tensor(photo_array(name))[0]
+    if centre_fraction < 1:
+        h, w = img.shape[1:]
+        c = int(min(h, w) * centre_fraction) // 2
+        img = img[:, h // 2 - c : h // 2 + c, w // 2 - c : w // 2 + c]
+    return resize_image(img, size).permute(1, 2, 0).numpy()
 
 
 class MovingSpritesVideo(Dataset):
@@ -169,19 +158,13 @@ class MovingSpritesVideo(Dataset):
         frames = context_length + 1
         # The crop window of a clip: the frame plus room to pan `frames` steps either way.
         self._bg_extent = size + 2 * pan * frames
-        self._backgrounds = [_resize(_photo(n), (2 * self._bg_extent, 2 * self._bg_extent)) for n in BACKGROUND_PHOTOS]
+        self._backgrounds = [_photo(n, (2 * self._bg_extent, 2 * self._bg_extent)) for n in BACKGROUND_PHOTOS]
         s = self.sprite_size
         yy, xx = np.mgrid[:s, :s]
         r = np.sqrt((yy - (s - 1) / 2) ** 2 + (xx - (s - 1) / 2) ** 2)
         self._alpha = np.clip((s / 2 - r) / 1.5, 0.0, 1.0)[..., None].astype(np.float32)  # soft-edged disc
         # sprite sources: the central region of each photograph (faces, the cat, the cup)
-        self._sprite_sources = []
-        for name in SPRITE_PHOTOS:
-            img = _photo(name)
-            h, w = img.shape[:2]
-            c = min(h, w) // 4
-            centre = img[h // 2 - c : h // 2 + c, w // 2 - c : w // 2 + c]
-            self._sprite_sources.append(_resize(centre, (4 * s, 4 * s)))
+        self._sprite_sources = [_photo(name, (4 * s, 4 * s), centre_fraction=0.5) for name in SPRITE_PHOTOS]
 
     def __len__(self) -> int:
         return self.length
@@ -230,11 +213,8 @@ def _bounce(p: int, hi: int) -> int:
 
 def save_frames(clip: np.ndarray | torch.Tensor, folder: str | os.PathLike) -> Path:
     """Write frames (T, H, W, 3) in [0, 1] as ``folder/0000000000.png, ...`` (the KITTI naming)."""
-    from PIL import Image
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    arr = clip.numpy() if isinstance(clip, torch.Tensor) else clip
-    for t, frame in enumerate(arr):
-        Image.fromarray(np.round(np.clip(frame, 0, 1) * 255).astype(np.uint8)).save(folder / f"{t:010d}.png")
+    for t, frame in enumerate(clip.numpy() if isinstance(clip, torch.Tensor) else clip):
+        write_image(frame, folder / f"{t:010d}.png")
     return folder

@@ -1,0 +1,95 @@
+"""Image files, arrays and tensors: reading, writing, converting and resizing, shared by the data sets."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def read_image(path: str | os.PathLike, mode: str = "RGB", *, size: Sequence[int] | None = None,
+               shorter_side: int | None = None) -> torch.Tensor:
+    """An image file as a float32 CPU tensor (C, H, W) in [0, 1].
+
+    Args:
+        path: any format PIL reads.
+        mode: PIL mode to convert to (``'RGB'``: C = 3, ``'RGBA'``: 4, ``'L'``: 1).
+        size: resize to exactly (H, W) with PIL's bilinear filter (a no-op when it already is).
+        shorter_side: resize (bilinear) so that the shorter side has this length, keeping the
+            aspect ratio (torchvision's ``Resize(int)``). At most one of ``size`` and ``shorter_side``.
+    """
+    from PIL import Image
+
+    if size is not None and shorter_side is not None:
+        raise ValueError("give at most one of size and shorter_side")
+    with Image.open(path) as im:
+        im = im.convert(mode)
+        w, h = im.size
+        if size is not None:
+            target = (int(size[1]), int(size[0]))
+        elif shorter_side is not None:
+            scale = shorter_side / min(w, h)
+            target = (max(1, round(w * scale)), max(1, round(h * scale)))
+        else:
+            target = (w, h)
+        if target != (w, h):
+            im = im.resize(target, Image.BILINEAR)
+        arr = np.asarray(im, dtype=np.uint8)
+    return array_to_tensor(arr)[0]
+
+
+def resize_image(img: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Antialiased bilinear resize of (C, H, W) or (N, C, H, W) to ``size`` = (H, W), clamped to [0, 1].
+
+    Same device and dtype as ``img``; returned unchanged when it already has that size.
+    """
+    size = (int(size[0]), int(size[1]))
+    if tuple(img.shape[-2:]) == size:
+        return img
+    if img.dim() not in (3, 4):
+        raise ValueError(f"img must be (C, H, W) or (N, C, H, W), got {tuple(img.shape)}")
+    batch = img if img.dim() == 4 else img[None]
+    out = F.interpolate(batch, size=size, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+    return out if img.dim() == 4 else out[0]
+
+
+def array_to_tensor(img: np.ndarray) -> torch.Tensor:
+    """uint8 ``(H, W, 3)`` or ``(H, W)`` -> float32 ``(1, C, H, W)`` in [0, 1]."""
+    if img.dtype != np.uint8:
+        raise TypeError(f"expected a uint8 image, got dtype {img.dtype}")
+    if img.ndim == 2:
+        img = img[..., None]
+    return torch.from_numpy(np.array(img, copy=True)).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+
+
+def tensor_to_array(x: torch.Tensor) -> np.ndarray:
+    """``(1, C, H, W)`` or ``(C, H, W)`` float in [0, 1] -> uint8 ``(H, W, C)`` (``(H, W)`` for C = 1)."""
+    if x.dim() == 4:
+        if x.shape[0] != 1:
+            raise ValueError(f"expected a single image, got a batch of {x.shape[0]}")
+        x = x[0]
+    if x.dim() != 3:
+        raise ValueError(f"expected (C, H, W) or (1, C, H, W), got shape {tuple(x.shape)}")
+    arr = (x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return arr[..., 0] if arr.shape[-1] == 1 else arr
+
+
+def write_image(img: torch.Tensor | np.ndarray, path: str | os.PathLike) -> Path:
+    """Save one image as a PNG (or any format PIL infers from the suffix); returns the path.
+
+    ``img`` is a float tensor (C, H, W), C in {1, 3, 4}, or a float array (H, W, C) / (H, W), with
+    values in [0, 1] (clamped; rounded to 8 bits), on any device. Parent folders are created.
+    """
+    from PIL import Image
+
+    if isinstance(img, np.ndarray):
+        arr = img[..., None] if img.ndim == 2 else img
+        img = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(tensor_to_array(img)).save(path)
+    return path
