@@ -118,7 +118,7 @@ def test_smoke_config_trains_and_tests(tmp_path, reference_weights):
 def test_corrwise_wrapped_loss_trains_the_generator(sprites):
     """CorrWise(L1) from a config section with the default flow (classical, no weights: offline)."""
     from genloss import CorrWise
-    from genloss.experiments.video import build_loss
+    from genloss.experiments.common import build_loss
 
     loss = build_loss({"name": "L1", "reduction": "mean", "corrwise": {"scale_clip": 0.1}})
     assert isinstance(loss, CorrWise)

@@ -77,6 +77,24 @@ def check_keys(values: dict[str, Any], allowed: Iterable[str], where: str) -> No
         raise ValueError(f"unknown key(s) in {where}: {', '.join(hints)}; allowed: {', '.join(sorted(allowed))}")
 
 
+#: top-level sections every training experiment understands (its own ones come on top)
+COMMON_SECTIONS = ("experiment", "loss", "trainer", "output", "test", "smoke")
+
+
+def check_config(cfg: dict[str, Any], experiment: str, sections: dict[str, Iterable[str]]) -> None:
+    """Raise a ``ValueError`` naming the first unknown section or key of an experiment's config.
+
+    ``sections`` maps the experiment's sections (e.g. ``data``, ``model``, ``optim``, ``test``) to
+    their allowed keys; :data:`COMMON_SECTIONS` are allowed too (``trainer``, ``loss`` and
+    ``output`` are checked where they are read). The ``loss`` section must name a loss.
+    """
+    check_keys(cfg, [*COMMON_SECTIONS, *sections], f"the {experiment} config")
+    for name, keys in sections.items():
+        check_keys(section(cfg, name), keys, name)
+    if "name" not in section(cfg, "loss"):
+        raise ValueError("loss.name must name a genloss loss, e.g. L1 (see genloss.list_losses())")
+
+
 def apply_smoke(cfg: dict[str, Any]) -> dict[str, Any]:
     """Apply the config's ``smoke.overrides`` when ``smoke.enabled`` is true; returns a new config.
 
@@ -394,14 +412,9 @@ def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int = 8, paddi
     Any device and float dtype; the grid has ``nrow`` images per row and ``padding`` pixels of
     ``pad_value`` between them (see :func:`image_grid`). Parent folders are created.
     """
-    import numpy as np
-    from PIL import Image
+    from ..data.images import write_image
 
     grid = image_grid(images, nrow=nrow, padding=padding, pad_value=pad_value, border=border)
-    arr = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     if images.shape[1] == 1:  # make_grid repeats grey to 3 channels; store grey as grey
-        arr = arr[..., 0]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr).save(path)
-    return path
+        grid = grid[:1]
+    return write_image(grid, path)

@@ -1,15 +1,21 @@
-"""The pix2pixHD-style global generator shared by the CorrWise paper's experiments (toy and video).
+"""The pix2pixHD-style generator of the CorrWise paper's experiments (toy and video) and its training module.
 
 Both experiments of the paper use the same encoder / residual bottleneck / decoder network and differ
 only in what goes in (noise for the toy, stacked context frames for video prediction) and in how
 the decoder upsamples. :class:`GlobalGenerator` is that network; ``toy.ToyGenerator`` and
 ``video.FramePredictor`` are thin front-ends that check and shape their inputs.
+:class:`GeneratorModule` trains a generator with a frozen (optionally CorrWise-wrapped) loss.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import lightning as L
 import torch
 from torch import nn
+
+from .common import FrozenLoss, build_loss, loss_value
 
 NORMS = ("batch", "instance", "none")
 UPSAMPLES = ("nearest", "transpose")
@@ -87,3 +93,49 @@ class GlobalGenerator(nn.Module):
             raise ValueError(f"input must be (N, {self.in_channels}, H, W) with H and W multiples of {m} "
                              f"(2**n_down), got {tuple(x.shape)}")
         return (self.net(x) + 1) / 2
+
+
+class GeneratorModule(L.LightningModule):
+    """A generator trained with a frozen loss from a ``loss:`` section, by Adam; logs ``train/loss``.
+
+    Batches are dicts holding the generator's input under :attr:`input_key` and the ``'target'``
+    image. The loss (and a CorrWise loss' flow network) is not trained and is kept out of the
+    checkpoints (:class:`~genloss.experiments.common.FrozenLoss`); ``loss=None`` builds the module
+    without it, for evaluation (which then needs no loss or flow weights). Subclasses build the
+    generator, call this ``__init__`` and then ``save_hyperparameters``.
+
+    Args:
+        generator: the network to train.
+        loss: the config's ``loss`` section (reduction defaults to ``'mean'``), or ``None``.
+        optim: ``{lr (default 1e-4), beta1 (default 0.9)}`` of Adam (beta2 = 0.999).
+    """
+
+    #: the batch key of the generator's input
+    input_key = "input"
+
+    def __init__(self, generator: nn.Module, loss: dict[str, Any] | None, optim: dict[str, Any]) -> None:
+        super().__init__()
+        self.generator = generator
+        self._criterion = None if loss is None else FrozenLoss(build_loss({"reduction": "mean", **loss}))
+        self._optim = dict(optim)
+
+    @property
+    def loss_fn(self) -> nn.Module:
+        """The training loss, on the module's device."""
+        if self._criterion is None:
+            raise RuntimeError(f"this {type(self).__name__} was built without its loss (build_criterion=False)")
+        return self._criterion.on(self.device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.generator(x)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        pred = self.generator(batch[self.input_key])
+        loss = loss_value(self.loss_fn(pred, batch["target"]))
+        self.log("train/loss", loss, prog_bar=True, batch_size=pred.shape[0])
+        return loss
+
+    def configure_optimizers(self):
+        o = self._optim
+        return torch.optim.Adam(self.generator.parameters(), lr=float(o.get("lr", 1e-4)),
+                                betas=(float(o.get("beta1", 0.9)), 0.999))

@@ -30,22 +30,18 @@ from torch.utils.data import DataLoader
 
 from ..data.sprites import CarSprites
 from .common import (
-    FrozenLoss,
     apply_smoke,
-    build_loss,
-    check_keys,
+    check_config,
     find_checkpoint,
     fit,
-    loss_value,
     output_dir,
     save_image_grid,
     section,
     seed_from_config,
     test_device,
 )
-from .networks import GlobalGenerator
+from .generator import GeneratorModule, GlobalGenerator
 
-SECTIONS = ("experiment", "data", "model", "loss", "optim", "trainer", "output", "test", "smoke")
 DATA_KEYS = ("assets_dir", "width", "length", "x_center", "x_range", "y_center", "y_range", "seed", "batch_size",
              "num_workers")
 MODEL_KEYS = ("kind", "ngf", "n_down", "n_blocks", "norm", "upsample")
@@ -180,36 +176,14 @@ def _lightning():
     return lightning
 
 
-class ToyModule(_lightning().LightningModule):
+class ToyModule(GeneratorModule):
     """Generator + (CorrWise) loss on the toy targets; logs ``train/loss``."""
 
     def __init__(self, model: dict[str, Any], loss: dict[str, Any], optim: dict[str, Any], height: int,
                  width: int, build_criterion: bool = True) -> None:
-        super().__init__()
+        # test() builds it without the loss: it needs no loss (nor the flow network's weights)
+        super().__init__(make_generator(model, height, width), loss if build_criterion else None, optim)
         self.save_hyperparameters(ignore=["build_criterion"])
-        self.generator = make_generator(model, height, width)
-        # outside the state dict (checkpoints hold G only); test() needs no loss (nor the flow weights)
-        self._criterion = FrozenLoss(build_loss({"reduction": "mean", **loss})) if build_criterion else None
-
-    @property
-    def loss_fn(self) -> nn.Module:
-        if self._criterion is None:
-            raise RuntimeError("this ToyModule was built without its loss (build_criterion=False)")
-        return self._criterion.on(self.device)
-
-    def forward(self, noise: torch.Tensor) -> torch.Tensor:
-        return self.generator(noise)
-
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        pred = self.generator(batch["input"])
-        loss = loss_value(self.loss_fn(pred, batch["target"]))
-        self.log("train/loss", loss, prog_bar=True, batch_size=pred.shape[0])
-        return loss
-
-    def configure_optimizers(self):
-        o = self.hparams.optim
-        return torch.optim.Adam(self.generator.parameters(), lr=float(o.get("lr", 1e-4)),
-                                betas=(float(o.get("beta1", 0.9)), 0.999))
 
 
 def _output_callback():
@@ -251,11 +225,7 @@ def _generate(module: ToyModule, noise: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------
 def validate_config(cfg: dict[str, Any]) -> None:
     """Raise a ``ValueError`` naming the first unknown section or key of a toy config."""
-    check_keys(cfg, SECTIONS, "the toy config")
-    for name, keys in (("data", DATA_KEYS), ("model", MODEL_KEYS), ("optim", OPTIM_KEYS), ("test", TEST_KEYS)):
-        check_keys(section(cfg, name), keys, name)
-    if "name" not in section(cfg, "loss"):
-        raise ValueError("loss.name must name a genloss loss, e.g. L1 (see genloss.list_losses())")
+    check_config(cfg, "toy", {"data": DATA_KEYS, "model": MODEL_KEYS, "optim": OPTIM_KEYS, "test": TEST_KEYS})
 
 
 def make_dataset(cfg: dict[str, Any]) -> CarSprites:

@@ -41,7 +41,7 @@ from .common import (
     FrozenLoss,
     apply_smoke,
     build_loss,
-    check_keys,
+    check_config,
     find_checkpoint,
     fit,
     loss_value,
@@ -59,7 +59,6 @@ PAPER_LOG_WEIGHTS: dict[str, dict[str, float]] = {
 }
 
 DATA_KINDS = ("mnist", "celeba", "digits")
-SECTIONS = ("experiment", "data", "model", "loss", "optim", "trainer", "images", "output", "test", "smoke")
 DATA_KEYS = ("kind", "root", "download", "size", "crop", "batch_size", "num_workers", "limit_train", "limit_test",
              "seed")
 MODEL_KEYS = ("arch", "latent_dim", "hidden", "base_channels", "decoder_batchnorm")
@@ -269,13 +268,9 @@ def make_vae(model_cfg: dict[str, Any], shape: tuple[int, int, int], data_kind: 
 
 def validate_config(cfg: dict[str, Any]) -> None:
     """Raise a ``ValueError`` naming the first unknown section or key of a VAE config."""
-    check_keys(cfg, SECTIONS, "the VAE config")
-    for name, keys in (("data", DATA_KEYS), ("model", MODEL_KEYS), ("optim", OPTIM_KEYS), ("images", IMAGES_KEYS),
-                       ("test", TEST_KEYS)):
-        check_keys(section(cfg, name), keys, name)
+    check_config(cfg, "VAE", {"data": DATA_KEYS, "model": MODEL_KEYS, "optim": OPTIM_KEYS, "images": IMAGES_KEYS,
+                              "test": TEST_KEYS})
     _data_kind(cfg)
-    if "name" not in section(cfg, "loss"):
-        raise ValueError("loss.name must name a genloss loss, e.g. Watson-DFT (see genloss.list_losses())")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -26,31 +26,25 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import lightning as L
 import torch
-from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .common import (
-    FrozenLoss,
     apply_smoke,
-    build_loss,
-    check_keys,
+    check_config,
     find_checkpoint,
     fit,
-    loss_value,
     output_dir,
     save_image_grid,
     section,
     seed_from_config,
     test_device,
 )
-from .networks import GlobalGenerator
+from .generator import GeneratorModule, GlobalGenerator
 
-__all__ = ["FramePredictor", "VideoPredictionModule", "build_loss", "make_dataset", "perceptual_metric",
-           "ssim_value", "strip_tiles", "test", "train", "validate_config"]
+__all__ = ["FramePredictor", "VideoPredictionModule", "make_dataset", "perceptual_metric", "ssim_value", "strip_tiles",
+           "test", "train", "validate_config"]
 
-SECTIONS = ("experiment", "data", "model", "loss", "optim", "trainer", "output", "test", "smoke")
 DATA_KEYS = ("kind", "root", "context_length", "frames_skip", "size", "flip", "max_samples", "num_sprites", "lengths",
              "seed", "batch_size", "num_workers")
 MODEL_KEYS = ("ngf", "n_down", "n_blocks", "norm")
@@ -156,35 +150,20 @@ def strip_tiles(context: torch.Tensor, pred: torch.Tensor, target: torch.Tensor)
 # ------------------------------------------------------------------------------------------------
 # Lightning module
 # ------------------------------------------------------------------------------------------------
-class VideoPredictionModule(L.LightningModule):
-    """Generator + training loss; logs ``train/loss`` and the validation ``val/l1``, ``val/mse``.
+class VideoPredictionModule(GeneratorModule):
+    """Frame predictor + training loss; logs ``train/loss`` and the validation ``val/l1``, ``val/mse``.
 
-    The loss (and a CorrWise loss' flow network) is not trained and kept out of the checkpoints
-    (:class:`~genloss.experiments.common.FrozenLoss`); ``build_criterion=False`` skips it for
-    evaluation, which then needs no loss or flow weights.
+    The loss (and a CorrWise loss' flow network) is not trained and kept out of the checkpoints;
+    ``build_criterion=False`` skips it for evaluation, which then needs no loss or flow weights.
     """
+
+    input_key = "context"
 
     def __init__(self, model: dict[str, Any], loss: dict[str, Any], optim: dict[str, Any],
                  context_length: int = 3, build_criterion: bool = True) -> None:
-        super().__init__()
+        super().__init__(FramePredictor(context_length=context_length, **model), loss if build_criterion else None,
+                         optim)
         self.save_hyperparameters(ignore=["build_criterion"])
-        self.generator = FramePredictor(context_length=context_length, **model)
-        self._criterion = FrozenLoss(build_loss({"reduction": "mean", **loss})) if build_criterion else None
-
-    @property
-    def loss_fn(self) -> nn.Module:
-        if self._criterion is None:
-            raise RuntimeError("this VideoPredictionModule was built without its loss (build_criterion=False)")
-        return self._criterion.on(self.device)
-
-    def forward(self, context: torch.Tensor) -> torch.Tensor:
-        return self.generator(context)
-
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        pred = self.generator(batch["context"])
-        loss = loss_value(self.loss_fn(pred, batch["target"]))
-        self.log("train/loss", loss, prog_bar=True, batch_size=pred.shape[0])
-        return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         pred = self.generator(batch["context"])
@@ -192,22 +171,13 @@ class VideoPredictionModule(L.LightningModule):
         self.log("val/l1", (pred - batch["target"]).abs().mean(), batch_size=n, prog_bar=True, sync_dist=True)
         self.log("val/mse", (pred - batch["target"]).pow(2).mean(), batch_size=n, sync_dist=True)
 
-    def configure_optimizers(self):
-        o = self.hparams.optim
-        return torch.optim.Adam(self.generator.parameters(), lr=float(o.get("lr", 1e-4)),
-                                betas=(float(o.get("beta1", 0.9)), 0.999))
-
 
 # ------------------------------------------------------------------------------------------------
 # entry points
 # ------------------------------------------------------------------------------------------------
 def validate_config(cfg: dict[str, Any]) -> None:
     """Raise a ``ValueError`` naming the first unknown section or key of a video config."""
-    check_keys(cfg, SECTIONS, "the video config")
-    for name, keys in (("data", DATA_KEYS), ("model", MODEL_KEYS), ("optim", OPTIM_KEYS), ("test", TEST_KEYS)):
-        check_keys(section(cfg, name), keys, name)
-    if "name" not in section(cfg, "loss"):
-        raise ValueError("loss.name must name a genloss loss, e.g. L1 (see genloss.list_losses())")
+    check_config(cfg, "video", {"data": DATA_KEYS, "model": MODEL_KEYS, "optim": OPTIM_KEYS, "test": TEST_KEYS})
 
 
 def _loader(cfg: dict[str, Any], split: str) -> DataLoader:
