@@ -29,7 +29,8 @@ from torch import nn
 
 from genloss import CorrWise
 from genloss.corrwise import get_flow, list_flows
-from genloss.corrwise.synthetic import MOTIONS, end_point_error, load_photos, synthetic_pair
+from genloss.corrwise.synthetic import MOTIONS, end_point_error, synthetic_pair
+from genloss.data.photos import load_photos
 
 SETTINGS = {64: 32, 128: 8, 256: 4}  # size -> batch
 CLASSICAL = ["coarse2fine", "dis", "farneback"]

@@ -23,7 +23,8 @@ from matplotlib.colors import hsv_to_rgb  # noqa: E402
 from torch import nn  # noqa: E402
 
 from genloss import CorrWise  # noqa: E402
-from genloss.corrwise.synthetic import load_photos, synthetic_pair  # noqa: E402
+from genloss.corrwise.synthetic import synthetic_pair  # noqa: E402
+from genloss.data.photos import load_photos  # noqa: E402
 
 
 def flow_to_rgb(flow: np.ndarray, max_norm: float | None = None) -> np.ndarray:

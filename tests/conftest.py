@@ -73,18 +73,6 @@ def photo() -> torch.Tensor:
 
 def photo_batch(names: list[str], size: int) -> torch.Tensor:
     """Real photographs from scikit-image, centre-cropped and resized to size x size, as N x 3 x H x W."""
-    import skimage.data
-    import torch.nn.functional as F
+    from genloss.data.photos import load_photos
 
-    out = []
-    for name in names:
-        img = getattr(skimage.data, name)()
-        if img.ndim == 2:
-            img = np.stack([img] * 3, -1)
-        img = img[..., :3]
-        h, w = img.shape[:2]
-        s = min(h, w)
-        img = img[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
-        t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().unsqueeze(0) / 255.0
-        out.append(F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False))
-    return torch.cat(out).clamp(0, 1)
+    return load_photos(names, size)

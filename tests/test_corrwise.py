@@ -10,7 +10,8 @@ from torch import nn
 from genloss import CorrWise, get_loss, list_losses
 from genloss.corrwise import backward_warp, forward_backward_consistency, forward_warp, resize_flow
 from genloss.corrwise import regularizers as R
-from genloss.corrwise.synthetic import load_photos, synthetic_pair
+from genloss.corrwise.synthetic import synthetic_pair
+from genloss.data.photos import load_photos
 from genloss.weights import WeightsUnavailableError
 
 SIZE = 64

@@ -9,7 +9,8 @@ import torch
 
 from genloss.corrwise import get_flow, list_flows
 from genloss.corrwise.flow.classical import CoarseToFineFlow
-from genloss.corrwise.synthetic import MOTIONS, end_point_error, load_photos, synthetic_pair
+from genloss.corrwise.synthetic import MOTIONS, end_point_error, synthetic_pair
+from genloss.data.photos import load_photos
 
 SIZE = 64
 BORDER = 8  # pixels near the border are excluded: they may have left the frame (motions up to ~4 px)

@@ -214,7 +214,7 @@ def download(
         try:
             with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
                 total = int(resp.headers.get("Content-Length") or 0) or None
-                _copy_with_progress(resp, out, total, spec.name, progress)
+                copy_with_progress(resp, out, total, spec.name, progress)
             if spec.sha256 is not None and sha256sum(tmp_name) != spec.sha256:
                 raise ChecksumError(f"downloaded {url} but its sha256 does not match {spec.sha256}")
             os.replace(tmp_name, target)
@@ -227,18 +227,20 @@ def download(
     raise WeightsUnavailableError(_offline_message(spec, dest, "; ".join(errors)))
 
 
-def _copy_with_progress(src, dst, total: int | None, label: str, progress: bool) -> None:
+def copy_with_progress(src, dst, total: int | None, label: str, progress: bool, initial: int = 0,
+                       chunk_size: int = 1 << 16) -> None:
+    """Copy a byte stream in chunks, with a tqdm bar of ``total`` bytes (``initial`` already there)."""
     bar = None
     if progress:
         try:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=total, unit="B", unit_scale=True, desc=label, leave=False)
+            bar = tqdm(total=total, initial=initial, unit="B", unit_scale=True, desc=label, leave=False)
         except ImportError:  # pragma: no cover - tqdm is a dependency
             bar = None
     try:
         while True:
-            chunk = src.read(1 << 16)
+            chunk = src.read(chunk_size)
             if not chunk:
                 break
             dst.write(chunk)

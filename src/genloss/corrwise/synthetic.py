@@ -17,26 +17,6 @@ from .warp import backward_warp, pixel_grid
 MOTIONS = ("translation", "subpixel", "affine", "smooth")
 
 
-def load_photos(names: list[str], size: int) -> torch.Tensor:
-    """scikit-image photographs (``'astronaut'``, ``'coffee'``, ``'chelsea'``, ``'camera'``, ...), centre-cropped
-    square and resized to ``size`` (antialiased), as (N, 3, size, size) float32 in [0, 1]."""
-    import numpy as np
-    import skimage.data
-
-    out = []
-    for name in names:
-        img = getattr(skimage.data, name)()
-        if img.ndim == 2:
-            img = np.stack([img] * 3, -1)
-        img = img[..., :3]
-        h, w = img.shape[:2]
-        s = min(h, w)
-        img = np.ascontiguousarray(img[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s])
-        t = torch.from_numpy(img).permute(2, 0, 1).float().unsqueeze(0) / 255.0
-        out.append(F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False))
-    return torch.cat(out).clamp(0, 1)
-
-
 def motion_field(kind: str, n: int, height: int, width: int, scale: float = 1.0, seed: int = 0) -> torch.Tensor:
     """A known flow (n, 2, H, W) in pixels, magnitudes multiplied by ``scale``.
 

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..weights import copy_with_progress
 from .images import read_image
 from .photos import photo_array
 
@@ -116,23 +117,8 @@ def download_file(
             offset = 0  # the server sent the whole file: start over
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length is not None else None
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc=dest.name)
-        try:
-            with open(part, "ab" if offset else "wb") as out:
-                while True:
-                    chunk = response.read(chunk_size)
-                    if not chunk:
-                        break
-                    out.write(chunk)
-                    if bar is not None:
-                        bar.update(len(chunk))
-        finally:
-            if bar is not None:
-                bar.close()
+        with open(part, "ab" if offset else "wb") as out:
+            copy_with_progress(response, out, total, dest.name, progress, initial=offset, chunk_size=chunk_size)
     size = part.stat().st_size
     if total is not None and size != total:
         raise BAPPSError(f"download of {url} stopped at {size} of {total} bytes; run again to resume")
