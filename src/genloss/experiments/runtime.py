@@ -242,8 +242,11 @@ def _peak_memory(spec: dict, device: str) -> float:
         base = torch.cuda.max_memory_allocated()
         time_loss(fn, tuple(spec["shape"]), device, repeats=1, warmup=0)
         return (torch.cuda.max_memory_allocated() - base) / 2**20
+    # A fixed mmap threshold makes glibc return every large freed block at once, so the resident
+    # size follows the live tensors (its default threshold adapts and keeps freed blocks mapped).
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
     out = subprocess.run([sys.executable, "-m", "genloss.experiments.runtime", "--child", json.dumps(spec)],
-                         capture_output=True, text=True, timeout=600)
+                         capture_output=True, text=True, timeout=600, env=env)
     if out.returncode != 0:
         raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr else "memory probe failed")
     return float(out.stdout.strip().splitlines()[-1])

@@ -104,29 +104,39 @@ class WatsonDFTStable(torch.autograd.Function):
         amp1 = torch.sqrt(x * x + ye * ye)
         d = amp0 - amp1
         q, total, dist = _pool_forward(d, inv_s, beta)
+        del d, q
         r = torch.sqrt(x * x + im1 * im1).clamp_min_(1e-30)
         u1 = x / r
         v1 = im1 / r
+        del x
         minus = (u0 - u1).square_().add_((v0 - v1).square_())
         plus = (u0 + u1).square_().add_((v0 + v1).square_())
         near = minus <= plus
         chord = torch.minimum(minus, plus)
+        del minus, plus
         z = chord.mul_(k / 4).add_((1 - k) / 2).sqrt_()
         h2 = torch.asin(z).mul_(2)
-        sign = near.to(x.dtype).mul_(2).sub_(1)  # +1 below pi/2, -1 above
+        sign = near.to(re1.dtype).mul_(2).sub_(1)  # +1 below pi/2, -1 above
         angle = h2.mul_(sign).add_(math.pi * (1 - sign) / 2)
+        del sign
         wp = w_phase.unsqueeze(1).unsqueeze(0)
         phase = (angle * wp).sum(dim=(2, 3))
-        ctx.save_for_backward(d, q, inv_s, total, beta, x, ye, amp1, r, u1, v1, u0, v0, z, sign, wp)
+        # Memory: keep the inputs and the few tensors that are costly to recompute; the cheap ones
+        # (x, the pooled difference, the sign) are rebuilt in backward.
+        ctx.save_for_backward(re1, im1, amp0, inv_s, total, beta, amp1, r, u1, v1, u0, v0, z, near, wp)
         ctx.k = k
         return dist + phase
 
     @staticmethod
     def backward(ctx, grad):
-        d, q, inv_s, total, beta, x, ye, amp1, r, u1, v1, u0, v0, z, sign, wp = ctx.saved_tensors
+        re1, im1, amp0, inv_s, total, beta, amp1, r, u1, v1, u0, v0, z, near, wp = ctx.saved_tensors
+        d = amp0 - amp1
+        q = d.abs().mul_(inv_s).add_(EPS)
         g_amp = _pool_backward(grad, d, q, inv_s, total, beta).neg_().div_(amp1)
-        g_x = g_amp * x
-        g_y = g_amp.mul_(ye)
+        del d, q
+        g_x = g_amp * (re1 + EPS)
+        g_y = g_amp.mul_(im1 + EPS)
+        sign = near.to(re1.dtype).mul_(2).sub_(1)
         # d angle / d chord = sign * 2 * (k/4) / (2 z sqrt(1 - z^2)); chord = |n0 -+ n1|^2
         g_chord = (grad.unsqueeze(-1).unsqueeze(-1) * wp) * sign * (ctx.k / 4)
         g_chord = g_chord / (z * torch.sqrt(1 - z * z))

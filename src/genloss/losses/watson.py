@@ -135,7 +135,7 @@ class _WatsonBase(ImageLoss):
         with torch.set_grad_enabled(torch.is_grad_enabled() and target_grad):
             ref = self._reference(self._blocks(target, offset))
             if not target_grad:
-                ref["inv_s"] = ref["s"].reciprocal()
+                ref["inv_s"] = ref.pop("s").reciprocal()
         dist = self._compare(self._blocks(input, offset), ref)  # (N, C)
         return (dist * self.channel_weights.to(dist.dtype)).sum(1)
 

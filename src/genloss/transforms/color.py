@@ -36,5 +36,8 @@ def rgb_to_ycbcr(x: torch.Tensor) -> torch.Tensor:
     if x.shape[1] != 3:
         raise ValueError(f"rgb_to_ycbcr expects 3 channels, got {x.shape[1]}")
     m = torch.tensor(YCBCR_MATRIX, dtype=x.dtype, device=x.device)
-    b = torch.tensor(YCBCR_OFFSET, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return torch.einsum("oc,nchw->nohw", m, x) + b
+    b = torch.tensor(YCBCR_OFFSET, dtype=x.dtype, device=x.device).view(3, 1)
+    # (3, 3) @ (N, 3, H*W): a broadcast matmul on the contiguous image, no permuted copies
+    return torch.baddbmm(b.expand(x.shape[0], 3, 1), m.expand(x.shape[0], 3, 3), x.reshape(x.shape[0], 3, -1)).view(
+        x.shape
+    )
