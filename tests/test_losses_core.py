@@ -271,3 +271,17 @@ def test_stable_phase_distance_has_accurate_float32_gradients(golden, reference_
     err_default = (grad(torch.float32, False) - exact).norm() / exact.norm()
     err_original = (grad(torch.float32, True) - exact).norm() / exact.norm()
     assert err_default < 0.5 * err_original
+
+
+@pytest.mark.parametrize("name", BLOCK_LOSSES)
+def test_double_backward_is_an_error_on_the_fast_path_and_works_without_it(name):
+    x = photo_batch(["coffee"], 16).requires_grad_(True)
+    y = x.detach().roll(1, -1)
+    loss = build(name)
+    loss.requires_grad_(False)
+    with pytest.raises(RuntimeError, match="fast_backward = False"):
+        torch.autograd.grad(loss(x, y), x, create_graph=True)
+    loss.fast_backward = False
+    (g,) = torch.autograd.grad(loss(x, y), x, create_graph=True)
+    (gg,) = torch.autograd.grad(g.pow(2).sum(), x)
+    assert torch.isfinite(gg).all() and gg.abs().sum() > 0

@@ -4,6 +4,8 @@ When the target and the parameters need no gradient (a tuned loss used to train 
 the only gradient path is input -> coefficients -> pooled distance. Autograd would store and
 replay a dozen full-size intermediates; these ``autograd.Function`` s keep only what the
 backward needs and compute it in a few fused passes (about 2-3x faster on CPU, less memory).
+The backwards are not differentiable themselves: ``create_graph=True`` raises an error instead of
+giving a silently wrong second derivative; set ``loss.fast_backward = False`` for double backward.
 The op order of the phase term follows autograd's formulas, because its ``acos`` near 1 is
 sensitive to float32 rounding and the gradients should match the paper's code.
 """
@@ -15,6 +17,16 @@ import math
 import torch
 
 EPS = 1e-10
+
+
+def _no_double_backward() -> None:
+    # Under create_graph=True autograd runs backward with grad mode on: refuse rather than return a
+    # gradient whose own derivative would silently be missing.
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            "the fast Watson backward is not twice differentiable (create_graph=True); "
+            "set loss.fast_backward = False to use plain autograd"
+        )
 
 
 def _pool_forward(d: torch.Tensor, inv_s: torch.Tensor, beta: torch.Tensor):
@@ -44,6 +56,7 @@ class WatsonPoolDCT(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
+        _no_double_backward()
         d, q, inv_s, total, beta = ctx.saved_tensors
         return _pool_backward(grad, d, q, inv_s, total, beta).neg_(), None, None, None
 
@@ -73,6 +86,7 @@ class WatsonDFTInput(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
+        _no_double_backward()
         d, q, inv_s, total, beta, x1, y1, amp1, im1, diff, u, wp = ctx.saved_tensors
         # amplitude term: dD/damp1 = -dD/dd, damp1/dre1 = x1/amp1, damp1/dim1 = y1/amp1
         g_amp = _pool_backward(grad, d, q, inv_s, total, beta).neg_().div_(amp1)
@@ -129,6 +143,7 @@ class WatsonDFTStable(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
+        _no_double_backward()
         re1, im1, amp0, inv_s, total, beta, amp1, r, u1, v1, u0, v0, z, near, wp = ctx.saved_tensors
         d = amp0 - amp1
         q = d.abs().mul_(inv_s).add_(EPS)

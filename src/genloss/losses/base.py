@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -59,7 +60,8 @@ class ImageLoss(nn.Module):
                 out = self._reduced(input, target)
         else:
             out = self._reduced(input, target)
-        if not bool(torch.isfinite(out.detach()).all()):
+        finite = math.isfinite(out.item()) if out.dim() == 0 else bool(torch.isfinite(out.detach()).all())
+        if not finite:
             check_image(input, "input")
             check_image(target, "target")
         return out

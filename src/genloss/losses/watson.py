@@ -87,6 +87,8 @@ class _WatsonBase(ImageLoss):
         self.faithful = faithful
         self.luminance_floor = luminance_floor
         self.max_shift = max_shift
+        #: hand-written backward for frozen metrics (faster, once differentiable); False: plain autograd
+        self.fast_backward = True
         c = self.n_channels
         # softmax weights of the Y, Cb, Cr distances (RGB only)
         self.channel_logits = nn.Parameter(torch.zeros(3)) if colorspace == "RGB" else None
@@ -131,7 +133,8 @@ class _WatsonBase(ImageLoss):
         # Everything that depends only on the target (its transform, the masked thresholds) needs
         # no graph when neither the target nor the parameters need gradients: the usual case of a
         # frozen metric used as a training loss. This halves the work autograd has to do.
-        target_grad = target.requires_grad or any(p.requires_grad for p in self.parameters())
+        target_grad = (target.requires_grad or not self.fast_backward
+                       or any(p.requires_grad for p in self.parameters()))
         with torch.set_grad_enabled(torch.is_grad_enabled() and target_grad):
             ref = self._reference(self._blocks(target, offset))
             if not target_grad:
