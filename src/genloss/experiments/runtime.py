@@ -12,12 +12,12 @@ memory. In the same run the peers that compute the same quantity are timed on th
 * Watson-DCT / Watson-DFT: ``piq.ssim`` (the target is <= 0.3x its time) and, with
   ``--original PATH`` (a clone of the paper's repository), the paper's own implementation.
 
-The ratio column is ours / fastest peer: <= 1.0 means at least as fast. Times vary between
-machines and runs; compare the ratios, which are measured in the same process minutes apart.
-Peak memory is ``torch.cuda.max_memory_allocated`` on CUDA; on CPU it is the peak growth of the
-resident memory during one forward + backward (sampled every ms from /proc, Linux), measured in a
-fresh subprocess per case (``--memory``), since the CPU allocator keeps no statistics.
-"""
+Implementations are timed round-robin (one iteration each, in turn). The ratio column is ours /
+fastest peer: <= 1.0 means at least as fast. Times vary between machines and runs; compare the
+ratios, which are measured in the same process minutes apart. Peak memory is
+``torch.cuda.max_memory_allocated`` on CUDA; on CPU it is the peak growth of the resident memory
+during one forward + backward (sampled every ms from /proc, Linux), measured in a fresh subprocess
+per case (``--memory``), since the CPU allocator keeps no statistics. """
 
 from __future__ import annotations
 
@@ -173,25 +173,34 @@ def cases(losses: list[str], colorspaces: list[str], batch: int, size: int) -> l
     return out
 
 
-def time_loss(fn: LossFn, shape, device: str, repeats: int, warmup: int = 2) -> float:
-    """Median seconds of one forward + backward (w.r.t. the prediction) on a fixed batch."""
+def time_losses(fns: dict[str, LossFn], shape, device: str, repeats: int, warmup: int = 2) -> dict[str, float]:
+    """Median seconds of one forward + backward (w.r.t. the prediction) per implementation.
+
+    The implementations are timed round-robin on the same batch (one iteration each, in turn), so
+    a noisy machine, cache state or frequency scaling affects all of them alike.
+    """
     g = torch.Generator().manual_seed(0)
     target = torch.rand(shape, generator=g).to(device)
     pred0 = (target + 0.1 * torch.randn(shape, generator=g).to(device)).clamp(0, 1)
-    if isinstance(fn, torch.nn.Module):
-        fn = fn.to(device)
-    times = []
+    fns = {k: (f.to(device) if isinstance(f, torch.nn.Module) else f) for k, f in fns.items()}
+    times: dict[str, list[float]] = {k: [] for k in fns}
     for i in range(warmup + repeats):
-        pred = pred0.clone().requires_grad_(True)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn(pred, target).backward()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for label, fn in fns.items():
+            pred = pred0.clone().requires_grad_(True)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fn(pred, target).backward()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            if i >= warmup:
+                times[label].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def time_loss(fn: LossFn, shape, device: str, repeats: int, warmup: int = 2) -> float:
+    """Median seconds of one forward + backward of a single implementation."""
+    return time_losses({"fn": fn}, shape, device, repeats, warmup)["fn"]
 
 
 class _RssSampler:
@@ -296,9 +305,12 @@ def run(args: argparse.Namespace) -> list[dict]:
             impls["original"] = lambda c=case: _original(args.original, c.loss, c.colorspace)
         row = {"loss": case.loss, "colorspace": case.colorspace, "shape": "x".join(map(str, case.shape)),
                "times": {}, "memory": {}, "errors": {}}
+        built: dict[str, LossFn] = {}
         for label, make in impls.items():
             try:
-                row["times"][label] = time_loss(make(), case.shape, args.device, args.repeats)
+                fn = make()
+                time_loss(fn, case.shape, args.device, repeats=1, warmup=0)  # fails early if it cannot run
+                built[label] = fn
                 if args.memory:
                     spec = {"kind": label, "loss": case.loss, "colorspace": case.colorspace,
                             "shape": list(case.shape), "weights_dir": args.weights_dir,
@@ -306,6 +318,8 @@ def run(args: argparse.Namespace) -> list[dict]:
                     row["memory"][label] = _peak_memory(spec, args.device)
             except Exception as e:  # a missing optional peer must not stop the benchmark
                 row["errors"][label] = f"{type(e).__name__}: {e}".splitlines()[0][:120]
+        if built:
+            row["times"] = time_losses(built, case.shape, args.device, args.repeats)
         rows.append(row)
     return rows
 
