@@ -285,3 +285,14 @@ def test_double_backward_is_an_error_on_the_fast_path_and_works_without_it(name)
     (g,) = torch.autograd.grad(loss(x, y), x, create_graph=True)
     (gg,) = torch.autograd.grad(g.pow(2).sum(), x)
     assert torch.isfinite(gg).all() and gg.abs().sum() > 0
+
+
+def test_every_loss_of_the_paper_is_registered_with_a_description():
+    paper = ["L1", "L2", "SSIM", "Adaptive", "Watson-DCT", "Watson-DFT", "Deeploss-VGG", "Deeploss-Squeeze"]
+    names = genloss.list_losses()
+    assert set(paper) <= set(names)
+    assert genloss.LossProvider().loss_functions == names
+    for name in names:
+        info = genloss.loss_info(name.lower())
+        assert info.name == name and len(info.description) > 10
+    assert genloss.list_losses(family="watson") == ["Watson-DCT", "Watson-DFT"]
