@@ -296,3 +296,18 @@ def test_every_loss_of_the_paper_is_registered_with_a_description():
         info = genloss.loss_info(name.lower())
         assert info.name == name and len(info.description) > 10
     assert genloss.list_losses(family="watson") == ["Watson-DCT", "Watson-DFT"]
+
+
+@pytest.mark.parametrize("name", ["L1", "L2"])
+def test_pixel_losses_first_and_second_derivatives(name):
+    """The fixed-target fast path of L1/L2 equals autograd of the formula, also for double backward."""
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64, requires_grad=True)
+    y = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    loss = genloss.get_loss(name)
+    assert torch.autograd.gradcheck(lambda a: loss(a, y), (x,))
+    assert torch.autograd.gradgradcheck(lambda a: loss(a, y), (x,))
+    ref = (x - y).abs().sum() if name == "L1" else (x - y).pow(2).sum()
+    torch.testing.assert_close(loss(x, y), ref)
+    (g,) = torch.autograd.grad(loss(x, y), x, retain_graph=True)
+    (g_ref,) = torch.autograd.grad(ref, x)
+    torch.testing.assert_close(g, g_ref)

@@ -37,7 +37,10 @@ class L1Loss(_PixelLoss):
         return (a - b).abs().flatten(1).sum(1)
 
     def total(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.l1_loss(*self._prepare(input, target), reduction="sum")  # one fused kernel
+        a, b = self._prepare(input, target)
+        if b.requires_grad or not a.requires_grad or not torch.is_grad_enabled():
+            return F.l1_loss(a, b, reduction="sum")
+        return _L1Sum.apply(a, b)
 
 
 class L2Loss(_PixelLoss):
@@ -48,7 +51,50 @@ class L2Loss(_PixelLoss):
         return (a - b).pow(2).flatten(1).sum(1)
 
     def total(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.mse_loss(*self._prepare(input, target), reduction="sum")  # one fused kernel
+        a, b = self._prepare(input, target)
+        if b.requires_grad or not a.requires_grad or not torch.is_grad_enabled():
+            return F.mse_loss(a, b, reduction="sum")
+        return _L2Sum.apply(a, b)
+
+
+class _L1Sum(torch.autograd.Function):
+    """``sum |a - b|``, gradient for ``a`` only (the usual case of a fixed target).
+
+    The difference is computed once and kept, so backward is ``sign(d) * grad`` (two passes
+    instead of recomputing ``a - b``). Under ``create_graph=True`` the backward is built from
+    differentiable ops instead, so higher derivatives stay correct.
+    """
+
+    @staticmethod
+    def forward(ctx, a, b):
+        d = a - b
+        ctx.save_for_backward(d, a, b)
+        return d.abs().sum()
+
+    @staticmethod
+    def backward(ctx, grad):
+        d, a, b = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: keep the graph through a - b
+            return torch.sign(a - b) * grad, None
+        return torch.sign(d).mul_(grad), None
+
+
+class _L2Sum(torch.autograd.Function):
+    """``sum (a - b)^2``, gradient for ``a`` only: the kept difference becomes ``2 grad d`` in one pass."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        d = a - b
+        ctx.save_for_backward(d, a, b)
+        flat = d.reshape(-1)
+        return torch.dot(flat, flat)
+
+    @staticmethod
+    def backward(ctx, grad):
+        d, a, b = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: keep the graph through a - b
+            return 2 * grad * (a - b), None
+        return d * (2 * grad), None
 
 
 @register_loss("L1", description="Sum of absolute pixel differences.", family="pixel")
