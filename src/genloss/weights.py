@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import tempfile
 import urllib.error
 import urllib.request
@@ -295,14 +294,3 @@ def status(names: Iterable[str] | None = None, weights_dir: str | os.PathLike | 
         except ChecksumError:
             out[n] = None
     return out
-
-
-def copy_into_cache(path: str | os.PathLike, name: str | None = None) -> Path:
-    """Copy a manually downloaded file into the cache after checking its hash."""
-    src = Path(path)
-    spec = _spec(name or src.name)
-    _verify(src, spec)
-    dest = cache_dir()
-    dest.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dest / spec.name)
-    return dest / spec.name
