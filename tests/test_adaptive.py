@@ -190,12 +190,12 @@ def test_golden(golden, reference_weights, entry):
     if "error" in entry:
         # Tuned parameters exist for 64x64 only; the original fails when loading them.
         with pytest.raises(ValueError, match="3x64x64"):
-            loss = get_loss("Adaptive", colorspace=cs, pretrained=True, deterministic=True, image_size=image_size)
+            loss = get_loss("Adaptive", colorspace=cs, pretrained=True, image_size=image_size)
             loss(a, b)
         with pytest.raises(ValueError, match="3x64x64"):  # without image_size: fails at the call
             get_loss("Adaptive", colorspace=cs, pretrained=True)(a, b)
         return
-    loss = get_loss("Adaptive", colorspace=cs, pretrained=True, deterministic=True, image_size=image_size)
+    loss = get_loss("Adaptive", colorspace=cs, pretrained=True, image_size=image_size)
     assert loss.layout == "original"
     assert loss(a, b).item() == pytest.approx(entry["value"], rel=1e-3)
 

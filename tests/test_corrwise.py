@@ -12,6 +12,7 @@ from genloss.corrwise import backward_warp, forward_backward_consistency, forwar
 from genloss.corrwise import regularizers as R
 from genloss.corrwise.synthetic import synthetic_pair
 from genloss.data.photos import load_photos
+from genloss.registry import make_loss
 from genloss.weights import WeightsUnavailableError
 
 SIZE = 64
@@ -232,7 +233,7 @@ def test_every_genloss_loss_and_user_modules(translated):
     built = 0
     for name in list_losses():
         try:
-            base = get_loss(name, pretrained=False)
+            base = make_loss(name, {"pretrained": False})
         except WeightsUnavailableError:
             continue  # ImageNet backbones are not available offline
         min_size = getattr(base, "min_size", None) or 0

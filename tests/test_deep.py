@@ -105,7 +105,7 @@ def test_agrees_with_lpips_package(normalize, golden_sd, photos):
     """Same backbone and LPIPS' own linear weights: normalize='lpips' equals lpips(normalize=True)
     on [0, 1] images; 'original' equals feeding the [0, 1] images to lpips as if they were [-1, 1]."""
     model = _lpips_model("squeeze", golden_sd)
-    ours = DeepLoss("squeeze", reduction="none", normalize=normalize, backbone_weights=golden_sd)
+    ours = DeepLoss("squeeze", pretrained=False, reduction="none", normalize=normalize, backbone_weights=golden_sd)
     ours.load_linear_weights({k: v for k, v in model.state_dict().items() if k.startswith("lins.")})
     x, y = _distorted(photos), photos
     with torch.no_grad():
@@ -171,21 +171,21 @@ def test_missing_tuned_linear_weights(golden_sd):
 
 def test_bad_backbone_weights_are_rejected(tmp_path, golden_sd):
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        DeepLoss("squeeze", backbone_weights=tmp_path / "nope.pth")
+        DeepLoss("squeeze", pretrained=False, backbone_weights=tmp_path / "nope.pth")
     with pytest.raises(ValueError, match="do not fit torchvision's vgg16"):
-        DeepLoss("vgg", backbone_weights=golden_sd)  # a SqueezeNet state dict for VGG
+        DeepLoss("vgg", pretrained=False, backbone_weights=golden_sd)  # a SqueezeNet state dict for VGG
 
 
 def test_vgg_backbone_override_file(tmp_path):
     """A VGG16 state dict written to a file is loaded (features; classifier keys are ignored)."""
     torch.manual_seed(1)
-    ref = DeepLoss("vgg", pretrained_backbone=False)
+    ref = DeepLoss("vgg", pretrained=False, pretrained_backbone=False)
     sd = {"features." + k.split(".", 2)[2]: v for k, v in ref.backbone.state_dict().items()}
     assert "features.28.weight" in sd  # the last conv of VGG16 (relu5_3's)
     sd["classifier.6.bias"] = torch.zeros(1000)  # as in a full torchvision VGG16 state dict
     path = tmp_path / "vgg16-test.pth"
     torch.save(sd, path)
-    loaded = DeepLoss("vgg", backbone_weights=str(path))
+    loaded = DeepLoss("vgg", pretrained=False, backbone_weights=str(path))
     for (ka, a), (kb, b) in zip(ref.backbone.state_dict().items(), loaded.backbone.state_dict().items(),
                                 strict=True):
         assert ka == kb and torch.equal(a, b)
@@ -278,7 +278,7 @@ def test_state_dict_holds_only_linear_weights(reference_weights, golden_sd, phot
     assert sorted(sd) == sorted(f"layer_weights.{k}" for k in range(7))
     # the paper's file format loads through the standard load_state_dict too
     paper = torch.load(reference_weights / "rgb_pnet_lin_squeeze_trial0.pth", weights_only=True)
-    fresh = DeepLoss("squeeze", backbone_weights=golden_sd)
+    fresh = DeepLoss("squeeze", pretrained=False, backbone_weights=golden_sd)
     fresh.load_state_dict(paper)
     for k in range(7):
         torch.testing.assert_close(fresh.layer_weights[k], paper[f"lin{k}.model.1.weight"].flatten())
@@ -292,12 +292,12 @@ def test_state_dict_holds_only_linear_weights(reference_weights, golden_sd, phot
 
 
 def test_wrong_linear_weight_files_are_rejected(reference_weights, golden_sd):
-    loss = DeepLoss("squeeze", backbone_weights=golden_sd)
+    loss = DeepLoss("squeeze", pretrained=False, backbone_weights=golden_sd)
     vgg_file = torch.load(reference_weights / "rgb_pnet_lin_vgg_trial0.pth", weights_only=True)
     with pytest.raises(ValueError, match="missing lin5, lin6"):
         loss.load_linear_weights(vgg_file)  # 5 layers for a 7-layer backbone
     squeeze_file = torch.load(reference_weights / "rgb_pnet_lin_squeeze_trial0.pth", weights_only=True)
-    vgg = DeepLoss("vgg", pretrained_backbone=False)
+    vgg = DeepLoss("vgg", pretrained=False, pretrained_backbone=False)
     with pytest.raises(ValueError, match="unexpected"):
         vgg.load_linear_weights(squeeze_file)
     with pytest.raises(ValueError, match="layer 3 have 384 values"):
@@ -318,7 +318,7 @@ def test_frozen_backbone_stays_in_eval_and_moves_with_the_loss(reference_weights
 
 
 def test_gradcheck_float64(golden_sd):
-    loss = DeepLoss("squeeze", reduction="sum", backbone_weights=golden_sd).double()
+    loss = DeepLoss("squeeze", pretrained=False, reduction="sum", backbone_weights=golden_sd).double()
     torch.manual_seed(0)
     with torch.no_grad():
         for w in loss.layer_weights:
@@ -388,9 +388,9 @@ def test_bad_input_errors(reference_weights, golden_sd):
 
 def test_bad_options():
     with pytest.raises(ValueError, match="normalize must be one of"):
-        DeepLoss("squeeze", normalize="imagenet", pretrained_backbone=False)
+        DeepLoss("squeeze", pretrained=False, normalize="imagenet", pretrained_backbone=False)
     with pytest.raises(ValueError, match="backbone must be one of"):
-        DeepLoss("alex", pretrained_backbone=False)
+        DeepLoss("alex", pretrained=False, pretrained_backbone=False)
 
 
 def test_registry_entries():

@@ -1,24 +1,65 @@
-"""One input validator used by every loss, so that bad input fails the same way everywhere.
+"""The one input validator of genloss (losses, functional twins and CorrWise), so bad input fails alike everywhere.
 
-Every check raises ``TypeError`` (wrong kind of object or dtype) or ``ValueError`` (wrong rank,
-shape, channel count, size or non-finite values) with a message that names the argument and says
-what was expected, never a silent wrong number.
+Two kinds of checks:
+
+* **structure** (free: shapes, dtypes and devices are host metadata): a floating (N, C, H, W) tensor,
+  non-empty, with an allowed channel count and at least the loss' minimum size; input and target
+  of the same shape and device. Raises ``TypeError`` or ``ValueError`` naming the argument.
+* **values** (:func:`check_values`: NaN/Inf and the value range, one ``aminmax`` per tensor). On the
+  CPU they raise a ``ValueError`` that states the range seen and the fix. On CUDA a readable check
+  needs a device-to-host copy, which would stall the GPU pipeline on every call; so the first
+  :data:`CUDA_SYNC_CHECKS` calls of the process are checked that way (the typical mistake, a
+  [0, 255] or [-1, 1] batch, shows up on the first batch), and later calls use a device-side
+  assertion (``torch._assert_async``: no synchronisation, the error surfaces at the next sync).
+  ``GENLOSS_SYNC_CHECKS=1`` checks every call readably. Under ``torch.compile`` and CUDA-graph
+  capture the device-side assertion is traced; under ``torch.func`` transforms the check runs on
+  the underlying tensor.
+
+Dtype rule (every loss): input and target are computed in the wider of their two floating dtypes,
+and in at least float32 (16-bit data and autocast regions are computed in float32, because the
+perceptual models use powers and epsilons of 1e-10 that 16-bit floats cannot represent). The result
+has that dtype: float64 in, float64 out; float16/bfloat16 in, float32 out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
 
 import torch
 
+from . import _env
+
 REDUCTIONS = ("sum", "mean", "none")
+
+#: values may exceed the declared range by this fraction of its width (interpolation overshoot,
+#: unclamped generator outputs); anything beyond is a different range and is refused
+RANGE_TOLERANCE = 0.05
+
+#: CUDA calls per process whose values are checked with a (synchronising) host read
+CUDA_SYNC_CHECKS = 8
+_cuda_sync_checks_left = CUDA_SYNC_CHECKS
+
+ValueRange = tuple[float, float]
 
 
 def check_reduction(reduction: str) -> str:
-    """Return ``reduction`` if it is one of ``'sum'``, ``'mean'``, ``'none'``; raise otherwise."""
+    """Return ``reduction`` if it is one of ``'sum'``, ``'mean'``, ``'none'``; raise ``ValueError`` otherwise."""
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     return reduction
+
+
+def check_value_range(value_range: object) -> ValueRange:
+    """Validate a ``value_range=(lo, hi)`` option: two finite numbers with ``lo < hi``."""
+    try:
+        lo, hi = (float(v) for v in value_range)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise TypeError(f"value_range must be a pair (lo, hi) of numbers, got {value_range!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"value_range must be finite with lo < hi, got {value_range!r}")
+    return lo, hi
 
 
 def check_image(
@@ -27,16 +68,18 @@ def check_image(
     *,
     channels: int | Sequence[int] | None = None,
     min_size: int | tuple[int, int] | None = None,
-    check_finite: bool = True,
 ) -> torch.Tensor:
-    """Check that ``x`` is a floating NCHW image batch and return it.
+    """Check the structure of a floating NCHW image batch and return it (no data is read).
 
     Args:
         x: the object to check.
         name: the argument's name, used in error messages.
         channels: allowed channel count(s), or ``None`` for any.
-        min_size: smallest allowed (H, W) (an int means square).
-        check_finite: reject NaN and Inf values.
+        min_size: smallest allowed (H, W) (an int means square); zero-sized images are always refused.
+
+    Raises:
+        TypeError: not a tensor, or not floating point.
+        ValueError: not 4-D, empty batch, zero height or width, wrong channel count, too small.
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
@@ -44,12 +87,14 @@ def check_image(
         raise ValueError(f"{name} must be a 4-D tensor of shape (N, C, H, W), got shape {tuple(x.shape)}")
     if not torch.is_floating_point(x):
         raise TypeError(
-            f"{name} must be a floating point tensor with values in [0, 1], got dtype {x.dtype}; "
-            "convert integer images with x.float() / 255"
+            f"{name} must be a floating point tensor, got dtype {x.dtype}; "
+            "convert 8-bit images with x.float() / 255 (or x.float() with value_range=(0, 255))"
         )
     n, c, h, w = x.shape
     if n == 0:
         raise ValueError(f"{name} has an empty batch (N = 0)")
+    if h == 0 or w == 0:
+        raise ValueError(f"{name} has zero height or width (shape {tuple(x.shape)})")
     if channels is not None:
         allowed = (channels,) if isinstance(channels, int) else tuple(channels)
         if c not in allowed:
@@ -59,11 +104,13 @@ def check_image(
         mh, mw = (min_size, min_size) if isinstance(min_size, int) else min_size
         if h < mh or w < mw:
             raise ValueError(f"{name} is {h}x{w} pixels, smaller than the minimum {mh}x{mw} of this loss")
-    # One reduction instead of an elementwise isfinite pass: a NaN/Inf anywhere makes the sum
-    # non-finite; only then is the exact check run (a finite sum can also overflow for huge values).
-    if check_finite and not bool(torch.isfinite(x.detach().sum())) and not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} contains NaN or Inf values")
     return x
+
+
+def compute_dtype(a: torch.dtype, b: torch.dtype) -> torch.dtype:
+    """The dtype a loss computes in for inputs of dtypes ``a`` and ``b`` (see the module's dtype rule)."""
+    dtype = torch.promote_types(a, b)
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def check_pair(
@@ -72,20 +119,101 @@ def check_pair(
     *,
     channels: int | Sequence[int] | None = None,
     min_size: int | tuple[int, int] | None = None,
-    check_finite: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Check a prediction/target pair of NCHW float images of the same shape, device and dtype."""
-    a = check_image(input, "input", channels=channels, min_size=min_size, check_finite=check_finite)
-    b = check_image(target, "target", channels=channels, min_size=min_size, check_finite=check_finite)
+    """Check a prediction/target pair (structure only) and cast both to their :func:`compute_dtype`."""
+    a = check_image(input, "input", channels=channels, min_size=min_size)
+    b = check_image(target, "target", channels=channels, min_size=min_size)
     if a.shape != b.shape:
         raise ValueError(f"input and target must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
     if a.device != b.device:
         raise ValueError(f"input and target are on different devices ({a.device} and {b.device})")
-    if a.dtype != b.dtype:
-        # Mixed precision is a common accident (e.g. a float64 target); promote instead of failing.
-        dtype = torch.promote_types(a.dtype, b.dtype)
-        a, b = a.to(dtype), b.to(dtype)
-    return a, b
+    dtype = compute_dtype(a.dtype, b.dtype)
+    return a.to(dtype), b.to(dtype)
+
+
+def _underlying(x: torch.Tensor) -> torch.Tensor:
+    """The plain tensor under ``torch.func`` wrappers (grad/vmap), whose data can be read eagerly."""
+    from torch._C._functorch import get_unwrapped, is_functorch_wrapped_tensor
+
+    while is_functorch_wrapped_tensor(x):
+        x = get_unwrapped(x)
+    return x
+
+
+def _range_message(name: str, seen: str, value_range: ValueRange) -> str:
+    lo, hi = value_range
+    return (
+        f"{name} has values in {seen}, outside the expected range [{lo:g}, {hi:g}]. Pass value_range=(lo, hi) "
+        "to declare the range of your images (e.g. (-1, 1) for tanh outputs, (0, 255) for 8-bit data); "
+        "the loss maps it exactly onto [0, 1]"
+    )
+
+
+def _device_side(x: torch.Tensor) -> bool:
+    """True where a readable check would synchronise (CUDA, not explicitly requested) or is impossible."""
+    global _cuda_sync_checks_left
+    if torch.compiler.is_compiling():
+        return True
+    if x.device.type == "cpu":
+        return False
+    if x.device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        return True
+    if _env.flag(_env.SYNC_CHECKS):
+        return False
+    if _cuda_sync_checks_left > 0:
+        _cuda_sync_checks_left -= 1
+        return False
+    return True
+
+
+def check_values(x: torch.Tensor, name: str = "input", value_range: ValueRange = (0.0, 1.0)) -> None:
+    """Refuse NaN/Inf and values outside ``value_range`` (plus :data:`RANGE_TOLERANCE` of its width).
+
+    One ``aminmax`` pass: NaN propagates into both ends, so the same reduction checks finiteness.
+    See the module docstring for how this avoids synchronising CUDA devices.
+
+    Raises:
+        ValueError: NaN/Inf values, or values outside the range (the message names the range seen
+            and the ``value_range`` option).
+    """
+    lo, hi = value_range
+    tol = RANGE_TOLERANCE * (hi - lo)
+    if torch.compiler.is_compiling():
+        data = x.detach()
+    else:
+        data = _underlying(x.detach())
+    if _device_side(data):
+        mn, mx = torch.aminmax(data)
+        ok = (mn >= lo - tol) & (mx <= hi + tol)
+        torch._assert_async(ok, f"{name} contains NaN/Inf or values outside [{lo:g}, {hi:g}] (see value_range)")
+        return
+    mn, mx = (float(v) for v in torch.aminmax(data))
+    if not (math.isfinite(mn) and math.isfinite(mx)):
+        raise ValueError(f"{name} contains NaN or Inf values")
+    if mn < lo - tol or mx > hi + tol:
+        raise ValueError(_range_message(name, f"[{mn:.4g}, {mx:.4g}]", value_range))
+
+
+def to_unit_range(x: torch.Tensor, value_range: ValueRange) -> torch.Tensor:
+    """Map images of ``value_range`` onto [0, 1]: ``(x - lo) / (hi - lo)`` (identity for (0, 1))."""
+    lo, hi = value_range
+    if lo == 0.0 and hi == 1.0:
+        return x
+    return (x - lo) / (hi - lo)
+
+
+@contextlib.contextmanager
+def full_precision(device_type: str) -> Iterator[None]:
+    """Disable autocast for ``device_type`` inside the block (the models are tuned in float32).
+
+    Autocast would silently run the convolutions and matmuls of a loss in 16 bit; every genloss loss
+    and flow estimator computes inside this guard instead.
+    """
+    if torch.is_autocast_enabled(device_type):
+        with torch.autocast(device_type=device_type, enabled=False):
+            yield
+    else:
+        yield
 
 
 def reduce_batch(per_image: torch.Tensor, reduction: str) -> torch.Tensor:

@@ -135,13 +135,14 @@ def build_metrics(names: list[str], colorspace: str, weights_dir: Path | None, d
                   pretrained: bool = True) -> list[Metric]:
     """Build each loss (``pretrained``, deterministic); a loss that cannot be built records why."""
     import genloss
+    from genloss.registry import make_loss
     from genloss.weights import ChecksumError, WeightsUnavailableError
 
     metrics = []
     for name in names:
         try:
-            module = genloss.get_loss(name, colorspace=colorspace, pretrained=pretrained, deterministic=True,
-                                      weights_dir=weights_dir)
+            module = make_loss(name, {"colorspace": colorspace, "pretrained": pretrained, "deterministic": True,
+                                      "weights_dir": weights_dir})
             metrics.append(Metric(name, module.to(device).eval()))
         except WeightsUnavailableError as e:
             files = [f for f in genloss.loss_info(name).weight_files.get(colorspace, ())

@@ -115,6 +115,7 @@ def build_losses(colorspace: str, weights_dir: Path | None, *, names: Iterable[s
     the note says which file is missing); a loss that cannot be built even so is ``'skipped'``.
     """
     import genloss
+    from genloss.registry import make_loss
     from genloss.weights import ChecksumError, WeightsUnavailableError
 
     entries = []
@@ -123,7 +124,7 @@ def build_losses(colorspace: str, weights_dir: Path | None, *, names: Iterable[s
         kw = {"colorspace": colorspace, "reduction": reduction, "deterministic": deterministic,
               "weights_dir": weights_dir}
         try:
-            module = genloss.get_loss(name, pretrained=True, **kw)
+            module = make_loss(name, {"pretrained": True, **kw})
             status = "tuned" if info.weight_files else "default"
             entries.append(LossEntry(info.name, info.family, module.to(device), status))
             continue
@@ -135,7 +136,7 @@ def build_losses(colorspace: str, weights_dir: Path | None, *, names: Iterable[s
             entries.append(LossEntry(info.name, info.family, None, "skipped", f"{type(e).__name__}: {e}"))
             continue
         try:
-            module = genloss.get_loss(name, pretrained=False, **kw)
+            module = make_loss(name, {"pretrained": False, **kw})
             # untuned losses start with trainable parameters; the demo uses them as fixed metrics
             for p in module.parameters():
                 p.requires_grad_(False)
@@ -342,7 +343,7 @@ def corrwise_alignment(config: DemoConfig) -> dict[str, Any]:
     import genloss
 
     target, prediction, true_flow = known_motion(config.corrwise_size)
-    l1 = genloss.get_loss("L1", pretrained=False)
+    l1 = genloss.get_loss("L1")
     try:
         viz = CorrWise(l1, return_info=True, scale_clip=0.0, occlusion=True)
         t0 = time.perf_counter()

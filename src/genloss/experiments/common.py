@@ -322,7 +322,7 @@ def build_loss(spec: str | dict[str, Any], *, image_size: Sequence[int] | None =
     parameters from it). ``extra_keys`` are keys the calling experiment reads itself (e.g. the
     VAE's ``log_weight``); any other unknown key raises.
     """
-    from .. import get_loss
+    from ..registry import make_loss
 
     if isinstance(spec, str):
         spec = {"name": spec}
@@ -332,16 +332,17 @@ def build_loss(spec: str | dict[str, Any], *, image_size: Sequence[int] | None =
     kwargs = spec.get("kwargs") or {}
     if not isinstance(kwargs, dict):
         raise ValueError(f"loss.kwargs must be a mapping, got {kwargs!r}")
-    base = get_loss(
-        spec["name"],
-        colorspace=spec.get("colorspace", "RGB"),
-        pretrained=bool(spec.get("pretrained", True)),
-        reduction=spec.get("reduction", "mean"),
-        deterministic=bool(spec.get("deterministic", False)),
-        image_size=tuple(image_size) if image_size is not None else None,
-        weights_dir=spec.get("weights_dir"),
-        **kwargs,
-    )
+    # The section's top-level keys apply to every loss that has them (the paper's LossProvider
+    # semantics); loss.kwargs go to the loss' class strictly, so a misspelt option raises.
+    common = {
+        "colorspace": spec.get("colorspace", "RGB"),
+        "pretrained": bool(spec.get("pretrained", True)),
+        "reduction": spec.get("reduction", "mean"),
+        "deterministic": bool(spec.get("deterministic", False)),
+        "image_size": tuple(image_size) if image_size is not None else None,
+        "weights_dir": spec.get("weights_dir"),
+    }
+    base = make_loss(spec["name"], common, **kwargs)
     cw = spec.get("corrwise")
     if cw is None or cw is False:
         return base

@@ -60,17 +60,17 @@ class Case:
 
 
 def _ours(name: str, colorspace: str, weights_dir: str | None) -> LossFn:
-    import genloss
+    from genloss.registry import make_loss
     from genloss.weights import WeightsUnavailableError
 
     kw: dict = {"colorspace": colorspace}
     if name.startswith("Deeploss"):
         kw["pretrained_backbone"] = _imagenet_available(name)
     try:
-        return genloss.get_loss(name, pretrained=True, weights_dir=weights_dir, **kw)
+        return make_loss(name, {"pretrained": True, "weights_dir": weights_dir}, **kw)
     except WeightsUnavailableError:
         # Timing does not depend on the tuned values: fall back to the untrained parameters.
-        return genloss.get_loss(name, pretrained=False, **kw)
+        return make_loss(name, {"pretrained": False}, **kw)
 
 
 def _imagenet_available(name: str) -> bool:

@@ -123,13 +123,13 @@ def perceptual_metric(names: str | list[str] | None, device: torch.device) -> tu
     that cannot be built is named in ``notes`` with the reason, and the next one is tried (e.g.
     ``[Deeploss-Squeeze, Watson-DFT]``). ``(None, None, notes)`` when none works.
     """
-    from .. import get_loss
+    from ..registry import make_loss
 
     candidates = [names] if isinstance(names, str) else list(names or [])
     notes = []
     for name in candidates:
         try:
-            metric = get_loss(name, reduction="none", deterministic=True).to(device).eval()
+            metric = make_loss(name, {"reduction": "none", "deterministic": True}).to(device).eval()
         except Exception as e:  # noqa: BLE001 - any failure (no weights offline, unknown name) is reported
             notes.append(f"{name} unavailable ({type(e).__name__}: {str(e).splitlines()[0]})")
             continue

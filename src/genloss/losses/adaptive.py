@@ -35,11 +35,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..registry import register_loss
 from ..transforms.color import as_grey
 from ..transforms.dct import dct_matrix
 from ..weights import load_state_dict
-from .base import ImageLoss
+from .base import ImageLoss, grey_channels
 from .robust import LogPartitionSpline, affine_sigmoid, affine_softplus, general_loss, partition_spline
 
 LAYOUTS = ("original", "nchw")
@@ -166,10 +165,11 @@ class AdaptiveLoss(ImageLoss):
 
     def __init__(
         self,
+        *,
         colorspace: str = "RGB",
         image_size: Sequence[int] | None = None,
         layout: str | None = None,
-        pretrained: bool = False,
+        pretrained: bool = True,
         weights_dir: str | os.PathLike | None = None,
         partition: str = "genloss",
         reduction: str = "sum",
@@ -177,10 +177,10 @@ class AdaptiveLoss(ImageLoss):
         alpha_hi: float = 1.999,
         scale_lo: float = 1e-5,
         scale_init: float = 1.0,
+        value_range: tuple[float, float] = (0.0, 1.0),
     ) -> None:
-        super().__init__(reduction)
-        if colorspace not in ("RGB", "LA"):
-            raise ValueError(f"colorspace must be 'RGB' or 'LA', got {colorspace!r}")
+        super().__init__(colorspace=colorspace, reduction=reduction, value_range=value_range)
+        colorspace = self.colorspace
         if layout is None:
             layout = "original" if pretrained else "nchw"
         if layout not in LAYOUTS:
@@ -199,8 +199,7 @@ class AdaptiveLoss(ImageLoss):
             raise ValueError(f"need 0 < scale_lo < scale_init, got {scale_lo}, {scale_init}")
         if partition not in ("genloss", "barron"):
             raise ValueError(f"partition must be 'genloss' or 'barron', got {partition!r}")
-        self.colorspace = colorspace
-        self.channels = (1, 3) if colorspace == "LA" else 3
+        self.channels = grey_channels(colorspace)
         self.layout = layout
         self.pretrained = pretrained
         self.partition = partition
@@ -314,30 +313,3 @@ class AdaptiveLoss(ImageLoss):
             f"colorspace={self.colorspace!r}, layout={self.layout!r}, image_size={size}, "
             f"pretrained={self.pretrained}, partition={self.partition!r}, reduction={self.reduction!r}"
         )
-
-
-@register_loss(
-    "Adaptive",
-    description="Barron's adaptive robust loss (NLL) on scaled-YUV DCT coefficients, one alpha and "
-    "scale per coefficient (tuned weights: 64x64 only).",
-    family="adaptive",
-    weight_files={"RGB": (WEIGHT_FILES["RGB"],), "LA": (WEIGHT_FILES["LA"],)},
-)
-def _make_adaptive(
-    colorspace: str = "RGB",
-    pretrained: bool = True,
-    reduction: str = "sum",
-    deterministic: bool = False,
-    image_size: Sequence[int] | None = None,
-    weights_dir: str | os.PathLike | None = None,
-    **kw: object,
-) -> AdaptiveLoss:
-    # `deterministic` only concerns the random shifts of the Watson losses; this loss has none.
-    return AdaptiveLoss(
-        colorspace=colorspace,
-        image_size=image_size,
-        pretrained=pretrained,
-        weights_dir=weights_dir,
-        reduction=reduction,
-        **kw,  # type: ignore[arg-type]
-    )

@@ -1,28 +1,57 @@
-"""The base class of every genloss loss: validation, precision handling and batch reduction in one place."""
+"""The base class of every genloss loss: validation, value range, precision and batch reduction in one place."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from .._validation import check_image, check_pair, check_reduction, reduce_batch
+from .._validation import (
+    ValueRange,
+    check_pair,
+    check_reduction,
+    check_value_range,
+    check_values,
+    full_precision,
+    reduce_batch,
+    to_unit_range,
+)
+from ..transforms.color import normalize_colorspace
+
+
+def prepare_pair(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    channels: int | Sequence[int] | None,
+    min_size: int | tuple[int, int] | None,
+    value_range: ValueRange,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate a pair (structure, NaN/Inf, value range), cast to the compute dtype and map onto [0, 1]."""
+    input, target = check_pair(input, target, channels=channels, min_size=min_size)
+    check_values(input, "input", value_range)
+    check_values(target, "target", value_range)
+    return to_unit_range(input, value_range), to_unit_range(target, value_range)
 
 
 class ImageLoss(nn.Module):
     """Base class: ``forward(input, target)`` validates, computes a per-image loss and reduces it.
 
-    Subclasses implement :meth:`per_image`, which maps two validated (N, C, H, W) tensors to a
-    tensor of shape [N] (one value per image).
+    Subclasses implement :meth:`per_image`, which maps two validated (N, C, H, W) tensors in [0, 1]
+    to a tensor of shape [N] (one value per image), and may override :meth:`total` with a cheaper sum.
 
     Reductions act on the batch dimension: ``'sum'`` (the papers' default) adds the per-image
     values, ``'mean'`` averages them, ``'none'`` returns the [N] tensor.
 
-    Half precision: ``float16``/``bfloat16`` inputs (e.g. under ``torch.autocast``) are computed
-    in float32, because the perceptual models use powers, epsilons of 1e-10 and ``acos`` near 1
-    that are not representable in 16-bit floats, and the result is returned in float32.
+    Value range: inputs are expected in ``value_range`` (default [0, 1]) and mapped exactly onto
+    [0, 1] before the loss; values clearly outside it, NaN and Inf raise a ``ValueError`` (see
+    :mod:`genloss._validation` for how this stays free of GPU synchronisation).
+
+    Dtypes: the pair is computed in the wider of its two float dtypes and in at least float32, and
+    the result has that dtype (float64 stays float64; float16/bfloat16 and autocast regions give
+    float32), because the perceptual models use powers, epsilons of 1e-10 and ``asin`` near 0 that
+    16-bit floats cannot represent.
     """
 
     #: channel counts accepted by this loss (``None``: any)
@@ -30,9 +59,17 @@ class ImageLoss(nn.Module):
     #: smallest accepted (H, W)
     min_size: int | tuple[int, int] | None = None
 
-    def __init__(self, reduction: str = "sum") -> None:
+    def __init__(
+        self,
+        *,
+        colorspace: str = "RGB",
+        reduction: str = "sum",
+        value_range: tuple[float, float] = (0.0, 1.0),
+    ) -> None:
         super().__init__()
+        self.colorspace = normalize_colorspace(colorspace)
         self.reduction = check_reduction(reduction)
+        self.value_range = check_value_range(value_range)
 
     def per_image(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
@@ -41,39 +78,35 @@ class ImageLoss(nn.Module):
         """Compute the loss.
 
         Args:
-            input: prediction, float tensor of shape (N, C, H, W) with values in [0, 1].
-            target: reference, same shape, device and dtype.
+            input: prediction, float tensor of shape (N, C, H, W) with values in ``value_range``.
+            target: reference, same shape and device.
 
         Returns:
             a scalar for ``reduction='sum'``/``'mean'``, or a tensor of shape [N] for ``'none'``.
         """
-        # NaN/Inf is checked on the result, not on the inputs: every loss propagates a non-finite
-        # input into its value, so the happy path costs nothing and a bad input still gets a clear
-        # error naming it (for L1 an input scan would cost more than the loss itself).
-        input, target = check_pair(input, target, channels=self.channels, min_size=self.min_size, check_finite=False)
-        if input.dtype in (torch.float16, torch.bfloat16):
-            input, target = input.float(), target.float()
-        # Autocast would silently drop the convolutions and matmuls inside to 16 bit; the models are
-        # tuned in float32, so the loss runs with autocast off and in (at least) float32.
-        if torch.is_autocast_enabled(input.device.type):
-            with torch.autocast(device_type=input.device.type, enabled=False):
-                out = self._reduced(input, target)
-        else:
-            out = self._reduced(input, target)
-        finite = math.isfinite(out.item()) if out.dim() == 0 else bool(torch.isfinite(out.detach()).all())
-        if not finite:
-            check_image(input, "input")
-            check_image(target, "target")
-        return out
-
-    def _reduced(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if self.reduction == "sum":
-            return self.total(input, target)
-        return reduce_batch(self.per_image(input, target), self.reduction)
+        input, target = prepare_pair(
+            input, target, channels=self.channels, min_size=self.min_size, value_range=self.value_range
+        )
+        with full_precision(input.device.type):
+            if self.reduction == "sum":
+                return self.total(input, target)
+            return reduce_batch(self.per_image(input, target), self.reduction)
 
     def total(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Sum of :meth:`per_image` over the batch; losses with a cheaper direct sum override it."""
         return self.per_image(input, target).sum()
 
+    def freeze(self) -> ImageLoss:
+        """Stop gradients to the parameters (tuned metrics are frozen, as the paper's provider does)."""
+        for p in self.parameters():
+            p.requires_grad_(False)
+        return self
+
     def extra_repr(self) -> str:
-        return f"reduction={self.reduction!r}"
+        rng = "" if self.value_range == (0.0, 1.0) else f", value_range={self.value_range}"
+        return f"colorspace={self.colorspace!r}, reduction={self.reduction!r}{rng}"
+
+
+def grey_channels(colorspace: str) -> int | tuple[int, ...]:
+    """Channel counts a loss accepts: 3 for RGB; 1 or 3 (converted to BT.601 grey) for LA."""
+    return 3 if colorspace == "RGB" else (1, 3)

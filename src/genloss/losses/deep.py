@@ -47,9 +47,8 @@ import torchvision
 from torch import nn
 
 from .. import weights as _weights
-from ..registry import register_loss
 from ..transforms.color import as_grey
-from .base import ImageLoss
+from .base import ImageLoss, grey_channels
 
 #: the epsilon of LPIPS' feature normalisation (kept for fidelity)
 EPS = 1e-10
@@ -249,24 +248,27 @@ class DeepLoss(ImageLoss):
     def __init__(
         self,
         backbone: str = "vgg",
+        *,
         colorspace: str = "RGB",
+        pretrained: bool = True,
         reduction: str = "sum",
         normalize: str = "original",
         pretrained_backbone: bool = True,
         backbone_weights: BackboneWeights = None,
+        weights_dir: str | os.PathLike | None = None,
+        value_range: tuple[float, float] = (0.0, 1.0),
     ) -> None:
-        super().__init__(reduction)
+        super().__init__(colorspace=colorspace, reduction=reduction, value_range=value_range)
+        colorspace = self.colorspace
         if backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {tuple(BACKBONES)}, got {backbone!r}")
         if normalize not in NORMALIZE_MODES:
             raise ValueError(f"normalize must be one of {NORMALIZE_MODES}, got {normalize!r}")
-        if colorspace not in ("RGB", "LA"):
-            raise ValueError(f"colorspace must be 'RGB' or 'LA', got {colorspace!r}")
         spec = BACKBONES[backbone]
         self.backbone_name = backbone
-        self.colorspace = colorspace
         self.normalize = normalize
-        self.channels = (1, 3) if colorspace == "LA" else 3
+        self.pretrained = pretrained
+        self.channels = grey_channels(colorspace)
         self.min_size = spec.min_size
         self.backbone = build_backbone(spec, pretrained_backbone, backbone_weights)
         # One vector per layer; ones = LPIPS' untuned baseline (sum over channels).
@@ -282,6 +284,11 @@ class DeepLoss(ImageLoss):
         self.register_buffer("input_bias", bias, persistent=False)
         self.register_state_dict_post_hook(_drop_backbone_keys)
         self.register_load_state_dict_pre_hook(_accept_original_and_no_backbone)
+        if pretrained:
+            cs = "rgb" if colorspace == "RGB" else "gray"
+            self.load_linear_weights(_weights.load_state_dict(f"{cs}_{_LINEAR_FILE_STEMS[backbone]}", weights_dir))
+            self.freeze()
+        self.eval()
 
     # -- weights -----------------------------------------------------------------------------------
     def load_linear_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
@@ -401,44 +408,5 @@ def _accept_original_and_no_backbone(module: nn.Module, state_dict: dict, prefix
         state_dict.setdefault(name, t)
 
 
-# ------------------------------------------------------------------------------------------------
-# registry
-# ------------------------------------------------------------------------------------------------
-def _make(backbone: str, file_stem: str) -> Callable[..., DeepLoss]:
-    def factory(
-        colorspace: str = "RGB",
-        pretrained: bool = True,
-        reduction: str = "sum",
-        deterministic: bool = False,
-        image_size: Any = None,
-        weights_dir: str | os.PathLike | None = None,
-        *,
-        normalize: str = "original",
-        pretrained_backbone: bool = True,
-        backbone_weights: BackboneWeights = None,
-    ) -> DeepLoss:
-        # deterministic and image_size do not apply: the distance has no randomness and any size works.
-        loss = DeepLoss(backbone, colorspace=colorspace, reduction=reduction, normalize=normalize,
-                        pretrained_backbone=pretrained_backbone, backbone_weights=backbone_weights)
-        if pretrained:
-            cs = "rgb" if colorspace == "RGB" else "gray"
-            loss.load_linear_weights(_weights.load_state_dict(f"{cs}_{file_stem}", weights_dir))
-        return loss.eval()
-
-    return factory
-
-
-register_loss(
-    "Deeploss-VGG",
-    description="LPIPS-style distance on ImageNet VGG16 features with the Watson paper's tuned linear weights.",
-    family="deep",
-    weight_files={"RGB": ("rgb_pnet_lin_vgg_trial0.pth",), "LA": ("gray_pnet_lin_vgg_trial0.pth",)},
-)(_make("vgg", "pnet_lin_vgg_trial0.pth"))
-
-register_loss(
-    "Deeploss-Squeeze",
-    description="LPIPS-style distance on ImageNet SqueezeNet 1.1 features with the Watson paper's tuned "
-                "linear weights.",
-    family="deep",
-    weight_files={"RGB": ("rgb_pnet_lin_squeeze_trial0.pth",), "LA": ("gray_pnet_lin_squeeze_trial0.pth",)},
-)(_make("squeeze", "pnet_lin_squeeze_trial0.pth"))
+#: the paper's tuned linear weights per backbone (prefixed by ``rgb_`` / ``gray_``)
+_LINEAR_FILE_STEMS = {"vgg": "pnet_lin_vgg_trial0.pth", "squeeze": "pnet_lin_squeeze_trial0.pth"}

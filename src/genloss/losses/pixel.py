@@ -5,31 +5,69 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..registry import register_loss
 from ..transforms.color import as_grey
-from .base import ImageLoss
+from .base import ImageLoss, grey_channels
+
+
+def _custom_backward_ok(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """The one-pass backward applies to a plain tensor that needs a gradient against a fixed target.
+
+    Under ``torch.func`` transforms (grad, vmap) autograd.Functions without vmap rules do not apply,
+    so those take the plain path, which every transform supports.
+    """
+    if b.requires_grad or not a.requires_grad or not torch.is_grad_enabled():
+        return False
+    from torch._C._functorch import is_functorch_wrapped_tensor
+
+    return not is_functorch_wrapped_tensor(a)
 
 
 class _PixelLoss(ImageLoss):
-    def __init__(self, colorspace: str = "RGB", reduction: str = "sum") -> None:
-        super().__init__(reduction)
-        self.colorspace = colorspace
-        self.channels = (1, 3) if colorspace == "LA" else 3
+    def __init__(
+        self, *, colorspace: str = "RGB", reduction: str = "sum", value_range: tuple[float, float] = (0.0, 1.0)
+    ) -> None:
+        super().__init__(colorspace=colorspace, reduction=reduction, value_range=value_range)
+        self.channels = grey_channels(self.colorspace)
 
     def _prepare(self, input: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.colorspace == "LA":
             return as_grey(input), as_grey(target)
         return input, target
 
-    def extra_repr(self) -> str:
-        return f"colorspace={self.colorspace!r}, reduction={self.reduction!r}"
-
 
 class L1Loss(_PixelLoss):
-    """Sum of absolute differences per image.
+    """Sum of absolute pixel differences per image: ``sum_{c,y,x} |input - target|``.
 
-    Shapes: input, target (N, C, H, W) in [0, 1] with C = 3 (RGB) or C in {1, 3} (LA, 3 channels
-    are converted to grey). Output: scalar, or [N] with ``reduction='none'``.
+    The paper's "L1" (``nn.L1Loss(reduction='sum')`` per image). Computed on [0, 1] images, so with
+    ``value_range`` the value is in units of the declared range's width.
+
+    Args:
+        colorspace: ``'RGB'`` (3 channels) or ``'LA'`` (greyscale: 1 channel, or 3 channels converted
+            with the BT.601 luma weights).
+        reduction: ``'sum'`` (default, as the paper) | ``'mean'`` | ``'none'``, over the batch.
+        value_range: the range ``(lo, hi)`` of the input images; mapped exactly onto [0, 1].
+
+    Shape:
+        - input, target: (N, C, H, W), C = 3 (RGB) or C in {1, 3} (LA); any H, W >= 1.
+        - output: scalar, or (N,) with ``reduction='none'``.
+
+    Returns:
+        The loss, >= 0, 0 for identical images; dtype as described in :class:`ImageLoss`.
+
+    Raises:
+        TypeError: non-tensor or integer input.
+        ValueError: wrong rank, shapes or channel count, NaN/Inf, values outside ``value_range``.
+
+    References:
+        Czolbe et al., *A Loss Function for Generative Neural Networks Based on Watson's Perceptual
+        Model*, NeurIPS 2020 (baseline).
+
+    Example:
+        >>> import torch
+        >>> from genloss import L1Loss
+        >>> loss = L1Loss(reduction="none")
+        >>> loss(torch.ones(2, 3, 4, 4), torch.zeros(2, 3, 4, 4))
+        tensor([48., 48.])
     """
 
     def per_image(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -38,13 +76,42 @@ class L1Loss(_PixelLoss):
 
     def total(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         a, b = self._prepare(input, target)
-        if b.requires_grad or not a.requires_grad or not torch.is_grad_enabled():
-            return F.l1_loss(a, b, reduction="sum")
-        return _L1Sum.apply(a, b)
+        if _custom_backward_ok(a, b):
+            return _L1Sum.apply(a, b)
+        return F.l1_loss(a, b, reduction="sum")
 
 
 class L2Loss(_PixelLoss):
-    """Sum of squared differences per image (the paper's "L2", i.e. ``nn.MSELoss(reduction='sum')``)."""
+    """Sum of squared pixel differences per image: ``sum_{c,y,x} (input - target)^2``.
+
+    The paper's "L2" (``nn.MSELoss(reduction='sum')`` per image; alias ``MSE``).
+
+    Args:
+        colorspace: ``'RGB'`` (3 channels) or ``'LA'`` (greyscale: 1 channel, or 3 channels converted
+            with the BT.601 luma weights).
+        reduction: ``'sum'`` (default, as the paper) | ``'mean'`` | ``'none'``, over the batch.
+        value_range: the range ``(lo, hi)`` of the input images; mapped exactly onto [0, 1].
+
+    Shape:
+        - input, target: (N, C, H, W), C = 3 (RGB) or C in {1, 3} (LA); any H, W >= 1.
+        - output: scalar, or (N,) with ``reduction='none'``.
+
+    Returns:
+        The loss, >= 0, 0 for identical images.
+
+    Raises:
+        TypeError: non-tensor or integer input.
+        ValueError: wrong rank, shapes or channel count, NaN/Inf, values outside ``value_range``.
+
+    References:
+        Czolbe et al., NeurIPS 2020 (baseline).
+
+    Example:
+        >>> import torch
+        >>> from genloss import L2Loss
+        >>> L2Loss()(torch.full((1, 3, 2, 2), 0.5), torch.zeros(1, 3, 2, 2))
+        tensor(3.)
+    """
 
     def per_image(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         a, b = self._prepare(input, target)
@@ -52,9 +119,9 @@ class L2Loss(_PixelLoss):
 
     def total(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         a, b = self._prepare(input, target)
-        if b.requires_grad or not a.requires_grad or not torch.is_grad_enabled():
-            return F.mse_loss(a, b, reduction="sum")
-        return _L2Sum.apply(a, b)
+        if _custom_backward_ok(a, b):
+            return _L2Sum.apply(a, b)
+        return F.mse_loss(a, b, reduction="sum")
 
 
 class _L1Sum(torch.autograd.Function):
@@ -97,11 +164,4 @@ class _L2Sum(torch.autograd.Function):
         return d * (2 * grad), None
 
 
-@register_loss("L1", description="Sum of absolute pixel differences.", family="pixel")
-def _make_l1(colorspace: str = "RGB", reduction: str = "sum", **_: object) -> L1Loss:
-    return L1Loss(colorspace=colorspace, reduction=reduction)
-
-
-@register_loss("L2", description="Sum of squared pixel differences.", family="pixel", aliases=("MSE",))
-def _make_l2(colorspace: str = "RGB", reduction: str = "sum", **_: object) -> L2Loss:
-    return L2Loss(colorspace=colorspace, reduction=reduction)
+__all__ = ["L1Loss", "L2Loss"]

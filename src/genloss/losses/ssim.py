@@ -19,9 +19,8 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from ..registry import register_loss
 from ..transforms.color import as_grey
-from .base import ImageLoss
+from .base import ImageLoss, grey_channels
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
@@ -102,13 +101,12 @@ class SSIMLoss(ImageLoss):
     reduction, which equals ``reduction='mean'`` here; on a batch of one all agree.
     """
 
-    def __init__(self, colorspace: str = "RGB", reduction: str = "sum", window: int = 11, sigma: float = 1.5,
-                 data_range: float = 1.0) -> None:
-        super().__init__(reduction)
+    def __init__(self, *, colorspace: str = "RGB", reduction: str = "sum", window: int = 11, sigma: float = 1.5,
+                 data_range: float = 1.0, value_range: tuple[float, float] = (0.0, 1.0)) -> None:
+        super().__init__(colorspace=colorspace, reduction=reduction, value_range=value_range)
         if window < 1 or window % 2 == 0:
             raise ValueError(f"window must be a positive odd number, got {window}")
-        self.colorspace = colorspace
-        self.channels = 3 if colorspace == "RGB" else (1, 3)
+        self.channels = grey_channels(self.colorspace)
         self.window, self.sigma, self.data_range = window, sigma, data_range
 
     def per_image(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -128,13 +126,12 @@ class MSSSIMLoss(ImageLoss):
     Input: (N, C, H, W) in [0, 1] with H, W >= (window - 1) * 2**(scales - 1) + 1.
     """
 
-    def __init__(self, colorspace: str = "RGB", reduction: str = "sum", scales: int = 5, window: int = 11,
-                 sigma: float = 1.5, data_range: float = 1.0) -> None:
-        super().__init__(reduction)
+    def __init__(self, *, colorspace: str = "RGB", reduction: str = "sum", scales: int = 5, window: int = 11,
+                 sigma: float = 1.5, data_range: float = 1.0, value_range: tuple[float, float] = (0.0, 1.0)) -> None:
+        super().__init__(colorspace=colorspace, reduction=reduction, value_range=value_range)
         if not 1 <= scales <= len(MS_SSIM_WEIGHTS):
             raise ValueError(f"scales must be in 1..{len(MS_SSIM_WEIGHTS)}, got {scales}")
-        self.colorspace = colorspace
-        self.channels = 3 if colorspace == "RGB" else (1, 3)
+        self.channels = grey_channels(self.colorspace)
         self.scales, self.window, self.sigma, self.data_range = scales, window, sigma, data_range
         self.min_size = (window - 1) * 2 ** (scales - 1) + 1
         w = torch.tensor(MS_SSIM_WEIGHTS[:scales], dtype=torch.float64)
@@ -161,20 +158,6 @@ class MSSSIMLoss(ImageLoss):
 
     def extra_repr(self) -> str:
         return f"scales={self.scales}, reduction={self.reduction!r}"
-
-
-@register_loss("SSIM", description="1 - SSIM (11x11 Gaussian window, sigma 1.5), as the Watson paper.",
-               family="ssim")
-def _make_ssim(colorspace: str = "RGB", reduction: str = "sum", **kw: object) -> SSIMLoss:
-    opts = {k: kw[k] for k in ("window", "sigma", "data_range") if k in kw}
-    return SSIMLoss(colorspace=colorspace, reduction=reduction, **opts)
-
-
-@register_loss("MS-SSIM", description="1 - multi-scale SSIM (5 scales; beyond the paper).", family="ssim",
-               aliases=("MSSSIM",))
-def _make_msssim(colorspace: str = "RGB", reduction: str = "sum", **kw: object) -> MSSSIMLoss:
-    opts = {k: kw[k] for k in ("scales", "window", "sigma", "data_range") if k in kw}
-    return MSSSIMLoss(colorspace=colorspace, reduction=reduction, **opts)
 
 
 __all__ = ["MSSSIMLoss", "SSIMLoss", "gaussian_window", "ssim_maps"]

@@ -25,18 +25,18 @@ Differences from the paper's code (``faithful=True`` restores the original behav
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 
 import torch
 from torch import nn
 
 from .. import weights as _weights
-from ..registry import register_loss
 from ..transforms.blocks import block_dct_matrix, block_rdft_matrix, pad_to_multiple, to_blocks
 from ..transforms.color import as_grey, rgb_to_ycbcr
 from ..transforms.shift import shift_image
 from ._watson_kernels import WatsonDFTInput, WatsonDFTStable, WatsonPoolDCT
-from .base import ImageLoss
+from .base import ImageLoss, grey_channels
 
 #: the epsilon of the paper's code, kept for fidelity (it also keeps gradients finite at 0)
 EPS = 1e-10
@@ -68,33 +68,46 @@ class _WatsonBase(ImageLoss):
 
     def __init__(
         self,
+        *,
         colorspace: str = "RGB",
+        pretrained: bool = True,
         reduction: str = "sum",
-        deterministic: bool = True,
+        deterministic: bool = False,
         faithful: bool = False,
         luminance_floor: float = 0.1,
         max_shift: int = 8,
+        weights_dir: str | os.PathLike | None = None,
+        value_range: tuple[float, float] = (0.0, 1.0),
     ) -> None:
-        super().__init__(reduction)
-        if colorspace not in ("RGB", "LA"):
-            raise ValueError(f"colorspace must be 'RGB' or 'LA', got {colorspace!r}")
+        super().__init__(colorspace=colorspace, reduction=reduction, value_range=value_range)
         if not 0.0 <= luminance_floor < 1.0:
             raise ValueError(f"luminance_floor must be in [0, 1), got {luminance_floor}")
-        self.colorspace = colorspace
-        self.channels = 3 if colorspace == "RGB" else (1, 3)
-        self.n_channels = 3 if colorspace == "RGB" else 1
+        if max_shift < 0:
+            raise ValueError(f"max_shift must be >= 0, got {max_shift}")
+        self.channels = grey_channels(self.colorspace)
+        self.n_channels = 3 if self.colorspace == "RGB" else 1
         self.deterministic = deterministic
         self.faithful = faithful
         self.luminance_floor = luminance_floor
         self.max_shift = max_shift
+        self.pretrained = pretrained
         #: hand-written backward for frozen metrics (faster, once differentiable); False: plain autograd
         self.fast_backward = True
         c = self.n_channels
         # softmax weights of the Y, Cb, Cr distances (RGB only)
-        self.channel_logits = nn.Parameter(torch.zeros(3)) if colorspace == "RGB" else None
+        self.channel_logits = nn.Parameter(torch.zeros(3)) if self.colorspace == "RGB" else None
         self.alpha = nn.Parameter(torch.full((c,), self._init_alpha))
         self.w_logit = nn.Parameter(torch.full((c,), _logit(self._init_w)))
         self.beta = nn.Parameter(torch.full((c,), self._init_beta))
+        self._init_frequency_parameters()
+        if pretrained:
+            prefix = "rgb" if self.colorspace == "RGB" else "gray"
+            self.load_original_state_dict(_weights.load_state_dict(f"{prefix}_{self._file_stem}_trial0.pth",
+                                                                   weights_dir))
+            self.freeze()
+
+    def _init_frequency_parameters(self) -> None:  # pragma: no cover
+        raise NotImplementedError
 
     # -- parameters in their constrained form ---------------------------------------------------
     @property
@@ -128,7 +141,8 @@ class _WatsonBase(ImageLoss):
 
     def per_image(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         offset = None
-        if not self.deterministic and self.max_shift >= 2:
+        # The random shift is the paper's training-time augmentation: never in eval mode.
+        if self.training and not self.deterministic and self.max_shift >= 2:
             offset = tuple(torch.randint(0, self.max_shift, (2,)).tolist())
         # Everything that depends only on the target (its transform, the masked thresholds) needs
         # no graph when neither the target nor the parameters need gradients: the usual case of a
@@ -226,7 +240,7 @@ class _WatsonBase(ImageLoss):
 
     def extra_repr(self) -> str:
         return (
-            f"colorspace={self.colorspace!r}, reduction={self.reduction!r}, deterministic={self.deterministic}, "
+            f"{super().extra_repr()}, pretrained={self.pretrained}, deterministic={self.deterministic}, "
             f"faithful={self.faithful}, luminance_floor={self.luminance_floor}"
         )
 
@@ -254,8 +268,9 @@ class WatsonDCT(_WatsonBase):
     _init_w = 0.7
     _init_beta = 4.0
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    _file_stem = "watson_dct"
+
+    def _init_frequency_parameters(self) -> None:
         table = torch.tensor(WATSON_DCT_TABLE).log()
         self.t_tild = nn.Parameter(table.expand(self.n_channels, 8, 8).clone())
 
@@ -283,8 +298,9 @@ class WatsonDFT(_WatsonBase):
     _init_w = 0.2
     _init_beta = 1.0
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    _file_stem = "watson_fft"
+
+    def _init_frequency_parameters(self) -> None:
         k = self.block // 2 + 1
         self.t_tild = nn.Parameter(torch.zeros(self.n_channels, self.block, k))
         self.w_phase_tild = nn.Parameter(torch.full((self.n_channels, self.block, k), -2.0))
@@ -376,41 +392,4 @@ def stable_phase_angle(u0, v0, u1, v1, k: float = PHASE_K) -> torch.Tensor:
     return torch.where(near, 2 * half, math.pi - 2 * half)
 
 
-def _build(cls, file_stem: str):
-    def factory(
-        colorspace: str = "RGB",
-        pretrained: bool = True,
-        reduction: str = "sum",
-        deterministic: bool = False,
-        weights_dir=None,
-        faithful: bool = False,
-        luminance_floor: float = 0.1,
-        **_: object,
-    ):
-        loss = cls(colorspace=colorspace, reduction=reduction, deterministic=deterministic,
-                   faithful=faithful, luminance_floor=luminance_floor)
-        if pretrained:
-            prefix = "rgb" if colorspace == "RGB" else "gray"
-            loss.load_original_state_dict(_weights.load_state_dict(f"{prefix}_{file_stem}_trial0.pth", weights_dir))
-        return loss
-
-    return factory
-
-
-register_loss(
-    "Watson-DCT",
-    description="Watson's perceptual model on the 8x8 block DCT (luminance + contrast masking, Minkowski pooling).",
-    family="watson",
-    aliases=("Watson", "Watson-dct"),
-    weight_files={"RGB": ("rgb_watson_dct_trial0.pth",), "LA": ("gray_watson_dct_trial0.pth",)},
-)(_build(WatsonDCT, "watson_dct"))
-
-register_loss(
-    "Watson-DFT",
-    description="Watson's perceptual model on the 8x8 block DFT: masked amplitude distance plus phase distance.",
-    family="watson",
-    aliases=("Watson-FFT",),
-    weight_files={"RGB": ("rgb_watson_fft_trial0.pth",), "LA": ("gray_watson_fft_trial0.pth",)},
-)(_build(WatsonDFT, "watson_fft"))
-
-__all__ = ["WatsonDCT", "WatsonDFT"]
+__all__ = ["WatsonDCT", "WatsonDFT", "stable_phase_angle"]

@@ -4,6 +4,20 @@ from __future__ import annotations
 
 import torch
 
+COLORSPACES = ("RGB", "LA")
+_GREY_NAMES = {"la", "l", "grey", "gray", "greyscale", "grayscale", "grey-scale", "gray-scale"}
+
+
+def normalize_colorspace(colorspace: str) -> str:
+    """Map the accepted spellings to ``'RGB'`` or ``'LA'`` (greyscale); raise on anything else."""
+    if not isinstance(colorspace, str):
+        raise TypeError(f"colorspace must be a string, got {type(colorspace).__name__}")
+    if colorspace.lower() == "rgb":
+        return "RGB"
+    if colorspace.lower() in _GREY_NAMES:
+        return "LA"
+    raise ValueError(f"colorspace must be 'RGB' or 'LA' (greyscale), got {colorspace!r}")
+
 #: BT.601 luma weights, used for RGB -> grey (``colorspace='LA'``) and for Y of YCbCr
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 

@@ -1,0 +1,44 @@
+"""Strict option forwarding: ``get_loss``, ``get_flow``, configs and ``CorrWise(flow_kwargs=...)`` pass
+options to a class's constructor, and an unknown or misspelt one is a ``TypeError`` that names it and
+lists the valid ones (never silently dropped)."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+_OPTION_KINDS = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+
+def valid_options(factory: Callable[..., Any], exclude: Iterable[str] = ()) -> dict[str, inspect.Parameter]:
+    """The keyword options a class (its ``__init__``) or function accepts, minus ``exclude``."""
+    skip = set(exclude)
+    params = inspect.signature(factory).parameters
+    return {n: p for n, p in params.items() if p.kind in _OPTION_KINDS and n not in skip and n != "self"}
+
+
+def check_options(
+    owner: str, factory: Callable[..., Any], options: Mapping[str, Any], exclude: Iterable[str] = ()
+) -> None:
+    """Raise ``TypeError`` if ``options`` holds a name that ``factory`` does not accept.
+
+    Args:
+        owner: what the options are for, used in the message (e.g. ``"loss 'SSIM' (SSIMLoss)"``).
+        factory: the class or function the options are forwarded to.
+        options: the keyword options.
+        exclude: accepted names that must not be passed here (fixed by the registry entry).
+    """
+    valid = valid_options(factory, exclude)
+    unknown = [k for k in options if k not in valid]
+    if not unknown:
+        return
+    hints = []
+    for k in unknown:
+        close = difflib.get_close_matches(k, list(valid), n=1)
+        hints.append(f"{k!r} (did you mean {close[0]!r}?)" if close else repr(k))
+    raise TypeError(
+        f"{owner} got unknown option{'s' if len(unknown) > 1 else ''} {', '.join(hints)}; "
+        f"valid options: {', '.join(valid) or '(none)'}"
+    )
