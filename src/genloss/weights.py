@@ -91,6 +91,12 @@ WEIGHT_FILES: dict[str, WeightFile] = {
         _perceptual("gray_pnet_lin_squeeze_trial0.pth",
                     "09edfe8565911f6c275646e1a5a5a04a17997e8175bb79bbc10c6ca3e87e602a",
                     "Deeploss-Squeeze linear layers, greyscale, tuned on BAPPS 2AFC"),
+        # The paper's LossProvider loads these two, but its repository does not publish them with a hash
+        # (and they were not available to check here): no sha256 is recorded, the size is checked.
+        WeightFile("rgb_watson_vgg_trial0.pth", _PERCEPTUAL_BASE + "rgb_watson_vgg_trial0.pth", None,
+                   "Watson-VGG, RGB, tuned on BAPPS 2AFC (no published sha256)"),
+        WeightFile("gray_watson_vgg_trial0.pth", _PERCEPTUAL_BASE + "gray_watson_vgg_trial0.pth", None,
+                   "Watson-VGG, greyscale, tuned on BAPPS 2AFC (no published sha256)"),
         WeightFile("partition_spline.npz", _BARRON_BASE + "partition_spline.npz",
                    "e60b3f3f55ee53bd72da29dc6ffd8e43024574aff03bf7d0dccc6dc60d78de10",
                    "Barron's spline of the robust loss' log partition function (optional: "

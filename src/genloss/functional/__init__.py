@@ -1,0 +1,50 @@
+"""Functional twins of every loss: ``functional.ssim(input, target, ...)`` is ``SSIMLoss(...)(input, target)``.
+
+Each function takes the same options as its class and shares its
+implementation: it builds (once, cached per options and device) an instance in eval mode and calls
+it, so the two can never disagree. Shapes, ranges and errors are those of the class.
+
+| function | class |
+|---|---|
+| :func:`l1`, :func:`l2` | :class:`~genloss.L1Loss`, :class:`~genloss.L2Loss` |
+| :func:`ssim`, :func:`ms_ssim` | :class:`~genloss.SSIMLoss`, :class:`~genloss.MSSSIMLoss` |
+| :func:`watson_dct`, :func:`watson_dft` | :class:`~genloss.WatsonDCT`, :class:`~genloss.WatsonDFT` |
+| :func:`watson_vgg` | :class:`~genloss.WatsonVGG` |
+| :func:`adaptive` | :class:`~genloss.AdaptiveLoss` |
+| :func:`deep_loss` | :class:`~genloss.DeepLoss` |
+
+Modules are imported on first use, as for the classes.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: function name -> module that defines it
+_LAZY = {
+    "l1": "genloss.functional.pixel",
+    "l2": "genloss.functional.pixel",
+    "ssim": "genloss.functional.ssim",
+    "ms_ssim": "genloss.functional.ssim",
+    "watson_dct": "genloss.functional.watson",
+    "watson_dft": "genloss.functional.watson",
+    "watson_vgg": "genloss.functional.watson_vgg",
+    "adaptive": "genloss.functional.adaptive",
+    "deep_loss": "genloss.functional.deep",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'genloss.functional' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
