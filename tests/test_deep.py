@@ -7,6 +7,7 @@ backbone the golden values were computed with), VGG on random weights and tiny i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import warnings
@@ -16,8 +17,9 @@ import torch
 from conftest import GOLDEN, golden_pair, photo_batch
 
 import genloss
+import genloss.hub
 from genloss.losses.deep import BACKBONES, DeepLoss, backbone_state_dict, inverse_norm
-from genloss.weights import WeightsUnavailableError
+from genloss.weights import ChecksumError, WeightsUnavailableError, sha256sum
 
 GOLDEN_BACKBONE = GOLDEN / "squeezenet1_1_random_seed0.pth"
 SQUEEZE_FILE = BACKBONES["squeeze"].file_name  # torchvision's name: squeezenet1_1-b8a52dc0.pth
@@ -130,6 +132,11 @@ def test_backbone_found_in_hub_cache_and_env_dir(where, monkeypatch, tmp_path, g
     folder = tmp_path / "torch_home" / "hub" / "checkpoints" if where == "hub_cache" else tmp_path / "backbones"
     folder.mkdir(parents=True)
     (folder / SQUEEZE_FILE).symlink_to(GOLDEN_BACKBONE)
+    # The golden file is a random backbone under torchvision's name: its sha256 does not start with the
+    # name's b8a52dc0, which the resolver checks; declare its own prefix for this test.
+    spec = genloss.hub.WEIGHT_FILES[SQUEEZE_FILE]
+    monkeypatch.setitem(genloss.hub.WEIGHT_FILES, SQUEEZE_FILE,
+                        dataclasses.replace(spec, sha256_prefix=sha256sum(GOLDEN_BACKBONE)[:8]))
     if where == "env_dir":
         monkeypatch.setenv(genloss.losses.deep.ENV_BACKBONE_DIR, str(folder))
     e = next(e for e in _golden_entries("RGB") if e["input"] == "dist_chelsea_64_jpeg")
@@ -158,9 +165,21 @@ def test_failed_download_raises_weights_unavailable(monkeypatch, tmp_path):
     def no_network(*args, **kwargs):
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr("torchvision.models._api.load_state_dict_from_url", no_network)
-    with pytest.raises(WeightsUnavailableError, match="URLError.*no network"):
+    monkeypatch.setattr("urllib.request.urlopen", no_network)
+    with pytest.raises(WeightsUnavailableError, match="no network") as err:
         backbone_state_dict(BACKBONES["vgg"])
+    assert "vgg16-397923af.pth" in str(err.value) and "528 MB" in str(err.value)
+
+
+@needs_golden_backbone
+def test_backbone_file_whose_hash_contradicts_its_name_is_refused(monkeypatch, tmp_path, reference_weights):
+    """torchvision names carry their sha256 prefix: a different file under that name is not trusted."""
+    _clean_backbone_env(monkeypatch, tmp_path)
+    folder = tmp_path / "torch_home" / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    (folder / SQUEEZE_FILE).symlink_to(GOLDEN_BACKBONE)
+    with pytest.raises(ChecksumError, match="b8a52dc0"):
+        genloss.get_loss("Deeploss-Squeeze")
 
 
 def test_missing_tuned_linear_weights(golden_sd):

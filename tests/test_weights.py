@@ -75,5 +75,37 @@ def test_corrupt_local_file_is_rejected(fake_file, tmp_path):
 
 
 def test_reference_weights_match_their_hashes(reference_weights):
-    status = W.status([n for n in W.WEIGHT_FILES if n.endswith("_trial0.pth")] + ["partition_spline.npz"])
+    """Every file of shared/reference-weights is in the table, and verifies against the table's hash."""
+    shipped = sorted(p.name for p in reference_weights.iterdir() if p.name != "SHA256SUMS")
+    assert set(shipped) <= set(W.WEIGHT_FILES)
+    assert all(W.WEIGHT_FILES[n].sha256 for n in shipped)
+    status = W.status(shipped)
     assert all(p is not None for p in status.values()), status
+
+
+def test_the_table_describes_every_file_once_with_hash_or_reason():
+    """One table: every file has a URL, a size, a user and a source, and a sha256 or a stated reason."""
+    from genloss.hub import WEIGHT_FILES, default_files
+
+    for name, f in WEIGHT_FILES.items():
+        assert f.name == name and f.url.startswith(("https://", "http://")), name
+        assert f.used_by and f.source and f.description, name
+        assert f.sha256 or f.hash_note, f"{name}: no sha256 and no reason"
+        assert f.size_text != "?", f"{name}: no size"
+    for needed in ("vgg16-397923af.pth", "squeezenet1_1-b8a52dc0.pth", "raft_large_C_T_V1-22a6c225.pth",
+                   "raft_small_C_T_V1-ad48884c.pth", "raft-things.pth", "pwc-default.pytorch", "bg.png", "car.png",
+                   "rgb_watson_vgg_trial0.pth", "gray_watson_vgg_trial0.pth"):
+        assert needed in WEIGHT_FILES
+    assert sorted(default_files()) == sorted(n for n in WEIGHT_FILES if n.endswith("_trial0.pth"))
+
+
+def test_table_needs_no_imports_of_the_modules_that_use_it():
+    """Registered without import side effects: the table is complete before any loss or flow module loads."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from genloss.hub import WEIGHT_FILES; n = len(WEIGHT_FILES); "
+            "assert not any(m.startswith(('genloss.losses', 'genloss.corrwise', 'genloss.data', 'torchvision')) "
+            "for m in sys.modules), sorted(sys.modules); print(n)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert int(out.stdout) == len(W.WEIGHT_FILES)

@@ -379,13 +379,16 @@ def losses(
 # --------------------------------------------------------------------------------------------------
 
 
-def _weight_names(names: list[str] | None) -> list[str]:
-    """Weight file names from file names or loss names (a loss expands to its files of every colour space)."""
+def _weight_names(names: list[str] | None, all_files: bool = False) -> list[str]:
+    """Weight file names from file names or loss names (a loss expands to its files of every colour space).
+
+    Without names: the small tuned weights (``genloss.hub.default_files``), or every file with ``all_files``.
+    """
     import genloss
-    from genloss.weights import WEIGHT_FILES
+    from genloss.hub import WEIGHT_FILES, default_files
 
     if not names:
-        return sorted(WEIGHT_FILES)
+        return sorted(WEIGHT_FILES) if all_files else default_files()
     files: list[str] = []
     for n in names:
         if n in WEIGHT_FILES:
@@ -403,44 +406,57 @@ def _weight_names(names: list[str] | None) -> list[str]:
 
 
 def _search_dirs(extra: Path | None) -> list[tuple[str, Path]]:
-    """Where weight files are looked for, in order, with a label for each folder."""
+    """Where weight files are looked for, in order, with a label for each folder (any file)."""
     from genloss import weights as W
 
-    dirs: list[tuple[str, Path]] = []
+    labels = []
     if extra is not None:
-        dirs.append(("--dir", extra.expanduser()))
-    for p in (os.environ.get(W.ENV_WEIGHTS_DIR) or "").split(os.pathsep):
-        if p:
-            dirs.append((W.ENV_WEIGHTS_DIR, Path(p).expanduser()))
-    dirs.append(("cache", W.cache_dir()))
-    return dirs
+        labels.append("--dir")
+    labels += [W.ENV_WEIGHTS_DIR] * len([p for p in (os.environ.get(W.ENV_WEIGHTS_DIR) or "").split(os.pathsep) if p])
+    labels.append("cache")
+    dirs = W.search_dirs(extra)
+    return list(zip(labels, dirs, strict=True))
 
 
 @weights_app.command("download")
 def weights_download(
-    names: Annotated[list[str] | None, typer.Argument(help="weight files or loss names (default: all)")] = None,
+    names: Annotated[list[str] | None, typer.Argument(help="weight files or loss names (default: the tuned "
+                                                           "weights of every loss)")] = None,
+    all_files: Annotated[bool, typer.Option("--all", help="every file of the table, incl. ImageNet backbones "
+                                                         "(VGG16: 528 MB), flow networks and toy assets")] = False,
     dir: Annotated[Path | None, typer.Option("--dir", help="download into this folder instead of the cache")] = None,
     force: Annotated[bool, typer.Option(help="download again even when a valid file is present")] = False,
 ) -> None:
-    """Download weight files (with progress) and check their sha256.
+    """Download weight files (with progress), checking their size and sha256.
 
-    Files already present (in --dir, GENLOSS_WEIGHTS_DIR or the cache) with the right hash are
-    skipped. Offline (no network or GENLOSS_OFFLINE=1) each file gets a message saying where to
-    download it from and where to put it; the exit code is then 1.
+    Without arguments: the authors' tuned weights of every loss (small: about 0.4 MB in all). The
+    large files (ImageNet backbones of Deeploss/Watson-VGG, RAFT, PWC-Net, the toy experiment's
+    images) by name or with --all. The list and sizes are shown before anything is fetched.
+    Files already present (in --dir, GENLOSS_WEIGHTS_DIR or the cache) and valid are skipped.
+    Offline (no network or GENLOSS_OFFLINE=1) each file gets a message saying where to download it
+    from and where to put it; the exit code is then 1.
 
     Examples:
 
         genloss weights download
 
         genloss weights download Watson-DFT --dir ./weights
+
+        genloss weights download vgg16-397923af.pth
     """
     from genloss import weights as W
 
     try:
-        files = _weight_names(names)
+        files = _weight_names(names, all_files)
     except ValueError as e:
         raise _fail(str(e)) from None
     dest = dir if dir is not None else W.cache_dir()
+    unknown = [n for n in files if W.WEIGHT_FILES[n].size is None]
+    total = _size(sum(W.WEIGHT_FILES[n].size or 0 for n in files))
+    more = f" + {len(unknown)} of approximate size" if unknown else ""
+    out.print(f"{len(files)} file(s) into {dest}: {total}{more}", highlight=False)
+    for name in files:
+        out.print(f"  {name:40s} {W.WEIGHT_FILES[name].size_text:>9s}", highlight=False)
     failed = []
     for i, name in enumerate(files, 1):
         prefix = f"[{i}/{len(files)}] {name}"
@@ -452,18 +468,26 @@ def weights_download(
         if local is not None:
             out.print(f"{prefix}: [green]present[/] at {local}", highlight=False)
             continue
+        spec = W.WEIGHT_FILES[name]
         try:
-            path = W.download(name, dest_dir=dest, progress=True)
-            out.print(f"{prefix}: [green]downloaded[/], sha256 ok -> {path}", highlight=False)
-        except (W.WeightsUnavailableError, OSError) as e:
+            path = W.verify(W.download(name, dest_dir=dest, progress=True), spec)
+            check = "sha256 ok" if spec.sha256 else f"no published sha256 ({spec.hash_note})"
+            out.print(f"{prefix}: [green]downloaded[/], {check} -> {path}", highlight=False)
+        except (W.WeightsUnavailableError, W.ChecksumError, OSError) as e:
             reason = str(e).splitlines()[0]
-            spec = W.WEIGHT_FILES[name]
             err.print(f"{prefix}: [red]not downloaded[/] - {reason}\n    get it from {spec.url}\n"
-                      f"    (sha256 {spec.sha256}) and put it into {dest}", highlight=False, soft_wrap=True)
+                      f"    (sha256 {spec.sha256 or 'not published'}) and put it into {dest}", highlight=False,
+                      soft_wrap=True)
             failed.append(name)
     if failed:
         raise _fail(f"{len(failed)} of {len(files)} weight files could not be downloaded; put them into {dest} "
                     f"or into a folder named by {W.ENV_WEIGHTS_DIR}", code=1)
+
+
+def _size(n: int) -> str:
+    from genloss.hub import _human
+
+    return _human(n)
 
 
 @weights_app.command("path")
@@ -471,7 +495,7 @@ def weights_path(
     dir: Annotated[Path | None, typer.Option("--dir", help="also look in this folder (first)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Print the cache folder, the search order and, per weight file, where it is found (or missing).
+    """Print the cache folder, the search order and, for every file of the table, where it is found.
 
     Example:
 
@@ -481,12 +505,15 @@ def weights_path(
 
     dirs = _search_dirs(dir)
     status: dict[str, dict[str, Any]] = {}
-    for name in sorted(W.WEIGHT_FILES):
+    for name, spec in sorted(W.WEIGHT_FILES.items()):
+        entry: dict[str, Any] = {"size": spec.size, "size_text": spec.size_text, "sha256": spec.sha256,
+                                 "used_by": spec.used_by, "url": spec.url}
         try:
             path = W.find_local(name, dir)
-            status[name] = {"status": "present" if path else "missing", "path": str(path) if path else None}
+            entry.update(status="present" if path else "missing", path=str(path) if path else None)
         except W.ChecksumError as e:
-            status[name] = {"status": "corrupt", "path": None, "error": str(e)}
+            entry.update(status="corrupt", path=None, error=str(e))
+        status[name] = entry
     if as_json:
         doc = {"cache_dir": str(W.cache_dir()), "search": [{"source": s, "dir": str(d)} for s, d in dirs],
                "offline": os.environ.get(W.ENV_OFFLINE, ""), "files": status}
@@ -495,52 +522,60 @@ def weights_path(
     out.print(f"cache dir: {W.cache_dir()}", highlight=False)
     out.print("search order: " + " -> ".join(f"{d} ({s})" for s, d in dirs) + " -> download", highlight=False)
     table = Table(show_header=True)
-    table.add_column("file", style="bold")
-    table.add_column("status")
-    table.add_column("where", overflow="fold")
+    table.add_column("file", style="bold", no_wrap=True)
+    table.add_column("size", justify="right", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("used by", overflow="fold")
+    table.add_column("path", overflow="fold")
     colours = {"present": "green", "missing": "yellow", "corrupt": "red"}
     for name, s in status.items():
-        where = s["path"] or s.get("error") or W.WEIGHT_FILES[name].url
-        table.add_row(name, f"[{colours[s['status']]}]{s['status']}[/]", where)
+        table.add_row(name, s["size_text"], f"[{colours[s['status']]}]{s['status']}[/]", s["used_by"],
+                      s["path"] or s.get("error") or "-")
     out.print(table)
     n_missing = sum(s["status"] != "present" for s in status.values())
     if n_missing:
-        out.print(f"{n_missing} file(s) missing: `genloss weights download` fetches them when online, or set "
-                  f"{W.ENV_WEIGHTS_DIR} to a folder that holds them.", highlight=False)
+        out.print(f"{n_missing} file(s) missing: `genloss weights download` fetches the tuned weights when online "
+                  f"(--all or names for the others), or set {W.ENV_WEIGHTS_DIR} to a folder that holds them.",
+                  highlight=False)
 
 
 @weights_app.command("verify")
 def weights_verify(
     dir: Annotated[Path | None, typer.Option("--dir", help="also check this folder")] = None,
 ) -> None:
-    """Check the sha256 of every weight file present in any searched folder (exit 1 on a mismatch).
+    """Check every file of the table present in any searched folder (exit 1 on a mismatch).
 
-    A folder's own SHA256SUMS (written for weights you tuned yourself) takes precedence over the
-    published hash, as when the files are loaded.
+    Checks the sha256 where published, else the sha256 prefix in torchvision's file names and the
+    known size. A folder's own SHA256SUMS (written for weights you tuned yourself) takes precedence
+    over the published hash, as when the files are loaded.
     """
+    from dataclasses import replace
+
     from genloss import weights as W
 
     bad = checked = 0
-    for source, d in _search_dirs(dir):
-        for name in sorted(W.WEIGHT_FILES):
+    cache = W.cache_dir()
+    for name, spec in sorted(W.WEIGHT_FILES.items()):
+        for d in W.search_dirs(dir, spec):
             p = d / name
             if not p.is_file():
                 continue
-            spec = W.WEIGHT_FILES[name]
-            expected = (W._manifest_hash(d, name) if source != "cache" else None) or spec.sha256
+            own = W._manifest_hash(d, name) if d != cache else None
             checked += 1
-            if expected is None:
-                out.print(f"[yellow]no hash[/] {p}", highlight=False)
-                continue
-            if W.sha256sum(p) == expected:
-                out.print(f"[green]ok[/]       {p}", highlight=False)
-            else:
+            try:
+                W.verify(p, replace(spec, sha256=own) if own else spec)
+            except W.ChecksumError as e:
                 bad += 1
-                out.print(f"[red]MISMATCH[/] {p} (expected sha256 {expected})", highlight=False)
+                out.print(f"[red]MISMATCH[/] {p}: {str(e).splitlines()[0]}", highlight=False, soft_wrap=True)
+                continue
+            how = "sha256" if (own or spec.sha256) else ("sha256 prefix" if spec.sha256_prefix else
+                                                         "size" if spec.size else "no hash published")
+            colour = "green" if how != "no hash published" else "yellow"
+            out.print(f"[{colour}]ok[/] ({how}) {p}", highlight=False, soft_wrap=True)
     if checked == 0:
         out.print("no weight files found; see `genloss weights path`", highlight=False)
     if bad:
-        raise _fail(f"{bad} weight file(s) have a wrong sha256: delete and download them again", code=1)
+        raise _fail(f"{bad} weight file(s) failed their check: delete and download them again", code=1)
 
 
 # --------------------------------------------------------------------------------------------------

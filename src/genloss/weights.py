@@ -1,13 +1,16 @@
-"""Weight files: where they come from (URL + sha256), where they are cached, how to override them.
+"""The one resolver of downloadable files (the table of files is :mod:`genloss.hub`).
 
 Resolution order for a file ``name`` (first hit wins):
 
 1. ``weights_dir`` argument of the loader (a folder holding ``name``);
 2. the ``GENLOSS_WEIGHTS_DIR`` environment variable (a folder, or several separated by ``os.pathsep``);
 3. the cache directory, ``GENLOSS_CACHE_DIR`` or ``~/.cache/genloss`` (``$XDG_CACHE_HOME/genloss``);
-4. a download from the file's public URL into the cache, verified against its sha256.
+   for torchvision's files also ``GENLOSS_BACKBONE_DIR`` and torchvision's cache
+   (``$TORCH_HOME/hub/checkpoints``);
+4. a download from the file's public URL (then its mirrors) into the cache, with a progress bar.
 
-Every file found in 1-3 is verified against its sha256 too (a wrong file raises). When nothing is
+Every file found or downloaded is verified: against its sha256, or where none is published against
+the sha256 prefix in its name and its known size (a wrong file raises :class:`ChecksumError`). When nothing is
 found and the download fails (no network, or ``GENLOSS_OFFLINE=1``) a :class:`WeightsUnavailableError`
 says what to download and where to put it.
 """
@@ -20,17 +23,31 @@ import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 
-ENV_WEIGHTS_DIR = "GENLOSS_WEIGHTS_DIR"
-ENV_CACHE_DIR = "GENLOSS_CACHE_DIR"
-ENV_OFFLINE = "GENLOSS_OFFLINE"
+from . import _env
+from .hub import WEIGHT_FILES, WeightFile
 
-_PERCEPTUAL_BASE = "https://github.com/SteffenCzolbe/PerceptualSimilarity/raw/master/src/loss/weights/"
-_BARRON_BASE = (
-    "https://github.com/jonbarron/robust_loss_pytorch/raw/master/robust_loss_pytorch/resources/"
-)
+ENV_WEIGHTS_DIR = _env.WEIGHTS_DIR
+ENV_CACHE_DIR = _env.CACHE_DIR
+ENV_OFFLINE = _env.OFFLINE
+ENV_BACKBONE_DIR = _env.BACKBONE_DIR
+
+__all__ = [
+    "WEIGHT_FILES",
+    "ChecksumError",
+    "WeightFile",
+    "WeightsUnavailableError",
+    "cache_dir",
+    "download",
+    "find_local",
+    "load_state_dict",
+    "resolve",
+    "search_dirs",
+    "sha256sum",
+    "verify",
+    "status",
+]
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -38,77 +55,7 @@ class WeightsUnavailableError(RuntimeError):
 
 
 class ChecksumError(RuntimeError):
-    """A weight file's sha256 does not match the expected one."""
-
-
-@dataclass(frozen=True)
-class WeightFile:
-    """A downloadable file: its name, public URL, sha256 and a short description."""
-
-    name: str
-    url: str
-    sha256: str | None
-    description: str = ""
-    #: other public locations tried in order when ``url`` fails
-    mirrors: tuple[str, ...] = field(default_factory=tuple)
-
-
-def _perceptual(name: str, sha: str, desc: str) -> WeightFile:
-    return WeightFile(name, _PERCEPTUAL_BASE + name, sha, desc)
-
-
-#: every weight file the library knows, by file name
-WEIGHT_FILES: dict[str, WeightFile] = {
-    f.name: f
-    for f in [
-        _perceptual("rgb_watson_dct_trial0.pth",
-                    "bde40e0bc1912060da45b4487df660450ba91fa44c031f22a144c661d99488ef",
-                    "Watson-DCT, RGB, tuned on BAPPS 2AFC"),
-        _perceptual("gray_watson_dct_trial0.pth",
-                    "6401e9d3a430ac5dac691f93f1b9b61562ce13457a26b4dcb87eea39c5ea7ff4",
-                    "Watson-DCT, greyscale, tuned on BAPPS 2AFC"),
-        _perceptual("rgb_watson_fft_trial0.pth",
-                    "98386c0e0841fc346ab4c7d296788ed0af81f2ca8866a885be4405d03321a717",
-                    "Watson-DFT, RGB, tuned on BAPPS 2AFC"),
-        _perceptual("gray_watson_fft_trial0.pth",
-                    "74fda350525e4660671bc957944d6e9773b3989effc5aa9d2b73eccd5943584e",
-                    "Watson-DFT, greyscale, tuned on BAPPS 2AFC"),
-        _perceptual("rgb_adaptive_trial0.pth",
-                    "3b2d5d28b8468f5e1d119f1fa709199b6c645dc7f58538d939ebc27287fb95d4",
-                    "Adaptive robust loss, RGB, 64x64, tuned on BAPPS 2AFC"),
-        _perceptual("gray_adaptive_trial0.pth",
-                    "db9673847841ebdfa130f9d861e6e8a27426cc4f88e5f8b702639eda7a089667",
-                    "Adaptive robust loss, greyscale, 64x64, tuned on BAPPS 2AFC"),
-        _perceptual("rgb_pnet_lin_vgg_trial0.pth",
-                    "df4bad76bf9d8bca8466f4e34adc12289dbce25c6e040cba3a5152c24cdf3682",
-                    "Deeploss-VGG linear layers, RGB, tuned on BAPPS 2AFC"),
-        _perceptual("gray_pnet_lin_vgg_trial0.pth",
-                    "bbf8ea727bac61aaaefba7fae63a10547c03d4cd5b81a7ba05d8003a1ca96788",
-                    "Deeploss-VGG linear layers, greyscale, tuned on BAPPS 2AFC"),
-        _perceptual("rgb_pnet_lin_squeeze_trial0.pth",
-                    "7f4c84e909231e6eb253f55f8484e5895c2044178fe3316912ef4ebd50dc7b14",
-                    "Deeploss-Squeeze linear layers, RGB, tuned on BAPPS 2AFC"),
-        _perceptual("gray_pnet_lin_squeeze_trial0.pth",
-                    "09edfe8565911f6c275646e1a5a5a04a17997e8175bb79bbc10c6ca3e87e602a",
-                    "Deeploss-Squeeze linear layers, greyscale, tuned on BAPPS 2AFC"),
-        # The paper's LossProvider loads these two, but its repository does not publish them with a hash
-        # (and they were not available to check here): no sha256 is recorded, the size is checked.
-        WeightFile("rgb_watson_vgg_trial0.pth", _PERCEPTUAL_BASE + "rgb_watson_vgg_trial0.pth", None,
-                   "Watson-VGG, RGB, tuned on BAPPS 2AFC (no published sha256)"),
-        WeightFile("gray_watson_vgg_trial0.pth", _PERCEPTUAL_BASE + "gray_watson_vgg_trial0.pth", None,
-                   "Watson-VGG, greyscale, tuned on BAPPS 2AFC (no published sha256)"),
-        WeightFile("partition_spline.npz", _BARRON_BASE + "partition_spline.npz",
-                   "e60b3f3f55ee53bd72da29dc6ffd8e43024574aff03bf7d0dccc6dc60d78de10",
-                   "Barron's spline of the robust loss' log partition function (optional: "
-                   "genloss computes its own)"),
-    ]
-}
-
-
-def register_weight_file(f: WeightFile) -> WeightFile:
-    """Add a file to :data:`WEIGHT_FILES` (used by the flow estimators and the experiments)."""
-    WEIGHT_FILES[f.name] = f
-    return f
+    """A weight file's sha256 (or size) does not match the expected one."""
 
 
 def cache_dir() -> Path:
@@ -128,7 +75,9 @@ def sha256sum(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def _search_dirs(weights_dir: str | os.PathLike | None) -> list[Path]:
+def search_dirs(weights_dir: str | os.PathLike | None, spec: WeightFile | None = None) -> list[Path]:
+    """Folders searched for a file, in order: ``weights_dir``, ``$GENLOSS_WEIGHTS_DIR``, the cache,
+    and for torchvision's files also ``$GENLOSS_BACKBONE_DIR`` and torchvision's own cache."""
     dirs: list[Path] = []
     if weights_dir is not None:
         dirs.append(Path(weights_dir).expanduser())
@@ -136,11 +85,34 @@ def _search_dirs(weights_dir: str | os.PathLike | None) -> list[Path]:
     if env:
         dirs.extend(Path(p).expanduser() for p in env.split(os.pathsep) if p)
     dirs.append(cache_dir())
+    if spec is not None and spec.torch_hub:
+        if os.environ.get(ENV_BACKBONE_DIR):
+            dirs.append(Path(os.environ[ENV_BACKBONE_DIR]).expanduser())
+        dirs.append(_torch_hub_checkpoints())
     return dirs
 
 
-def _verify(path: Path, spec: WeightFile) -> Path:
+def _torch_hub_checkpoints() -> Path:
+    """torchvision's download cache, ``$TORCH_HOME/hub/checkpoints`` (read without importing torch)."""
+    home = os.environ.get("TORCH_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "torch"
+    )
+    return Path(home).expanduser() / "hub" / "checkpoints"
+
+
+def verify(path: Path, spec: WeightFile) -> Path:
+    """Check a file's size (when the table knows it) and sha256 (full, or the published prefix)."""
+    if spec.size is not None and spec.sha256 is None and path.stat().st_size != spec.size:
+        raise ChecksumError(
+            f"{path} has {path.stat().st_size} bytes, expected {spec.size} for {spec.name}; "
+            f"delete it and download it again from {spec.url}"
+        )
     if spec.sha256 is None:
+        if spec.sha256_prefix and not sha256sum(path).startswith(spec.sha256_prefix):
+            raise ChecksumError(
+                f"{path}'s sha256 does not start with {spec.sha256_prefix} as its published name says; "
+                f"delete it and download it again from {spec.url}"
+            )
         return path
     digest = sha256sum(path)
     if digest != spec.sha256:
@@ -186,13 +158,13 @@ def find_local(name: str | WeightFile, weights_dir: str | os.PathLike | None = N
     """
     spec = _spec(name)
     cache = cache_dir()
-    for d in _search_dirs(weights_dir):
+    for d in search_dirs(weights_dir, spec):
         p = d / spec.name
         if p.is_file():
             own = None if d == cache else _manifest_hash(d, spec.name)
             if own is not None:
-                return _verify(p, WeightFile(spec.name, spec.url, own, spec.description + " (local manifest)"))
-            return _verify(p, spec)
+                return verify(p, WeightFile(spec.name, spec.url, own, spec.description + " (local manifest)"))
+            return verify(p, spec)
     return None
 
 
@@ -211,7 +183,7 @@ def download(
     dest = Path(dest_dir) if dest_dir is not None else cache_dir()
     dest.mkdir(parents=True, exist_ok=True)
     target = dest / spec.name
-    if os.environ.get(ENV_OFFLINE, "").strip() not in ("", "0", "false", "False"):
+    if _env.offline():
         raise WeightsUnavailableError(_offline_message(spec, dest, f"{ENV_OFFLINE} is set"))
     errors = []
     for url in (spec.url, *spec.mirrors):
@@ -257,13 +229,17 @@ def copy_with_progress(src, dst, total: int | None, label: str, progress: bool, 
 
 
 def _offline_message(spec: WeightFile, dest: Path, reason: str) -> str:
+    digest = spec.sha256 or f"not published: {spec.hash_note}" if spec.hash_note else spec.sha256
+    also = ""
+    if spec.torch_hub:
+        also = f", or {ENV_BACKBONE_DIR}, or torchvision's cache {_torch_hub_checkpoints() / spec.name}"
     return (
-        f"Weight file {spec.name!r} ({spec.description}) is not available locally and could not be "
-        f"downloaded ({reason}).\n"
+        f"Weight file {spec.name!r} ({spec.description}, {spec.size_text}) is not available locally and could "
+        f"not be downloaded ({reason}).\n"
         f"Download it from\n    {spec.url}\n"
-        f"(sha256 {spec.sha256}) and put it into\n    {dest}\n"
+        f"(sha256 {digest}) and put it into\n    {dest}\n"
         f"or into a folder that you pass as weights_dir=... or name in the {ENV_WEIGHTS_DIR} "
-        f"environment variable. `genloss weights download` fetches every file when online."
+        f"environment variable{also}. `genloss weights download {spec.name}` fetches it when online."
     )
 
 
@@ -280,7 +256,7 @@ def resolve(
         return local
     if not download_if_missing:
         raise WeightsUnavailableError(_offline_message(spec, cache_dir(), "download disabled"))
-    return download(spec, progress=progress)
+    return verify(download(spec, progress=progress), spec)
 
 
 def load_state_dict(name: str | WeightFile, weights_dir: str | os.PathLike | None = None) -> dict:

@@ -24,16 +24,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..weights import WeightFile, register_weight_file, resolve
+from ..weights import WEIGHT_FILES, resolve
 from .images import read_image, resize_image
 
-_ASSET_BASE = "https://github.com/dangeng/CorrWiseLosses/raw/main/code/assets/"
-BACKGROUND = register_weight_file(WeightFile(
-    "bg.png", _ASSET_BASE + "bg.png", "28ac20546970c8afb38ba635f20919228e15ffa5ce2fbd24b75afb71ac08fab2",
-    "CorrWise toy experiment: street background (1242x375 RGB)"))
-SPRITE = register_weight_file(WeightFile(
-    "car.png", _ASSET_BASE + "car.png", "f99deab0e1a4d92e1c7760d78d233d0c6f88cc50739eda0554c59464ba7d5d44",
-    "CorrWise toy experiment: car sprite (222x85 RGBA)"))
+#: the paper's two images (described in genloss.hub's table)
+BACKGROUND = WEIGHT_FILES["bg.png"]
+SPRITE = WEIGHT_FILES["car.png"]
 
 #: the paper's scene: background centre crop (height, width) at native resolution
 SCENE_SIZE = (256, 512)

@@ -60,7 +60,7 @@ LPIPS_SCALE = (0.458, 0.448, 0.450)
 NORMALIZE_MODES = ("original", "lpips")
 
 #: a folder holding torchvision's backbone files under their own names (e.g. ``vgg16-397923af.pth``)
-ENV_BACKBONE_DIR = "GENLOSS_BACKBONE_DIR"
+ENV_BACKBONE_DIR = _weights.ENV_BACKBONE_DIR
 
 
 # ------------------------------------------------------------------------------------------------
@@ -140,30 +140,16 @@ class FeatureSlices(nn.Module):
 BackboneWeights = str | os.PathLike | Mapping[str, torch.Tensor] | None
 
 
-def _unavailable_message(spec: BackboneSpec, reason: str) -> str:
-    hub = Path(torch.hub.get_dir()) / "checkpoints"
-    return (
-        f"The ImageNet weights of the {spec.name} backbone ({spec.file_name}) are not available locally "
-        f"and could not be downloaded ({reason}).\n"
-        f"Download\n    {spec.weights.url}\n"
-        f"and put it into torchvision's cache\n    {hub / spec.file_name}\n"
-        f"or into a folder named by the {ENV_BACKBONE_DIR} environment variable, or pass "
-        f"backbone_weights='/path/to/{spec.file_name}'. "
-        "(pretrained_backbone=False gives a random backbone, for tests only: not a meaningful metric.)"
-    )
-
-
-def _offline() -> bool:
-    return os.environ.get(_weights.ENV_OFFLINE, "").strip() not in ("", "0", "false", "False")
-
-
-def backbone_state_dict(spec: BackboneSpec, override: BackboneWeights = None) -> dict[str, torch.Tensor]:
+def backbone_state_dict(
+    spec: BackboneSpec, override: BackboneWeights = None, weights_dir: str | os.PathLike | None = None
+) -> dict[str, torch.Tensor]:
     """The torchvision state dict of a backbone's ImageNet weights, on the CPU.
 
-    Resolution order: ``override`` (a state dict, or the path of a file holding one), then
-    ``$GENLOSS_BACKBONE_DIR/<torchvision file name>``, then torchvision's cache
-    (``$TORCH_HOME/hub/checkpoints/<file name>``), then a download into that cache (not when
-    ``GENLOSS_OFFLINE`` is set). Raises :class:`genloss.weights.WeightsUnavailableError` when all fail.
+    ``override`` (a state dict, or the path of a file holding one) wins; otherwise the file is
+    resolved like every downloadable file (:func:`genloss.weights.resolve`: ``weights_dir``,
+    ``$GENLOSS_WEIGHTS_DIR``, the cache, ``$GENLOSS_BACKBONE_DIR``, torchvision's cache, then a
+    download). Raises :class:`genloss.weights.WeightsUnavailableError` naming the URL and the
+    folders to put the file in when it is missing offline.
     """
     if override is not None:
         if isinstance(override, Mapping):
@@ -172,18 +158,13 @@ def backbone_state_dict(spec: BackboneSpec, override: BackboneWeights = None) ->
         if not path.is_file():
             raise FileNotFoundError(f"backbone_weights file {str(path)!r} does not exist")
         return _load_file(path)
-    env = os.environ.get(ENV_BACKBONE_DIR)
-    if env and (Path(env).expanduser() / spec.file_name).is_file():
-        return _load_file(Path(env).expanduser() / spec.file_name)
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / spec.file_name
-    if cached.is_file():
-        return _load_file(cached)
-    if _offline():
-        raise _weights.WeightsUnavailableError(_unavailable_message(spec, f"{_weights.ENV_OFFLINE} is set"))
     try:
-        return spec.weights.get_state_dict(progress=False, check_hash=True)
-    except Exception as e:  # noqa: BLE001 - any download failure (URLError, hash, timeout) has one remedy
-        raise _weights.WeightsUnavailableError(_unavailable_message(spec, f"{type(e).__name__}: {e}")) from e
+        return _load_file(_weights.resolve(spec.file_name, weights_dir))
+    except _weights.WeightsUnavailableError as e:
+        raise _weights.WeightsUnavailableError(
+            f"{e}\n(pretrained_backbone=False gives a random {spec.name} backbone, for tests only: not a "
+            "meaningful metric; or pass backbone_weights='/path/to/" + spec.file_name + "'.)"
+        ) from None
 
 
 def _load_file(path: Path) -> dict[str, torch.Tensor]:
@@ -193,7 +174,8 @@ def _load_file(path: Path) -> dict[str, torch.Tensor]:
     return dict(sd)
 
 
-def build_backbone(spec: BackboneSpec, pretrained: bool = True, weights: BackboneWeights = None) -> FeatureSlices:
+def build_backbone(spec: BackboneSpec, pretrained: bool = True, weights: BackboneWeights = None,
+                   weights_dir: str | os.PathLike | None = None) -> FeatureSlices:
     """The frozen feature slices of ``spec``: ImageNet weights, or random ones for ``pretrained=False``.
 
     ``weights`` may be a torchvision state dict of the whole network (``features.*`` and
@@ -201,7 +183,7 @@ def build_backbone(spec: BackboneSpec, pretrained: bool = True, weights: Backbon
     """
     features = spec.build_features()
     if pretrained or weights is not None:
-        sd = backbone_state_dict(spec, weights)
+        sd = backbone_state_dict(spec, weights, weights_dir)
         feats = {k.removeprefix("features."): v for k, v in sd.items() if not k.startswith("classifier.")}
         try:
             features.load_state_dict(feats, strict=True)
@@ -270,7 +252,7 @@ class DeepLoss(ImageLoss):
         self.pretrained = pretrained
         self.channels = grey_channels(colorspace)
         self.min_size = spec.min_size
-        self.backbone = build_backbone(spec, pretrained_backbone, backbone_weights)
+        self.backbone = build_backbone(spec, pretrained_backbone, backbone_weights, weights_dir)
         # One vector per layer; ones = LPIPS' untuned baseline (sum over channels).
         self.layer_weights = nn.ParameterList(nn.Parameter(torch.ones(c)) for c in spec.channels)
         # Shift/scale and the optional [0, 1] -> [-1, 1] map folded into one affine x * gain + bias.

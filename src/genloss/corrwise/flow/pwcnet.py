@@ -61,23 +61,11 @@ SIZE_MULTIPLE = 64
 _SNIKLAUS_BASE = "http://content.sniklaus.com/github/pytorch-pwc/"
 
 
-def _spec(tag: str, description: str) -> W.WeightFile:
-    # Local name as sniklaus' own torch.hub cache file ('pwc-<tag>') plus an extension; the public
-    # file is 'network-<tag>.pytorch'. No sha256 is published for it, so none is recorded.
-    return W.WeightFile(f"pwc-{tag}.pytorch", f"{_SNIKLAUS_BASE}network-{tag}.pytorch", None, description)
-
-
-#: the PWC-Net checkpoints of sniklaus/pytorch-pwc, converted from the authors' Caffe models; only the
-#: default one is registered with genloss.weights (the other resolves the same way when asked for)
+#: the PWC-Net checkpoints of sniklaus/pytorch-pwc (converted from the authors' Caffe models), described
+#: in genloss.hub's table
 PWC_WEIGHTS = {
-    "default": W.register_weight_file(
-        _spec("default", "PWC-Net, authors' pwc_net.caffemodel (fine-tuned on Sintel, KITTI 2015, HD1K) "
-              "as converted by sniklaus/pytorch-pwc")
-    ),
-    "chairs-things": _spec(
-        "chairs-things", "PWC-Net, authors' pwc_net_chairs_things.caffemodel (FlyingChairs + FlyingThings3D) "
-        "as converted by sniklaus/pytorch-pwc"
-    ),
+    "default": W.WEIGHT_FILES["pwc-default.pytorch"],
+    "chairs-things": W.WEIGHT_FILES["pwc-chairs-things.pytorch"],
 }
 
 

@@ -74,23 +74,24 @@ _HASH_PREFIX = re.compile(r"-([a-f0-9]{8,})\.pth$")
 
 
 def _torchvision_files() -> dict[str, W.WeightFile]:
-    """A weight-file spec for every torchvision RAFT checkpoint; only the defaults are registered.
+    """A weight-file spec for every torchvision RAFT checkpoint: the table's entry for the defaults.
 
-    Registering all eight would make "download every known file" fetch 160 MB nobody asked for; the
-    others still resolve (weights_dir, $GENLOSS_WEIGHTS_DIR, caches, download) when requested by name.
+    Only the defaults are in genloss.hub's table (listing all eight would make "download every known
+    file" fetch 160 MB nobody asked for); the others still resolve (weights_dir, $GENLOSS_WEIGHTS_DIR,
+    caches, download) when requested by name.
     """
     files = {}
     for variant, enum in _ENUMS.items():
         for member in enum:
-            spec = W.WeightFile(
-                os.path.basename(member.url),
+            name = os.path.basename(member.url)
+            spec = W.WEIGHT_FILES.get(name) or W.WeightFile(
+                name,
                 member.url,
-                # torchvision publishes only the 8-digit sha256 prefix in the file name (checked on load)
+                # torchvision publishes only the sha256 prefix in the file name (checked on load)
                 None,
                 f"torchvision RAFT-{variant} weights {member.name}",
+                torch_hub=True,
             )
-            if member.name == DEFAULT_WEIGHTS[variant]:
-                W.register_weight_file(spec)
             files[f"{variant}:{member.name}"] = spec
     return files
 
@@ -98,18 +99,11 @@ def _torchvision_files() -> dict[str, W.WeightFile]:
 _TORCHVISION_FILES = _torchvision_files()
 
 #: The authors' RAFT checkpoint trained on FlyingChairs + FlyingThings3D, used by the CorrWise paper.
-#: princeton-vl distributes it only inside ``models.zip`` (``_ORIGINAL_ZIP``); the URL below is a direct
-#: copy attached to the public sczhou/ProPainter v0.1.0 release. Its sha256 is not published anywhere we
+#: princeton-vl distributes it only inside ``models.zip`` (``_ORIGINAL_ZIP``); its table URL is a direct
+#: copy attached to the public sczhou/ProPainter v0.1.0 release (see genloss.hub). No sha256 is published we
 #: could check from here, so none is recorded (files are not hash-verified): compare the converted
 #: tensors with torchvision's ``C_T_V1`` weights, which are the same checkpoint ported.
-RAFT_THINGS = W.register_weight_file(
-    W.WeightFile(
-        "raft-things.pth",
-        "https://github.com/sczhou/ProPainter/releases/download/v0.1.0/raft-things.pth",
-        None,
-        "original RAFT checkpoint (princeton-vl), FlyingChairs + FlyingThings3D",
-    )
-)
+RAFT_THINGS = W.WEIGHT_FILES["raft-things.pth"]
 _ORIGINAL_ZIP = "https://dl.dropboxusercontent.com/s/4j4z58wuv8o0mfz/models.zip"
 _ORIGINAL_NAMES = ("raft-things", "raft-kitti", "raft-sintel", "raft-chairs", "raft-small")
 
