@@ -50,14 +50,15 @@ _BLOCK = re.compile(r"^::: *(?P<ident>[\w.]+)[^\n]*\n(?P<options>(?:[ \t]+[^\n]*
 _ROLE = re.compile(r":(?:py:)?(?:class|func|meth|attr|data|mod|exc|obj):<code>(?P<target>[^<]+)</code>")
 
 
-def module_source_exists(module: str, src: Path = SRC) -> bool:
-    """Whether ``module`` (dotted name) has a source file or package under ``src``."""
-    path = src.joinpath(*module.split("."))
+def module_source_exists(module: str, src: Path | None = None) -> bool:
+    """Whether ``module`` (dotted name) has a source file or package under ``src`` (default: the repository's)."""
+    path = (SRC if src is None else src).joinpath(*module.split("."))
     return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
 
 
-def missing_pending(identifier: str, src: Path = SRC) -> str | None:
+def missing_pending(identifier: str, src: Path | None = None) -> str | None:
     """The pending module that ``identifier`` lives in if that module has no source yet, else ``None``."""
+    src = SRC if src is None else src
     for module in PENDING_MODULES:
         if (identifier == module or identifier.startswith(module + ".")) and not module_source_exists(module, src):
             return module
