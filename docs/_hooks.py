@@ -10,7 +10,8 @@
    "known docstring issue") instead of failing the strict build. Every other warning fails it.
 3. **Sphinx roles.** Some docstrings use ``:class:`X``` / ``:func:`X``` (reStructuredText). The
    Google-style renderer shows them verbatim; they are turned into code spans that link to the
-   documented object when there is one (``genloss.L1Loss`` is found under ``genloss.losses.pixel``).
+   documented object when there is one (``genloss.L1Loss`` is found under ``genloss.losses.pixel``);
+   ``:math:`x``` becomes plain code.
 
 Nothing here reads the network or imports genloss (the package is read as text).
 """
@@ -47,7 +48,7 @@ KNOWN_DOCSTRING_ISSUES = (
 )
 
 _BLOCK = re.compile(r"^::: *(?P<ident>[\w.]+)[^\n]*\n(?P<options>(?:[ \t]+[^\n]*\n|[ \t]*\n(?=[ \t]))*)", re.M)
-_ROLE = re.compile(r":(?:py:)?(?:class|func|meth|attr|data|mod|exc|obj):<code>(?P<target>[^<]+)</code>")
+_ROLE = re.compile(r":(?:py:)?(?P<role>class|func|meth|attr|data|mod|exc|obj|math):<code>(?P<target>[^<]+)</code>")
 
 
 def module_source_exists(module: str, src: Path | None = None) -> bool:
@@ -146,6 +147,8 @@ def resolve(target: str, page_ids: frozenset[str]) -> str:
 
 
 def _role(match: re.Match[str], page_ids: frozenset[str]) -> str:
+    if match.group("role") == "math":  # no maths renderer (offline build): show the formula as code
+        return f"<code>{match.group('target')}</code>"
     target = html.unescape(match.group("target")).strip()
     short = target.startswith("~")
     target = target.lstrip("~").removesuffix("()")

@@ -172,10 +172,11 @@ def test_sphinx_roles_become_links_to_the_documented_object():
     page_ids = frozenset({"genloss.registry.get_loss", "genloss.registry.LossInfo.build"})
     html = hooks.on_page_content(
         "see :class:<code>~genloss.L1Loss</code>, :func:<code>get_loss</code>, :meth:<code>build</code> "
-        "and :data:<code>SOMETHING_UNKNOWN</code>", page=None)
+        "and :data:<code>SOMETHING_UNKNOWN</code>; :math:<code>\\epsilon</code>", page=None)
     assert '<autoref identifier="genloss.losses.pixel.L1Loss" optional><code>L1Loss</code></autoref>' in html
     assert '<autoref identifier="genloss.registry.get_loss" optional><code>get_loss</code></autoref>' in html
     assert ":class:" not in html and ":func:" not in html and ":data:" not in html
+    assert "; <code>\\epsilon</code>" in html
     # resolved on the page: 'build' is unique among the page's anchors
     assert hooks.resolve("build", page_ids) == "genloss.registry.LossInfo.build"
     assert hooks.resolve("genloss.functional.l1", frozenset()) == "genloss.functional.pixel.l1"
