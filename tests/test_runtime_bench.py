@@ -31,3 +31,27 @@ def test_table_and_targets_from_rows():
     assert t[0].startswith("PASS SSIM RGB: 0.50x")
     assert t[1].startswith("MISS Watson-DFT RGB: 0.50x piq SSIM")  # target is <= 0.3
     assert t[2].startswith("MISS Watson-DFT RGB: peak memory 10 MB vs original 5 MB")
+
+
+def test_paper_experiment_reconstructs_from_noise_and_reports_the_whole_run(capsys):
+    """--paper: N SGD steps on sigmoid(noise) (the paper's setup), seconds per whole run, side by side."""
+    import torch
+
+    calls = []
+
+    def l2(a, b):
+        calls.append(a.detach().clone())
+        return (a - b).pow(2).sum() * 1e3
+
+    target = torch.rand(2, 3, 16, 16)
+    seconds, memory = runtime.paper_experiment(l2, target, iterations=30)
+    assert seconds > 0 and memory >= 0 and len(calls) == 30
+    assert 0 < calls[0].min() and calls[0].max() < 1  # the paper's sigmoid of a noise parameter
+    assert (calls[-1] - target).pow(2).sum() < (calls[0] - target).pow(2).sum()  # SGD reconstructs
+    code = runtime.main(["--paper", "--losses", "L1", "L2", "--colorspaces", "RGB", "--batch", "2", "--size", "16",
+                         "--iterations", "3", "--repeats", "1"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "3 SGD iterations" in out and "torch.nn.L1Loss" in out and "torch.nn.MSELoss" in out
+    lines = [ln for ln in out.splitlines() if ln.split()[:1] in (["L1"], ["L2"])]
+    assert len(lines) == 2 and all(float(ln.split()[3]) > 0 for ln in lines)

@@ -243,6 +243,104 @@ class _RssSampler:
         return (self.peak - self.base) / 2**20
 
 
+def paper_experiment(fn: LossFn, target: torch.Tensor, iterations: int = 500, seed: int = 0) -> tuple[float, float]:
+    """The Watson paper's runtime experiment for one loss: reconstruct ``target`` from noise.
+
+    As the paper's ``src/runtime/runtime_experiment.py``: a parameter ``torch.randn(target.shape)``
+    passed through a sigmoid is optimised with SGD (lr 1e-4) for ``iterations`` steps of forward +
+    backward + step. Returns (seconds for the whole run, peak memory growth in MB: CUDA's allocator
+    statistics, or the resident-memory sampler on the CPU).
+    """
+    device = target.device
+    g = torch.Generator().manual_seed(seed)
+    recon = torch.nn.Parameter(torch.randn(target.shape, generator=g).to(device))
+    opt = torch.optim.SGD([recon], lr=1e-4)
+    if isinstance(fn, torch.nn.Module):
+        fn = fn.to(device)
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.max_memory_allocated(device)
+    sampler = _RssSampler() if not cuda else None
+    if sampler is not None:
+        sampler.__enter__()
+    t0 = time.perf_counter()
+    for _ in range(iterations):
+        opt.zero_grad(set_to_none=True)
+        fn(torch.sigmoid(recon), target).backward()
+        opt.step()
+    if cuda:
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - t0
+    if cuda:
+        memory = (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    else:
+        sampler.__exit__(None, None, None)
+        memory = sampler.growth_mb
+    return seconds, memory
+
+
+def run_paper(args: argparse.Namespace) -> list[dict]:
+    """``genloss bench --paper``: the paper's experiment per loss, ours vs the paper's code vs peers.
+
+    Implementations of one case take turns (round-robin over ``--repeats`` rounds of a whole run
+    each), so machine noise affects all alike; the median run time is reported.
+    """
+    import genloss
+
+    losses = args.losses or [n for n in genloss.list_losses() if n != "MS-SSIM"]
+    device = torch.device(args.device)
+    rows = []
+    for case in cases(losses, args.colorspaces, args.batch, args.size):
+        impls: dict[str, Callable[[], LossFn]] = {"ours": lambda c=case: _ours(c.loss, c.colorspace, args.weights_dir)}
+        impls.update(case.peers)
+        if args.original:
+            impls["original"] = lambda c=case: _original(args.original, c.loss, c.colorspace)
+        g = torch.Generator().manual_seed(0)
+        target = torch.rand(case.shape, generator=g).to(device)
+        row = {"loss": case.loss, "colorspace": case.colorspace, "shape": "x".join(map(str, case.shape)),
+               "times": {}, "memory": {}, "errors": {}, "iterations": args.iterations}
+        built: dict[str, LossFn] = {}
+        for label, make in impls.items():
+            try:
+                fn = make()
+                paper_experiment(fn, target, iterations=1)  # fails early if it cannot run; warms up
+                built[label] = fn
+            except Exception as e:  # a missing optional peer must not stop the benchmark
+                row["errors"][label] = f"{type(e).__name__}: {e}".splitlines()[0][:120]
+        runs: dict[str, list[float]] = {k: [] for k in built}
+        for _ in range(args.repeats):
+            for label, fn in built.items():
+                seconds, memory = paper_experiment(fn, target, iterations=args.iterations)
+                runs[label].append(seconds)
+                row["memory"][label] = max(row["memory"].get(label, 0.0), memory)
+        row["times"] = {k: statistics.median(v) for k, v in runs.items()}
+        rows.append(row)
+    return rows
+
+
+def format_paper_table(rows: list[dict], device: str) -> str:
+    """Seconds for the whole run (``iterations`` steps) and peak MB, with ratios ours / each other."""
+    lines = []
+    head = (f"{'loss':<17} {'cs':<3} {'implementation':<24} {'seconds':>9} {'MB':>8} {'ours/this':>10} "
+            f"{'paper GPU s':>11}")
+    lines += [head, "-" * len(head)]
+    for r in rows:
+        ours = r["times"].get("ours")
+        paper = PAPER_GPU.get((r["loss"], r["colorspace"]))
+        for i, (label, t) in enumerate(r["times"].items()):
+            ratio = f"{ours / t:.2f}" if ours and label != "ours" else ""
+            lines.append(f"{r['loss'] if i == 0 else '':<17} {r['colorspace'] if i == 0 else '':<3} {label:<24} "
+                         f"{t:>9.4g} {_fmt_mb(r['memory'].get(label)):>8} {ratio:>10} "
+                         f"{(f'{paper[0]:.2f}' if paper and i == 0 else ''):>11}")
+        for label, err in r["errors"].items():
+            lines.append(f"{'':<17} {'':<3} {label:<24} unavailable: {err}")
+    note = ("(paper GPU s: the published figures on the authors' GPU, for orientation only; compare the ratios, "
+            f"measured side by side on {device} in this run)")
+    return "\n".join([*lines, note])
+
+
 def _peak_memory(spec: dict, device: str) -> float:
     """Peak memory (MB) of one case, in a fresh process so earlier cases do not mask it."""
     if device.startswith("cuda"):
@@ -381,6 +479,12 @@ def targets(rows: list[dict]) -> list[str]:
     return out
 
 
+def _device_name(device: str) -> str:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    return device
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="genloss bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--losses", nargs="*", help="losses to time (default: every registered loss)")
@@ -396,6 +500,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--weights-dir", default=None, help="folder with the tuned weight files")
     p.add_argument("--json", dest="json_out", default=None, help="also write the results as JSON here")
     p.add_argument("--quick", action="store_true", help="batch 16, 3 repeats (a smoke run)")
+    p.add_argument("--paper", action="store_true",
+                   help="the paper's runtime experiment: --iterations SGD steps reconstructing a batch from noise, "
+                        "whole-run time and peak memory per implementation (--repeats rounds, round-robin)")
+    p.add_argument("--iterations", type=int, default=500, help="SGD steps per run with --paper (the paper: 500)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     return p
 
@@ -409,6 +517,16 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if args.quick:
         args.batch, args.repeats = 16, 3
+        if args.paper:
+            args.iterations, args.repeats = 20, 1
+    if args.paper:
+        rows = run_paper(args)
+        print(f"torch {torch.__version__}, device {_device_name(args.device)}, {torch.get_num_threads()} threads, "
+              f"the paper's runtime experiment: {args.iterations} SGD iterations, median of {args.repeats} run(s)")
+        print(format_paper_table(rows, args.device))
+        if args.json_out:
+            Path(args.json_out).write_text(json.dumps(rows, indent=2))
+        return 0
     rows = run(args)
     print(f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} threads, "
           f"forward + backward per iteration (median of {args.repeats})")

@@ -1,0 +1,280 @@
+"""The contract every registered loss meets, parametrized over ``list_losses()``.
+
+A loss added to the registry (built-in or a user's, like ``Tiny-Abs`` registered below from
+``tests/_tiny_loss.py``) is picked up here without further code. Losses are built offline:
+``pretrained=False`` (random/initial parameters), random ImageNet backbones, and an explicit
+``image_size`` where the class takes one.
+"""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+
+import pytest
+import torch
+from _tiny_loss import TinyAbsLoss
+
+import genloss
+from genloss import list_losses, loss_info, register_loss
+
+# -- a user loss, registered as a user would; the suite below must check it like the built-ins ----------
+if "Tiny-Abs" not in list_losses():
+    register_loss("Tiny-Abs", TinyAbsLoss, description="Test fixture: mean absolute difference.", family="test")
+
+LOSSES = list_losses()
+N = 2
+
+
+def _offline_options(name: str, size: int | None = None) -> dict:
+    opts = loss_info(name).options()
+    kw: dict = {}
+    if "pretrained" in opts:
+        kw["pretrained"] = False
+    if "pretrained_backbone" in opts:
+        kw["pretrained_backbone"] = False
+    if "image_size" in opts and size is not None:
+        kw["image_size"] = (3, size, size)
+    return kw
+
+
+def image_size(name: str) -> int:
+    """A small image size the loss accepts (its minimum, at least 32 px)."""
+    cls = loss_info(name).cls
+    min_size = getattr(cls, "min_size", None)
+    try:
+        probe = loss_info(name).build(**_offline_options(name, 32))
+        min_size = probe.min_size
+    except (TypeError, ValueError):
+        pass
+    if isinstance(min_size, tuple):
+        min_size = max(min_size)
+    return max(32, int(min_size or 0))
+
+
+def build(name: str, **kw) -> torch.nn.Module:
+    size = image_size(name)
+    return loss_info(name).build(**{**_offline_options(name, size), **kw})
+
+
+def pair(name: str, dtype=torch.float32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A smooth image batch in [0, 1] and a noisy copy (still in [0, 1])."""
+    size = image_size(name)
+    g = torch.Generator().manual_seed(seed)
+    base = torch.rand(N, 3, size // 4, size // 4, generator=g)
+    x = torch.nn.functional.interpolate(base, size=(size, size), mode="bilinear", align_corners=False)
+    y = (x + 0.08 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    return x.to(dtype), y.to(dtype)
+
+
+@pytest.fixture(params=LOSSES)
+def name(request) -> str:
+    return request.param
+
+
+# ------------------------------------------------------------------------------------------------------
+# API: explicit signatures, docstrings, strict options, registry
+# ------------------------------------------------------------------------------------------------------
+
+
+def test_user_registered_loss_is_in_the_suite():
+    assert "Tiny-Abs" in LOSSES
+    assert isinstance(genloss.get_loss("tiny-abs", gain=2.0), TinyAbsLoss)
+
+
+def test_signature_is_explicit_and_docstring_complete(name):
+    cls = loss_info(name).cls
+    params = inspect.signature(cls).parameters.values()
+    assert not any(p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) for p in params), f"{cls.__name__} takes *args/**kwargs"
+    assert all(p.annotation is not inspect.Parameter.empty for p in params), f"{cls.__name__}: untyped parameter"
+    assert "value_range" in inspect.signature(cls).parameters
+    doc = inspect.getdoc(cls) or ""
+    for section in ("Args:", "Shape:", "Returns:", "Raises:", "References:", "Example:"):
+        assert section in doc, f"{cls.__name__} docstring lacks {section}"
+
+
+def test_unknown_option_raises_naming_it_and_the_valid_ones(name):
+    with pytest.raises(TypeError, match=r"'reductoin'.*did you mean 'reduction'.*valid options: .*value_range"):
+        loss_info(name).build(reductoin="sum", **_offline_options(name, image_size(name)))
+
+
+def test_functional_twin_gives_the_class_value(name):
+    info = loss_info(name)
+    if info.family == "test":
+        pytest.skip("user fixture has no functional twin")
+    import genloss.functional as F
+
+    twin = getattr(F, {"L1": "l1", "L2": "l2", "SSIM": "ssim", "MS-SSIM": "ms_ssim", "Watson-DCT": "watson_dct",
+                       "Watson-DFT": "watson_dft", "Watson-VGG": "watson_vgg", "Adaptive": "adaptive",
+                       "Deeploss-VGG": "deep_loss", "Deeploss-Squeeze": "deep_loss"}[name])
+    kw = {**info.preset, **_offline_options(name, image_size(name))}
+    if "backbone_weights" in info.options():
+        # the twin must use the same (random) backbone: pass the module's weights explicitly
+        loss = build(name).eval()
+        kw.pop("pretrained_backbone", None)
+        kw["backbone_weights"] = {k: v for k, v in loss.backbone.state_dict().items()}
+        loss = info.build(**{k: v for k, v in kw.items() if k not in info.preset})
+    else:
+        loss = info.build(**{k: v for k, v in kw.items() if k not in info.preset})
+    loss.eval()
+    x, y = pair(name)
+    sig = inspect.signature(twin).parameters
+    call_kw = {k: v for k, v in kw.items() if k in sig}
+    torch.testing.assert_close(twin(x, y, **call_kw), loss(x, y), rtol=1e-5, atol=1e-6)
+
+
+def test_only_the_requested_loss_module_is_imported():
+    code = (
+        "import sys, genloss; assert 'torchvision' not in sys.modules; genloss.list_losses(); "
+        "genloss.get_loss('L1'); "
+        "bad = [m for m in sys.modules if m.startswith(('torchvision', 'genloss.losses.watson', 'genloss.losses.deep', "
+        "'genloss.losses.ssim', 'genloss.losses.adaptive', 'genloss.corrwise', 'scipy'))]; assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ------------------------------------------------------------------------------------------------------
+# values
+# ------------------------------------------------------------------------------------------------------
+
+
+def test_reductions_agree(name):
+    x, y = pair(name)
+    per = build(name, reduction="none").eval()(x, y)
+    assert per.shape == (N,)
+    torch.testing.assert_close(build(name, reduction="sum").eval()(x, y), per.sum(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(build(name, reduction="mean").eval()(x, y), per.mean(), rtol=1e-5, atol=1e-5)
+
+
+def test_identical_inputs_give_the_minimum_with_a_finite_gradient(name):
+    loss = build(name, reduction="none").eval()
+    x, y = pair(name)
+    same = loss(x, x)
+    assert torch.all(same <= loss(x, y) + 1e-6), (same, loss(x, y))
+    xg = x.clone().requires_grad_(True)
+    loss(xg, x).sum().backward()
+    assert torch.isfinite(xg.grad).all()
+
+
+def test_eval_mode_is_deterministic(name):
+    opts = loss_info(name).options()
+    kw = {"deterministic": False} if "deterministic" in opts else {}
+    loss = build(name, **kw).eval()
+    x, y = pair(name)
+    assert torch.equal(loss(x, y), loss(x, y))
+
+
+def test_state_dict_round_trip(name):
+    torch.manual_seed(0)
+    a = build(name).eval()
+    with torch.no_grad():
+        for p in a.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    b = build(name).eval()
+    b.load_state_dict(a.state_dict())
+    x, y = pair(name)
+    torch.testing.assert_close(a(x, y), b(x, y))
+
+
+def test_float64_gradcheck(name):
+    loss = build(name).eval().double()
+    x, y = pair(name, torch.float64)
+    x.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a: loss(a, y), (x,), fast_mode=True, eps=1e-6, atol=1e-5, rtol=1e-3)
+
+
+def test_dtypes_follow_the_rule(name):
+    loss = build(name).eval()
+    x, y = pair(name)
+    assert loss.double()(x.double(), y.double()).dtype == torch.float64
+    loss = build(name).eval()
+    assert loss(x.half(), y.half()).dtype == torch.float32
+    assert loss(x.bfloat16(), y.bfloat16()).dtype == torch.float32
+
+
+def test_value_range_is_checked_and_mapped(name):
+    x, y = pair(name)
+    ref = build(name).eval()(x, y)
+    with pytest.raises(ValueError, match=r"outside the expected range \[0, 1\].*value_range"):
+        build(name).eval()(x * 255, y * 255)
+    for lo, hi in ((0.0, 255.0), (-1.0, 1.0)):
+        got = build(name, value_range=(lo, hi)).eval()(x * (hi - lo) + lo, y * (hi - lo) + lo)
+        torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_nan_and_degenerate_sizes_are_refused(name):
+    loss = build(name).eval()
+    x, y = pair(name)
+    bad = x.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        loss(bad, y)
+    with pytest.raises(ValueError, match="zero height or width"):
+        loss(x[..., :0], y[..., :0])
+    min_size = loss.min_size
+    if isinstance(min_size, tuple):
+        min_size = max(min_size)
+    if min_size and min_size > 1:
+        s = min_size - 1
+        with pytest.raises(ValueError, match="smaller than the minimum"):
+            loss(x[..., :s, :s], y[..., :s, :s])
+
+
+# ------------------------------------------------------------------------------------------------------
+# transforms: torch.func and torch.compile
+# ------------------------------------------------------------------------------------------------------
+
+
+def _frozen(name: str) -> torch.nn.Module:
+    loss = build(name).eval()
+    for p in loss.parameters():
+        p.requires_grad_(False)
+    return loss
+
+
+def test_torch_func_grad_matches_backward(name):
+    loss = _frozen(name)
+    x, y = pair(name)
+    xg = x.clone().requires_grad_(True)
+    loss(xg, y).backward()
+    g = torch.func.grad(lambda a: loss(a, y))(x)
+    torch.testing.assert_close(g, xg.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_torch_func_vmap_matches_a_loop(name):
+    loss = _frozen(name)
+    x, y = pair(name)
+    xs, ys = torch.stack([x, y]), torch.stack([y, x])
+    got = torch.func.vmap(loss)(xs, ys)
+    want = torch.stack([loss(a, b) for a, b in zip(xs, ys, strict=True)])
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_torch_compile_fullgraph_gives_the_eager_value(name):
+    torch._dynamo.reset()
+    loss = _frozen(name)
+    x, y = pair(name)
+    compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(x, y), loss(x, y), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu_without_host_synchronisation(name):
+    loss = build(name).eval()
+    x, y = pair(name)
+    want = loss(x, y)
+    cuda = loss.cuda()
+    xc, yc = x.cuda(), y.cuda()
+    for _ in range(10):  # past the readable first-call checks
+        cuda(xc, yc)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        got = cuda(xc, yc)
+        xg = xc.clone().requires_grad_(True)
+        cuda(xg, yc).backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.testing.assert_close(got.cpu(), want, rtol=1e-4, atol=1e-5)
