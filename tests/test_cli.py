@@ -14,8 +14,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import genloss
-from genloss.cli import app
-from genloss.data.photos import gaussian_blur, load_photo, tensor_to_array
+from genloss.cli import app, load_image
+from genloss.data.photos import gaussian_blur, load_photo, load_photos, tensor_to_array
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -226,3 +226,43 @@ def test_bench_passes_arguments_through():
     r = _invoke("bench", "--losses", "L1", "--colorspaces", "RGB", "--batch", "2", "--size", "16", "--repeats", "1")
     assert r.exit_code == 0, r.output
     assert "L1" in r.output and "torch.nn.L1Loss" in r.output
+
+
+def test_compare_scales_16_bit_images_by_their_depth(tmp_path):
+    """A 16-bit greyscale PNG/TIFF of the same picture as an 8-bit one gives the 8-bit one's values
+    (PIL's convert would saturate the 16-bit data to white: L1 750 instead of 2114 in the issue)."""
+    import torch
+
+    from genloss.data.images import read_image
+
+    photo = load_photos(["camera"], 64)[0, 0].numpy()  # greyscale photograph in [0, 1]
+    eight = np.round(photo * 255).astype(np.uint8)
+    sixteen = eight.astype(np.uint16) * 257  # the same values at 16 bits (255 * 257 = 65535)
+    Image.fromarray(eight).save(tmp_path / "a8.png")
+    Image.fromarray(sixteen).save(tmp_path / "a16.png")
+    Image.fromarray(sixteen).save(tmp_path / "a16.tif")
+    Image.fromarray(np.zeros_like(eight)).save(tmp_path / "black.png")
+    for name in ("a16.png", "a16.tif"):
+        torch.testing.assert_close(read_image(tmp_path / name, "L"), read_image(tmp_path / "a8.png", "L"))
+        torch.testing.assert_close(load_image(tmp_path / name), load_image(tmp_path / "a8.png"))
+    want = float(load_image(tmp_path / "a8.png").sum())  # L1 against black, RGB
+    got = genloss.get_loss("L1")(load_image(tmp_path / "a16.png"), load_image(tmp_path / "black.png"))
+    assert float(got) == pytest.approx(want, rel=1e-5)
+    Image.fromarray(sixteen.astype(np.int32)).save(tmp_path / "a32.tif")
+    with pytest.raises(ValueError, match="no defined value range"):
+        read_image(tmp_path / "a32.tif")
+
+
+def test_image_folders_scale_16_bit_files_too(tmp_path):
+    """The data sets' folder reader (MNIST/CelebA layouts) scales 16-bit files instead of saturating them."""
+    import torch
+    from torchvision import transforms
+
+    from genloss.data.mnist import ImageFiles
+
+    eight = (np.arange(64 * 64).reshape(64, 64) % 256).astype(np.uint8)
+    (tmp_path / "0").mkdir()
+    Image.fromarray(eight).save(tmp_path / "0" / "a.png")
+    Image.fromarray(eight.astype(np.uint16) * 257).save(tmp_path / "0" / "b.png")
+    files = ImageFiles(tmp_path, transforms.ToTensor(), mode="L")
+    torch.testing.assert_close(files[0][0], files[1][0])

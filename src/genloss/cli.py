@@ -74,24 +74,21 @@ class Metric:
 
 
 def load_image(path: Path, resize: int | None = None):
-    """An image file as float32 (1, 3, H, W) in [0, 1] (PIL, converted to RGB; alpha dropped)."""
-    import numpy as np
-    import torch
-    import torch.nn.functional as F
-    from PIL import Image, UnidentifiedImageError
+    """An image file as float32 (1, 3, H, W) in [0, 1] (RGB; alpha dropped; 16-bit files scaled by their depth)."""
+    from PIL import UnidentifiedImageError
+
+    from genloss.data.images import read_image, resize_image
 
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
     if not path.is_file():
         raise ValueError(f"{path} is not a file")
     try:
-        with Image.open(path) as im:
-            arr = np.array(im.convert("RGB"), dtype=np.uint8)
+        t = read_image(path, "RGB")[None]
     except (UnidentifiedImageError, OSError) as e:
         raise ValueError(f"{path} is not an image PIL can read ({e})") from None
-    t = torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).float() / 255.0
     if resize is not None:
-        t = F.interpolate(t, size=(resize, resize), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+        t = resize_image(t, (resize, resize))
     return t
 
 

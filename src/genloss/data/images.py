@@ -10,10 +10,32 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+#: PIL modes of 16-bit greyscale files (PNG, TIFF): scaled by 65535, never saturated to 8 bits
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def _sixteen_bit(im, mode: str) -> np.ndarray:
+    """A 16-bit greyscale PIL image as float32 (H, W, C) in [0, 1] for ``mode`` (L, RGB or RGBA).
+
+    PIL's ``convert`` would clip the 16-bit values at 255 (everything above 1/256 of full scale
+    turns white); the values are divided by the bit depth's maximum instead.
+    """
+    grey = np.asarray(im, dtype=np.float32) / 65535.0
+    channels = {"L": 1, "RGB": 3, "RGBA": 3}.get(mode)
+    if channels is None:
+        raise ValueError(f"cannot read a 16-bit greyscale image as mode {mode!r}; use 'L', 'RGB' or 'RGBA'")
+    arr = np.repeat(grey[..., None], channels, axis=2)
+    if mode == "RGBA":
+        arr = np.concatenate([arr, np.ones_like(arr[..., :1])], axis=2)
+    return arr
+
 
 def read_image(path: str | os.PathLike, mode: str = "RGB", *, size: Sequence[int] | None = None,
                shorter_side: int | None = None) -> torch.Tensor:
     """An image file as a float32 CPU tensor (C, H, W) in [0, 1].
+
+    8-bit files are divided by 255, 16-bit greyscale PNG/TIFF files by 65535 (their bit depth);
+    32-bit integer and float images, whose value range the file does not define, raise ``ValueError``.
 
     Args:
         path: any format PIL reads.
@@ -27,7 +49,6 @@ def read_image(path: str | os.PathLike, mode: str = "RGB", *, size: Sequence[int
     if size is not None and shorter_side is not None:
         raise ValueError("give at most one of size and shorter_side")
     with Image.open(path) as im:
-        im = im.convert(mode)
         w, h = im.size
         if size is not None:
             target = (int(size[1]), int(size[0]))
@@ -36,10 +57,31 @@ def read_image(path: str | os.PathLike, mode: str = "RGB", *, size: Sequence[int
             target = (max(1, round(w * scale)), max(1, round(h * scale)))
         else:
             target = (w, h)
+        if im.mode in _SIXTEEN_BIT_MODES:
+            img = torch.from_numpy(_sixteen_bit(im, mode)).permute(2, 0, 1)
+            return resize_image(img, (target[1], target[0]))
+        if im.mode in ("I", "F"):
+            raise ValueError(f"{path}: {'32-bit integer' if im.mode == 'I' else 'floating point'} image (PIL mode "
+                             f"{im.mode!r}) has no defined value range; save it with 8 or 16 bits per channel")
+        im = im.convert(mode)
         if target != (w, h):
             im = im.resize(target, Image.BILINEAR)
         arr = np.asarray(im, dtype=np.uint8)
     return array_to_tensor(arr)[0]
+
+
+def open_8bit(path: str | os.PathLike, mode: str = "RGB"):
+    """An image file as an 8-bit PIL image of ``mode``, for PIL-based transforms (torchvision's).
+
+    16-bit greyscale files are scaled by their bit depth first (see :func:`read_image`), not clipped
+    by PIL's ``convert``; their extra precision is rounded to 8 bits.
+    """
+    from PIL import Image
+
+    with Image.open(path) as im:
+        if im.mode not in _SIXTEEN_BIT_MODES and im.mode not in ("I", "F"):
+            return im.convert(mode)
+    return Image.fromarray(tensor_to_array(read_image(path, mode)))
 
 
 def resize_image(img: torch.Tensor, size: Sequence[int]) -> torch.Tensor:

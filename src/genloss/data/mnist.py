@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from .images import write_image
+from .images import open_8bit, write_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -67,12 +67,8 @@ class ImageFiles(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        from PIL import Image
-
         path, label = self.samples[index]
-        with Image.open(path) as im:
-            img = im.convert(self.mode)
-        return self.transform(img), label
+        return self.transform(open_8bit(path, self.mode)), label
 
 
 def _image_files(folder: Path) -> list[Path]:
