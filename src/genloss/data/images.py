@@ -10,6 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._validation import check_values
+
 #: PIL modes of 16-bit greyscale files (PNG, TIFF): scaled by 65535, never saturated to 8 bits
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 
@@ -109,13 +111,19 @@ def array_to_tensor(img: np.ndarray) -> torch.Tensor:
 
 
 def tensor_to_array(x: torch.Tensor) -> np.ndarray:
-    """``(1, C, H, W)`` or ``(C, H, W)`` float in [0, 1] -> uint8 ``(H, W, C)`` (``(H, W)`` for C = 1)."""
+    """``(1, C, H, W)`` or ``(C, H, W)`` float in [0, 1] -> uint8 ``(H, W, C)`` (``(H, W)`` for C = 1).
+
+    Raises ``ValueError`` for NaN/Inf or values clearly outside [0, 1] (see ``genloss._validation``).
+    """
     if x.dim() == 4:
         if x.shape[0] != 1:
             raise ValueError(f"expected a single image, got a batch of {x.shape[0]}")
         x = x[0]
     if x.dim() != 3:
         raise ValueError(f"expected (C, H, W) or (1, C, H, W), got shape {tuple(x.shape)}")
+    # Slight overshoot (interpolation, unclamped generators) is clipped; data of another range (e.g.
+    # [-1, 1] or [0, 255]) would silently turn black or white, so it is refused.
+    check_values(x.detach().float().cpu(), "image", (0.0, 1.0))
     arr = (x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     return arr[..., 0] if arr.shape[-1] == 1 else arr
 
