@@ -9,6 +9,7 @@
 | ``GENLOSS_SYNC_CHECKS`` | ``1``: check CUDA inputs' values readably on every call (host read, slower); |
 |  | default: the first calls only, then device-side assertions |
 | ``GENLOSS_DEBUG`` | ``1``: the command line shows tracebacks |
+| ``GENLOSS_ORIGINAL_REPO`` | a clone of the Watson paper's repository, timed by ``genloss bench --original`` |
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ OFFLINE = "GENLOSS_OFFLINE"
 BACKBONE_DIR = "GENLOSS_BACKBONE_DIR"
 SYNC_CHECKS = "GENLOSS_SYNC_CHECKS"
 DEBUG = "GENLOSS_DEBUG"
+ORIGINAL_REPO = "GENLOSS_ORIGINAL_REPO"
 
 _FALSE = ("", "0", "false", "no", "off")
 

@@ -35,6 +35,8 @@ from pathlib import Path
 
 import torch
 
+from .. import _env
+
 #: the paper's GPU figures (shared paper-results: seconds for 500 iterations, MB), for reference
 PAPER_GPU = {
     ("L1", "RGB"): (0.37, 24), ("L2", "RGB"): (0.31, 24), ("SSIM", "RGB"): (8.73, 114),
@@ -495,7 +497,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--memory", action="store_true", help="also measure peak memory (one subprocess per case on CPU)")
-    p.add_argument("--original", default=os.environ.get("GENLOSS_ORIGINAL_REPO"),
+    p.add_argument("--original", default=os.environ.get(_env.ORIGINAL_REPO),
                    help="path to a clone of SteffenCzolbe/PerceptualSimilarity to time the paper's code")
     p.add_argument("--weights-dir", default=None, help="folder with the tuned weight files")
     p.add_argument("--json", dest="json_out", default=None, help="also write the results as JSON here")
