@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Every GPU check and benchmark in one run, for a machine with CUDA (e.g. the device tool's H200).
+# Logs go to $OUT (default ./gpu-logs). Each step is time-boxed (about 580 s in all, under one device call)
+# so that one slow step cannot use up
+# the machine; the summary at the end says which steps failed.
+#
+#   OUT=/tmp/gpu bash benchmarks/gpu_checks.sh
+set -u
+cd "$(dirname "$0")/.."
+OUT=${OUT:-gpu-logs}
+mkdir -p "$OUT"
+export GENLOSS_SHARED=${GENLOSS_SHARED:-$(cd .. && pwd)/shared}
+status=()
+step() {  # step NAME SECONDS COMMAND...
+  local name=$1 secs=$2; shift 2
+  echo "== $name: $*" | tee -a "$OUT/summary.txt"
+  if timeout "$secs" "$@" >"$OUT/$name.log" 2>&1; then status+=("ok    $name"); else status+=("FAIL  $name (rc $?)"); fi
+  tail -n 30 "$OUT/$name.log"
+}
+python -c "import torch; print(torch.__version__, torch.cuda.get_device_name())" | tee "$OUT/device.txt"
+# 1. correctness on CUDA: the contract suite's CUDA tests (CPU vs CUDA, no host synchronisation) and CorrWise
+step cuda-tests 150 python -m pytest -q -x -k "cuda or CUDA" tests/test_contract.py tests/test_corrwise.py
+# 2. the paper's runtime experiment: 500 SGD iterations, genloss vs peers (and --original if GENLOSS_ORIGINAL_REPO)
+step bench-paper 200 python -m genloss.experiments.runtime --paper --device cuda --repeats 1 --json "$OUT/bench-paper.json"
+# 3. per-iteration timings and memory of every loss (fwd + bwd, 128 x C x 64 x 64)
+step bench-iter 100 python benchmarks/runtime.py --device cuda --memory --json "$OUT/bench-iter.json"
+# 4. SSIM scaling against piq / pytorch-msssim at 64 .. 2048 px
+step ssim-scaling 60 python benchmarks/ssim_scaling.py --device cuda
+# 5. CorrWise: flow estimators, time and end-point error
+step corrwise 70 python benchmarks/corrwise.py --device cuda
+printf '%s\n' "${status[@]}" | tee -a "$OUT/summary.txt"
