@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU check and benchmark in one run, for a machine with CUDA (e.g. the device tool's H200).
-# Logs go to $OUT (default ./gpu-logs). Each step is time-boxed (about 580 s in all, under one device call)
-# so that one slow step cannot use up
-# the machine; the summary at the end says which steps failed.
+# Logs go to $OUT (default ./gpu-logs). Each step is time-boxed (about 580 s in all, under one device
+# call) so that one slow step cannot use up the machine; the summary at the end says which steps failed.
 #
 #   OUT=/tmp/gpu bash benchmarks/gpu_checks.sh
 set -u
