@@ -94,6 +94,19 @@ def test_signature_is_explicit_and_docstring_complete(name):
         assert section in doc, f"{cls.__name__} docstring lacks {section}"
 
 
+def test_docstring_example_runs(name):
+    """The Example of each class runs offline and prints what it says."""
+    import doctest
+
+    cls = loss_info(name).cls
+    tests = doctest.DocTestFinder(recurse=False).find(cls, cls.__name__, globs={"torch": torch, "genloss": genloss})
+    assert tests and tests[0].examples, f"{cls.__name__} has no doctest example"
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    for t in tests:
+        runner.run(t)
+    assert runner.failures == 0, f"{cls.__name__}: {runner.failures} failing example(s)"
+
+
 def test_unknown_option_raises_naming_it_and_the_valid_ones(name):
     with pytest.raises(TypeError, match=r"'reductoin'.*did you mean 'reduction'.*valid options: .*value_range"):
         loss_info(name).build(reductoin="sum", **_offline_options(name, image_size(name)))

@@ -16,7 +16,20 @@ def l1(
     reduction: str = "sum",
     value_range: tuple[float, float] = (0.0, 1.0),
 ) -> torch.Tensor:
-    """Sum of absolute differences per image; :class:`genloss.L1Loss` as a function (same arguments).
+    """Sum of absolute differences per image; :class:`genloss.L1Loss` as a function.
+
+    Args:
+        input: prediction (N, C, H, W), float, values in ``value_range``.
+        target: reference of the same shape and device.
+        colorspace: ``'RGB'`` or ``'LA'`` (see :class:`genloss.L1Loss`).
+        reduction: ``'sum'`` | ``'mean'`` | ``'none'`` over the batch.
+        value_range: the images' range, mapped onto [0, 1].
+
+    Returns:
+        A scalar, or (N,) with ``reduction='none'``; >= 0.
+
+    Raises:
+        TypeError, ValueError: as :class:`genloss.L1Loss`.
 
     Example:
         >>> import torch
@@ -35,7 +48,20 @@ def l2(
     reduction: str = "sum",
     value_range: tuple[float, float] = (0.0, 1.0),
 ) -> torch.Tensor:
-    """Sum of squared differences per image; :class:`genloss.L2Loss` as a function (same arguments).
+    """Sum of squared differences per image; :class:`genloss.L2Loss` as a function.
+
+    Args:
+        input: prediction (N, C, H, W), float, values in ``value_range``.
+        target: reference of the same shape and device.
+        colorspace: ``'RGB'`` or ``'LA'`` (see :class:`genloss.L2Loss`).
+        reduction: ``'sum'`` | ``'mean'`` | ``'none'`` over the batch.
+        value_range: the images' range, mapped onto [0, 1].
+
+    Returns:
+        A scalar, or (N,) with ``reduction='none'``; >= 0.
+
+    Raises:
+        TypeError, ValueError: as :class:`genloss.L2Loss`.
 
     Example:
         >>> import torch

@@ -52,6 +52,34 @@ class ImageLoss(nn.Module):
     the result has that dtype (float64 stays float64; float16/bfloat16 and autocast regions give
     float32), because the perceptual models use powers, epsilons of 1e-10 and ``asin`` near 0 that
     16-bit floats cannot represent.
+
+    Args:
+        colorspace: ``'RGB'`` or ``'LA'`` (greyscale; spellings as :func:`genloss.registry.normalize_colorspace`).
+        reduction: ``'sum'`` | ``'mean'`` | ``'none'`` over the batch.
+        value_range: the range ``(lo, hi)`` of the input images, mapped exactly onto [0, 1].
+
+    Shape:
+        - input, target: (N, C, H, W) with C in :attr:`channels` and H, W >= :attr:`min_size`.
+        - output: scalar, or (N,) with ``reduction='none'``.
+
+    Returns:
+        The reduced loss (see the subclass for its range).
+
+    Raises:
+        TypeError: non-tensor or integer input; ValueError: wrong rank, shape, channel count or size,
+        NaN/Inf, values outside ``value_range``, input and target on different devices.
+
+    References:
+        The validation follows piq's single validator; the reductions are the Watson paper's.
+
+    Example:
+        >>> import torch
+        >>> from genloss.losses.base import ImageLoss
+        >>> class MeanAbs(ImageLoss):
+        ...     def per_image(self, input, target):
+        ...         return (input - target).abs().flatten(1).mean(1)
+        >>> MeanAbs(reduction="none")(torch.ones(2, 3, 4, 4), torch.zeros(2, 3, 4, 4))
+        tensor([1., 1.])
     """
 
     #: channel counts accepted by this loss (``None``: any)
