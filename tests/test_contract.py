@@ -99,7 +99,9 @@ def test_docstring_example_runs(name):
     import doctest
 
     cls = loss_info(name).cls
-    tests = doctest.DocTestFinder(recurse=False).find(cls, cls.__name__, globs={"torch": torch, "genloss": genloss})
+    module = sys.modules[cls.__module__]
+    tests = doctest.DocTestFinder(recurse=False).find(cls, cls.__name__, module=module,
+                                                      extraglobs={"torch": torch, "genloss": genloss})
     assert tests and tests[0].examples, f"{cls.__name__} has no doctest example"
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     for t in tests:
