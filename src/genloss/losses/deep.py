@@ -365,7 +365,7 @@ class DeepLoss(ImageLoss):
         if self.colorspace == "LA":
             x = as_grey(x)  # (N, 1, H, W); broadcasting against the 3-channel gain gives 3 channels
         x = torch.addcmul(self.input_bias.to(x.dtype), x, self.input_gain.to(x.dtype))
-        if x.device.type == "cpu":
+        if x.device.type == "cpu" and _plain_or_traced(x):
             # oneDNN's convolutions and pooling are ~2x faster in NHWC on the CPU (docs/deeploss.md);
             # the channel reductions of the distance are then over the contiguous dimension too.
             x = x.contiguous(memory_format=torch.channels_last)
@@ -407,6 +407,14 @@ class DeepLoss(ImageLoss):
     def extra_repr(self) -> str:
         return (f"backbone={self.backbone_name!r}, colorspace={self.colorspace!r}, "
                 f"normalize={self.normalize!r}, reduction={self.reduction!r}")
+
+
+def _plain_or_traced(x: torch.Tensor) -> bool:
+    """False under torch.func transforms: vmap cannot query channels-last contiguity (the layout only
+    affects speed). torch.compile cannot call the functorch query, and traces plain tensors anyway."""
+    if torch.compiler.is_compiling():
+        return True
+    return not torch._C._functorch.is_functorch_wrapped_tensor(x)
 
 
 def inverse_norm(f: torch.Tensor, eps: float = EPS) -> torch.Tensor:
