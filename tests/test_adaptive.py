@@ -536,3 +536,14 @@ def test_syuv_matrix_is_shared_and_volume_preserving():
     d = _tiny_photos(8).double()
     np.testing.assert_allclose(rgb_to_syuv(d).numpy(),
                                np.einsum("nchw,co->nohw", d.numpy(), BARRON_KERNEL) * BARRON_SCALE, atol=1e-12)
+
+
+def test_no_silent_casts_of_options_and_alphas():
+    with pytest.raises(TypeError, match="image_size"):
+        AdaptiveLoss(pretrained=False, image_size=(3, 15.5, 16))  # not truncated to 15
+    assert AdaptiveLoss(pretrained=False, image_size=torch.Size([3, 8, 8])).image_size == (3, 8, 8)
+    assert AdaptiveLoss(pretrained=False, image_size=np.array([3, 8, 8])).image_size == (3, 8, 8)
+    # Python numbers are evaluated in float64 as documented, 16-bit alphas in float32
+    assert log_partition(1.0).dtype == torch.float64
+    assert log_partition(1.0).item() == pytest.approx(LOG_Z1, abs=1e-9)
+    assert log_partition(torch.tensor([1.0], dtype=torch.bfloat16)).dtype == torch.float32

@@ -28,6 +28,7 @@ reproduces the published numbers) and ``'nchw'`` otherwise.
 
 from __future__ import annotations
 
+import operator
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -100,8 +101,9 @@ def adaptive_representation(diff: torch.Tensor, layout: str = "nchw") -> torch.T
 
 def _parse_image_size(image_size: object, colorspace: str) -> tuple[int, int, int]:
     try:
-        size = tuple(int(s) for s in image_size)  # type: ignore[union-attr]
-    except (TypeError, ValueError):
+        # operator.index, not int(): image_size=(3, 63.5, 64) must not silently become (3, 63, 64)
+        size = tuple(operator.index(s) for s in image_size)  # type: ignore[union-attr]
+    except TypeError:
         raise TypeError(f"image_size must be a sequence (C, H, W) of ints, got {image_size!r}") from None
     if len(size) != 3 or min(size) < 1:
         raise ValueError(f"image_size must be (C, H, W) with positive entries, got {image_size!r}")

@@ -352,12 +352,15 @@ def log_partition(
 ) -> torch.Tensor:
     """``log Z(alpha)`` for ``alpha`` in [0, 2], differentiable, any shape/device, float32 or float64.
 
-    Raises ``ValueError`` for alphas outside [0, 2] or NaN. Integer or Python-number alphas are
-    computed in float64.
+    Raises ``ValueError`` for alphas outside [0, 2] or NaN (this check reads the values: eager use
+    only; :class:`~genloss.AdaptiveLoss` evaluates the spline without it). Integer tensors and Python
+    numbers are computed in float64 (``torch.as_tensor(1.0)`` alone would be float32), 16-bit tensors
+    in float32 (the knots need more than 16 bits).
     """
-    alpha = torch.as_tensor(alpha)
-    if not torch.is_floating_point(alpha):
-        alpha = alpha.to(torch.float64)
+    if not isinstance(alpha, torch.Tensor) or not torch.is_floating_point(alpha):
+        alpha = torch.as_tensor(alpha, dtype=torch.float64)
+    elif alpha.dtype in (torch.float16, torch.bfloat16):
+        alpha = alpha.float()
     _check_alpha(alpha)
     return partition_spline(source, weights_dir)(alpha)
 
