@@ -547,3 +547,26 @@ def test_no_silent_casts_of_options_and_alphas():
     assert log_partition(1.0).dtype == torch.float64
     assert log_partition(1.0).item() == pytest.approx(LOG_Z1, abs=1e-9)
     assert log_partition(torch.tensor([1.0], dtype=torch.bfloat16)).dtype == torch.float32
+
+
+def test_ddp_wrapped_before_first_call_trains_alpha(tmp_path):
+    """DDP (one CPU process, gloo) registers alpha/scale at wrapping time, so they train."""
+    dist = pytest.importorskip("torch.distributed")
+    if not dist.is_available():
+        pytest.skip("torch.distributed not available")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        x = _tiny_photos(8)
+        y = (x + 0.02 * torch.randn_like(x)).clamp(0, 1)
+        loss = AdaptiveLoss(pretrained=False, image_size=(3, 8, 8))
+        ddp = torch.nn.parallel.DistributedDataParallel(loss)
+        opt = torch.optim.Adam(ddp.parameters(), lr=0.05)
+        alpha0 = loss.alpha().detach().clone()
+        for _ in range(20):
+            opt.zero_grad()
+            ddp(x, y).backward()
+            opt.step()
+        assert (loss.alpha() - alpha0).abs().max() > 0.1
+    finally:
+        dist.destroy_process_group()
