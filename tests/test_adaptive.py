@@ -211,14 +211,14 @@ def test_registered_and_frozen(reference_weights):
     assert isinstance(loss, AdaptiveLoss) and loss.colorspace == "LA"
     assert loss.image_size == (3, 64, 64)
     assert all(not p.requires_grad for p in loss.parameters())
-    assert get_loss("Adaptive", pretrained=False).layout == "nchw"
+    assert get_loss("Adaptive", pretrained=False, image_size=(3, 16, 16)).layout == "nchw"
 
 
 def test_identical_inputs_give_constant_floor():
     # Fresh parameters: alpha = 1 and scale = 1 everywhere, so the floor is 3*H*W * log Z(1).
     x = _tiny_photos(16)
     for layout in ("nchw", "original"):
-        loss = AdaptiveLoss(layout=layout, reduction="none")
+        loss = AdaptiveLoss(pretrained=False, image_size=(3, 16, 16), layout=layout, reduction="none")
         torch.testing.assert_close(loss(x, x), torch.full((2,), 3 * 16 * 16 * LOG_Z1), rtol=1e-5, atol=0)
 
 
@@ -248,7 +248,7 @@ def test_gradients_finite(reference_weights, photo):
 @pytest.mark.parametrize("layout", ["nchw", "original"])
 def test_gradcheck_float64(layout):
     torch.manual_seed(0)
-    loss = AdaptiveLoss(image_size=(3, 8, 8), layout=layout).double()
+    loss = AdaptiveLoss(pretrained=False, image_size=(3, 8, 8), layout=layout).double()
     params = {
         "latent_alpha": torch.randn(3, 8, 8, dtype=torch.float64, requires_grad=True),
         "latent_scale": (0.5 * torch.randn(3, 8, 8, dtype=torch.float64) - 1.5).requires_grad_(),
@@ -278,11 +278,12 @@ def test_bfloat16_and_autocast(reference_weights, photo):
 def test_reductions_and_batch_independence():
     x = _tiny_photos(16)
     y = x.flip(-1)
-    per_image = AdaptiveLoss(reduction="none")(x, y)
+    opts = {"pretrained": False, "image_size": (3, 16, 16)}
+    per_image = AdaptiveLoss(reduction="none", **opts)(x, y)
     assert per_image.shape == (2,)
-    torch.testing.assert_close(AdaptiveLoss(reduction="sum")(x, y), per_image.sum())
-    torch.testing.assert_close(AdaptiveLoss(reduction="mean")(x, y), per_image.mean())
-    single = AdaptiveLoss(reduction="none")(x[1:], y[1:])
+    torch.testing.assert_close(AdaptiveLoss(reduction="sum", **opts)(x, y), per_image.sum())
+    torch.testing.assert_close(AdaptiveLoss(reduction="mean", **opts)(x, y), per_image.mean())
+    single = AdaptiveLoss(reduction="none", **opts)(x[1:], y[1:])
     torch.testing.assert_close(single, per_image[1:])
 
 
@@ -292,12 +293,12 @@ def test_greyscale_accepts_one_or_three_channels(reference_weights, photo):
     grey, grey_t = (photo * w).sum(1, keepdim=True), (photo.flip(-1) * w).sum(1, keepdim=True)
     torch.testing.assert_close(loss(photo, photo.flip(-1)), loss(grey, grey_t))
     with pytest.raises(ValueError, match="channels"):
-        AdaptiveLoss()(grey, grey_t)  # RGB loss, 1-channel input
+        AdaptiveLoss(pretrained=True)(grey, grey_t)  # RGB loss, 1-channel input
 
 
 def test_bad_inputs(reference_weights):
     x = _tiny_photos(16)
-    loss = AdaptiveLoss(image_size=(3, 16, 16))
+    loss = AdaptiveLoss(pretrained=False, image_size=(3, 16, 16))
     with pytest.raises(ValueError, match="built for 16x16"):
         loss(x[:, :, :8, :8], x[:, :, :8, :8])
     with pytest.raises(ValueError, match="same shape"):
@@ -311,37 +312,62 @@ def test_bad_inputs(reference_weights):
     with pytest.raises(ValueError, match="3x64x64"):
         AdaptiveLoss(pretrained=True)(x, x)
     with pytest.raises(ValueError, match="channels"):
-        AdaptiveLoss(image_size=(2, 16, 16))
+        AdaptiveLoss(pretrained=False, image_size=(2, 16, 16))
     with pytest.raises(TypeError, match="image_size"):
-        AdaptiveLoss(image_size=16)
+        AdaptiveLoss(pretrained=False, image_size=16)
     with pytest.raises(ValueError, match="layout"):
-        AdaptiveLoss(layout="nhwc")
+        AdaptiveLoss(pretrained=False, image_size=(3, 16, 16), layout="nhwc")
     with pytest.raises(ValueError, match="partition"):
-        AdaptiveLoss(partition="tf")
+        AdaptiveLoss(pretrained=False, image_size=(3, 16, 16), partition="tf")
 
 
-def test_lazy_parameters_state_dict_and_dtype():
+def test_trainable_loss_requires_image_size():
+    """The old silent failure: parameters created at the first call, after the optimizer was built."""
+    for build in (lambda: AdaptiveLoss(pretrained=False), lambda: get_loss("Adaptive", pretrained=False),
+                  lambda: get_loss("Adaptive", colorspace="LA", pretrained=False, image_size=None)):
+        with pytest.raises(TypeError, match=r"image_size=\(C, H, W\)"):
+            build()
+
+
+def test_optimizer_built_before_first_call_moves_alpha():
+    torch.manual_seed(0)
+    x = _tiny_photos(16)
+    y = (x + 0.02 * torch.randn_like(x)).clamp(0, 1)
+    loss = AdaptiveLoss(pretrained=False, image_size=(3, 16, 16))
+    opt = torch.optim.Adam(loss.parameters(), lr=0.05)  # before any call
+    assert {id(p) for p in opt.param_groups[0]["params"]} == {id(loss.latent_alpha), id(loss.latent_scale)}
+    alpha0 = loss.alpha().detach().clone()
+    for _ in range(20):
+        opt.zero_grad()
+        loss(x, y).backward()
+        opt.step()
+    assert (loss.alpha() - alpha0).abs().max() > 0.1
+    # (3, H, W) with one channel is accepted for greyscale and means the 3 channels the loss uses
+    assert AdaptiveLoss(colorspace="LA", pretrained=False, image_size=(1, 8, 8)).latent_alpha.shape == (3, 8, 8)
+
+
+def test_state_dict_round_trip_and_dtype():
     x = _tiny_photos(16)
     y = x.flip(-1)
-    lazy = AdaptiveLoss()
-    assert lazy.image_size is None and len(lazy.state_dict()) == 0
-    with pytest.raises(RuntimeError, match="first call"):
-        lazy.alpha()
-    lazy(x, y)
-    assert lazy.image_size == (3, 16, 16)
-    assert lazy.latent_alpha.shape == (3, 16, 16) and lazy.latent_alpha.requires_grad
+    trained = AdaptiveLoss(pretrained=False, image_size=(3, 16, 16))
+    assert sorted(trained.state_dict()) == ["latent_alpha", "latent_scale"]  # constants are not state
     with torch.no_grad():
-        lazy.latent_alpha.normal_()
-        lazy.latent_scale.normal_()
-    # A fresh lazy loss takes its parameters (and size) from a state dict.
-    restored = AdaptiveLoss()
-    restored.load_state_dict(lazy.state_dict())
-    assert restored.image_size == (3, 16, 16)
-    torch.testing.assert_close(restored(x, y), lazy(x, y))
-    # .double() converts the parameters; float64 input is computed in float64.
-    value64 = restored.double()(x.double(), y.double())
-    assert value64.dtype == torch.float64
-    torch.testing.assert_close(value64.float(), lazy(x, y), rtol=1e-5, atol=1e-3)
+        trained.latent_alpha.normal_()
+        trained.latent_scale.normal_()
+    restored = AdaptiveLoss(pretrained=False, image_size=(3, 16, 16))
+    restored.load_state_dict(trained.state_dict())
+    torch.testing.assert_close(restored(x, y), trained(x, y))
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        AdaptiveLoss(pretrained=False, image_size=(3, 8, 8)).load_state_dict(trained.state_dict())
+    # float64 input is computed in float64 with the float32 parameters (the module is not converted) ...
+    value64 = restored(x.double(), y.double())
+    assert value64.dtype == torch.float64 and restored.latent_alpha.dtype == torch.float32
+    torch.testing.assert_close(value64.float(), trained(x, y), rtol=1e-5, atol=1e-3)
+    # ... and equals the value of a float64 module; the spline knots stay float64 through .half().
+    torch.testing.assert_close(value64, restored.double()(x.double(), y.double()))
+    half = AdaptiveLoss(pretrained=False, image_size=(3, 16, 16)).half()
+    assert half.log_z_values.dtype == torch.float64 and half.latent_alpha.dtype == torch.float16
+    assert half(x, y).dtype == torch.float32
 
 
 def test_trainable_parameters_learn_the_residual_distribution():
@@ -350,7 +376,7 @@ def test_trainable_parameters_learn_the_residual_distribution():
     torch.manual_seed(0)
     x = _tiny_photos(16)
     y = (x + 0.02 * torch.randn_like(x)).clamp(0, 1)
-    loss = AdaptiveLoss(image_size=(3, 16, 16))
+    loss = AdaptiveLoss(pretrained=False, image_size=(3, 16, 16))
     opt = torch.optim.Adam(loss.parameters(), lr=0.1)
     start = loss(x, y).item()
     for _ in range(30):
@@ -370,9 +396,9 @@ def test_barron_partition_option(reference_weights, photo):
 
 def test_barron_partition_needs_its_file(photo, monkeypatch):
     monkeypatch.delenv("GENLOSS_WEIGHTS_DIR", raising=False)
-    loss = AdaptiveLoss(image_size=(3, 64, 64), partition="barron")
+    # Resolved at construction (not at the first call, when a training run is already under way).
     with pytest.raises(WeightsUnavailableError, match="partition_spline.npz"):
-        loss(photo, photo)
+        AdaptiveLoss(pretrained=False, image_size=(3, 64, 64), partition="barron")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -422,10 +448,125 @@ def test_nchw_layout_is_equivariant_to_transposition():
 def test_layouts_give_different_losses_and_defaults(reference_weights, photo):
     target = photo.flip(-1)
     assert AdaptiveLoss(pretrained=True).layout == "original"
-    assert AdaptiveLoss().layout == "nchw"
+    assert AdaptiveLoss(pretrained=False, image_size=(3, 64, 64)).layout == "nchw"
     with pytest.warns(UserWarning, match="original"):
         nchw = AdaptiveLoss(pretrained=True, layout="nchw")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         original = AdaptiveLoss(pretrained=True, layout="original")
     assert abs(nchw(photo, target).item() - original(photo, target).item()) > 1.0
+
+
+# --------------------------------------------------------------------------------------------------
+# tracing, torch.func, functional twin
+# --------------------------------------------------------------------------------------------------
+
+
+def _trainable_with_random_parameters(size: int = 8) -> AdaptiveLoss:
+    torch.manual_seed(0)
+    loss = AdaptiveLoss(pretrained=False, image_size=(3, size, size), reduction="none")
+    with torch.no_grad():
+        loss.latent_alpha.normal_()
+        loss.latent_scale.normal_(-1.0, 0.5)
+    return loss
+
+
+def test_torch_compile_fullgraph_matches_eager(reference_weights, photo):
+    """The forward (spline included) is pure torch: one graph, the eager value."""
+    torch._dynamo.reset()
+    for loss in (AdaptiveLoss(pretrained=True).eval(), _trainable_with_random_parameters(16).eval()):
+        size = loss.image_size[1]
+        x, y = photo_batch(["astronaut", "chelsea"], size), photo_batch(["coffee", "astronaut"], size)
+        compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
+        torch.testing.assert_close(compiled(x, y), loss(x, y), rtol=1e-6, atol=1e-3)
+
+
+def test_func_grad_and_vmap_match_backward_and_loop():
+    loss = _trainable_with_random_parameters(8)
+    x = photo_batch(["astronaut", "chelsea"], 8)
+    y = photo_batch(["coffee", "astronaut"], 8)
+
+    def total(a):
+        return loss(a, y).sum()
+
+    a = x.clone().requires_grad_()
+    total(a).backward()
+    torch.testing.assert_close(torch.func.grad(total)(x), a.grad)
+    # gradient w.r.t. the parameters through functional_call
+    params = {k: v.detach() for k, v in loss.named_parameters()}
+    grads = torch.func.grad(lambda p: torch.func.functional_call(loss, p, (x, y)).sum())(params)
+    loss.zero_grad()
+    loss(x, y).sum().backward()
+    for k in params:
+        torch.testing.assert_close(grads[k], getattr(loss, k).grad)
+    # vmap over a leading dimension of batches = a loop over them
+    xs, ys = torch.stack([x, x.flip(-1)]), torch.stack([y, y])
+    torch.testing.assert_close(torch.func.vmap(loss)(xs, ys), torch.stack([loss(xs[i], ys[i]) for i in range(2)]))
+
+
+def test_float64_and_16_bit_results():
+    loss = _trainable_with_random_parameters(8)
+    x, y = photo_batch(["astronaut"], 8), photo_batch(["chelsea"], 8)
+    assert loss(x.double(), y.double()).dtype == torch.float64
+    assert loss(x.double(), y).dtype == torch.float64  # the wider of the two
+    assert loss(x.half(), y.half()).dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert loss(x, y).dtype == torch.float32
+
+
+def test_functional_twin_equals_class(reference_weights, photo):
+    from genloss.functional.adaptive import adaptive
+
+    target = photo.flip(-1)
+    assert adaptive(photo, target).item() == AdaptiveLoss(pretrained=True)(photo, target).item()
+    x = _tiny_photos(16)
+    want = AdaptiveLoss(pretrained=False, image_size=(3, 16, 16), reduction="none")(x, x.flip(-1))
+    torch.testing.assert_close(adaptive(x, x.flip(-1), pretrained=False, image_size=[3, 16, 16], reduction="none"),
+                               want)
+    with pytest.raises(TypeError, match="image_size"):
+        adaptive(x, x, pretrained=False)
+
+
+def test_syuv_matrix_is_shared_and_volume_preserving():
+    from genloss.transforms.color import rgb_to_syuv, syuv_matrix
+
+    m = syuv_matrix(torch.float64)
+    np.testing.assert_allclose(m.numpy(), BARRON_KERNEL.T * BARRON_SCALE, rtol=1e-10)
+    assert float(m.det()) == pytest.approx(1.0, abs=1e-12)
+    d = _tiny_photos(8).double()
+    np.testing.assert_allclose(rgb_to_syuv(d).numpy(),
+                               np.einsum("nchw,co->nohw", d.numpy(), BARRON_KERNEL) * BARRON_SCALE, atol=1e-12)
+
+
+def test_no_silent_casts_of_options_and_alphas():
+    with pytest.raises(TypeError, match="image_size"):
+        AdaptiveLoss(pretrained=False, image_size=(3, 15.5, 16))  # not truncated to 15
+    assert AdaptiveLoss(pretrained=False, image_size=torch.Size([3, 8, 8])).image_size == (3, 8, 8)
+    assert AdaptiveLoss(pretrained=False, image_size=np.array([3, 8, 8])).image_size == (3, 8, 8)
+    # Python numbers are evaluated in float64 as documented, 16-bit alphas in float32
+    assert log_partition(1.0).dtype == torch.float64
+    assert log_partition(1.0).item() == pytest.approx(LOG_Z1, abs=1e-9)
+    assert log_partition(torch.tensor([1.0], dtype=torch.bfloat16)).dtype == torch.float32
+
+
+def test_ddp_wrapped_before_first_call_trains_alpha(tmp_path):
+    """DDP (one CPU process, gloo) registers alpha/scale at wrapping time, so they train."""
+    dist = pytest.importorskip("torch.distributed")
+    if not dist.is_available():
+        pytest.skip("torch.distributed not available")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        x = _tiny_photos(8)
+        y = (x + 0.02 * torch.randn_like(x)).clamp(0, 1)
+        loss = AdaptiveLoss(pretrained=False, image_size=(3, 8, 8))
+        ddp = torch.nn.parallel.DistributedDataParallel(loss)
+        opt = torch.optim.Adam(ddp.parameters(), lr=0.05)
+        alpha0 = loss.alpha().detach().clone()
+        for _ in range(20):
+            opt.zero_grad()
+            ddp(x, y).backward()
+            opt.step()
+        assert (loss.alpha() - alpha0).abs().max() > 0.1
+    finally:
+        dist.destroy_process_group()

@@ -418,3 +418,81 @@ def test_registry_entries():
     assert info.weight_files == {"RGB": ("rgb_pnet_lin_squeeze_trial0.pth",),
                                  "LA": ("gray_pnet_lin_squeeze_trial0.pth",)}
     assert os.path.basename(BACKBONES["vgg"].weights.url) == "vgg16-397923af.pth"
+
+
+# ------------------------------------------------------------------------------------------------
+# dtypes, tracing, torch.func, functional twin
+# ------------------------------------------------------------------------------------------------
+def _untuned_squeeze(golden_sd, **kw) -> DeepLoss:
+    loss = DeepLoss("squeeze", pretrained=False, reduction="none", backbone_weights=golden_sd, **kw)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for w in loss.layer_weights:
+            w.uniform_(0.1, 1.0)
+    return loss
+
+
+def test_float64_inputs_give_float64_without_converting_the_module(golden_sd):
+    loss = _untuned_squeeze(golden_sd)
+    y = photo_batch(["astronaut", "chelsea"], 24)
+    x = _distorted(y)
+    with torch.no_grad():
+        value32 = loss(x, y)
+        value64 = loss(x.double(), y.double())
+        mixed = loss(x.double(), y)  # the wider of the two dtypes
+        # the reference: the same module converted to float64 as a whole
+        ref64 = _untuned_squeeze(golden_sd).double()(x.double(), y.double())
+    assert value32.dtype == torch.float32 and value64.dtype == torch.float64 and mixed.dtype == torch.float64
+    assert all(p.dtype == torch.float32 for p in loss.parameters())  # not mutated
+    torch.testing.assert_close(value64, ref64, rtol=1e-12, atol=0)
+    torch.testing.assert_close(value64.float(), value32, rtol=1e-4, atol=1e-7)
+    # a float64 module given float32 images computes in float32, as every loss does
+    assert _untuned_squeeze(golden_sd).double()(x, y).dtype == torch.float32
+    # gradients reach the (float32) trainable weights through the per-call cast
+    loss(x.double(), y.double()).sum().backward()
+    assert all(w.grad is not None and w.grad.dtype == torch.float32 for w in loss.layer_weights)
+
+
+def test_torch_compile_fullgraph_matches_eager(golden_sd):
+    torch._dynamo.reset()
+    loss = _untuned_squeeze(golden_sd).eval()
+    y = photo_batch(["astronaut", "chelsea"], 24)
+    x = _distorted(y)
+    compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x, y), loss(x, y), rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(compiled(x.double(), y.double()), loss(x.double(), y.double()))
+
+
+def test_func_grad_and_vmap_match_backward_and_loop(golden_sd):
+    loss = _untuned_squeeze(golden_sd)
+    # float64 (through the per-call cast of the backbone): under torch.func the CPU path keeps the
+    # default memory format, whose float32 convolutions round differently from channels-last ones
+    y = photo_batch(["astronaut", "chelsea"], 20).double()
+    x = _distorted(y)
+
+    def total(a):
+        return loss(a, y).sum()
+
+    a = x.clone().requires_grad_(True)
+    total(a).backward()
+    torch.testing.assert_close(torch.func.grad(total)(x), a.grad, rtol=1e-9, atol=1e-15)
+    # with respect to the target too (its features then keep their graph)
+    b = y.clone().requires_grad_(True)
+    loss(x, b).sum().backward()
+    torch.testing.assert_close(torch.func.grad(lambda t: loss(x, t).sum())(y), b.grad, rtol=1e-9, atol=1e-15)
+    xs, ys = torch.stack([x, y]), torch.stack([y, y])
+    with torch.no_grad():
+        torch.testing.assert_close(torch.func.vmap(loss)(xs, ys),
+                                   torch.stack([loss(xs[i], ys[i]) for i in range(2)]), rtol=1e-9, atol=1e-15)
+
+
+def test_functional_twin_equals_class(reference_weights, golden_sd, photos):
+    from genloss.functional import deep_loss
+
+    x = _distorted(photos)
+    path = str(GOLDEN_BACKBONE)
+    with torch.no_grad():
+        want = DeepLoss("squeeze", reduction="none", backbone_weights=path)(x, photos)
+        got = deep_loss(x, photos, "squeeze", reduction="none", backbone_weights=path)
+    torch.testing.assert_close(got, want)

@@ -28,14 +28,15 @@ reproduces the published numbers) and ``'nchw'`` otherwise.
 
 from __future__ import annotations
 
+import operator
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
-from ..transforms.color import as_grey
+from ..transforms.color import as_grey, syuv_matrix
 from ..transforms.dct import dct_matrix
 from ..weights import load_state_dict
 from .base import ImageLoss, grey_channels
@@ -48,23 +49,31 @@ WEIGHT_FILES = {"RGB": "rgb_adaptive_trial0.pth", "LA": "gray_adaptive_trial0.pt
 #: parameter names in the authors' files (the paper's RobustLoss -> Barron's AdaptiveLossFunction)
 _ORIGINAL_PREFIX = ".robust_loss.adaptive_lossfun."
 
-#: RGB -> YUV (rows Y, U, V), the analog BT.601 YUV of ``tf.image.rgb_to_yuv`` that Barron uses
-YUV_MATRIX = (
-    (0.299, 0.587, 0.114),
-    (-0.14714119, -0.28886916, 0.43601035),
-    (0.61497538, -0.51496512, -0.10001026),
-)
 
+def _transform(
+    diff: torch.Tensor, layout: str, m: torch.Tensor, dct_first: torch.Tensor, dct_last: torch.Tensor
+) -> torch.Tensor:
+    """The representation with given matrices: colour ``m`` (3, 3) and the two DCTs of ``layout``.
 
-def syuv_matrix(dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> torch.Tensor:
-    """The volume-preserving scaled YUV matrix (3, 3): ``YUV_MATRIX / |det YUV_MATRIX|^(1/3)``.
-
-    Its determinant is 1, so the change of variables does not change likelihoods (the scale,
-    1.5802278..., is Barron's constant).
+    'nchw': ``dct_first`` is over H and ``dct_last`` over W; 'original': over H and over the channels.
     """
-    m = torch.tensor(YUV_MATRIX, dtype=torch.float64)
-    m = m / m.det().abs() ** (1.0 / 3.0)
-    return m.to(dtype=dtype, device=device)
+    n, c, h, w = diff.shape
+    if layout == "nchw":
+        yuv = torch.einsum("oc,nchw->nohw", m, diff)
+        return dct_first @ yuv @ dct_last.T
+    if layout == "original":
+        # Triples of consecutive elements in (C, H, W) order are treated as (R, G, B) pixels.
+        yuv = (diff.reshape(n, -1, 3) @ m.T).reshape(n, c, h, w)
+        # DCT over H (rows) for every (n, c, w), then a 3-point DCT over the channel axis.
+        return torch.einsum("kc,nchw->nkhw", dct_last, dct_first @ yuv)
+    raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+
+
+def _transform_matrices(
+    layout: str, h: int, w: int, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    last = dct_matrix(w if layout == "nchw" else 3, dtype, device)
+    return syuv_matrix(dtype, device), dct_matrix(h, dtype, device), last
 
 
 def adaptive_representation(diff: torch.Tensor, layout: str = "nchw") -> torch.Tensor:
@@ -78,27 +87,23 @@ def adaptive_representation(diff: torch.Tensor, layout: str = "nchw") -> torch.T
     Returns:
         (N, 3, H, W) coefficients, same dtype and device. Both transforms are orthogonal up to the
         determinant-1 colour matrix, so the map is volume preserving.
+
+    Raises:
+        ValueError: ``diff`` is not (N, 3, H, W), or an unknown ``layout``.
     """
     if diff.dim() != 4 or diff.shape[1] != 3:
         raise ValueError(f"adaptive_representation expects (N, 3, H, W), got shape {tuple(diff.shape)}")
-    n, c, h, w = diff.shape
-    m = syuv_matrix(diff.dtype, diff.device)
-    dct_h = dct_matrix(h, diff.dtype, diff.device)
-    if layout == "nchw":
-        yuv = torch.einsum("oc,nchw->nohw", m, diff)
-        return dct_h @ yuv @ dct_matrix(w, diff.dtype, diff.device).T
-    if layout == "original":
-        # Triples of consecutive elements in (C, H, W) order are treated as (R, G, B) pixels.
-        yuv = (diff.reshape(n, -1, 3) @ m.T).reshape(n, c, h, w)
-        # DCT over H (rows) for every (n, c, w), then a 3-point DCT over the channel axis.
-        return torch.einsum("kc,nchw->nkhw", dct_matrix(c, diff.dtype, diff.device), dct_h @ yuv)
-    raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    matrices = _transform_matrices(layout, diff.shape[2], diff.shape[3], diff.dtype, diff.device)
+    return _transform(diff, layout, *matrices)
 
 
 def _parse_image_size(image_size: object, colorspace: str) -> tuple[int, int, int]:
     try:
-        size = tuple(int(s) for s in image_size)  # type: ignore[union-attr]
-    except (TypeError, ValueError):
+        # operator.index, not int(): image_size=(3, 63.5, 64) must not silently become (3, 63, 64)
+        size = tuple(operator.index(s) for s in image_size)  # type: ignore[union-attr]
+    except TypeError:
         raise TypeError(f"image_size must be a sequence (C, H, W) of ints, got {image_size!r}") from None
     if len(size) != 3 or min(size) < 1:
         raise ValueError(f"image_size must be (C, H, W) with positive entries, got {image_size!r}")
@@ -125,8 +130,13 @@ def convert_original_state_dict(state_dict: dict) -> dict[str, torch.Tensor]:
         value = state_dict[key]
         if value.numel() != 3 * 64 * 64:
             raise ValueError(f"{key} has {value.numel()} entries, expected 3*64*64 = 12288")
-        out[name] = value.reshape(PRETRAINED_IMAGE_SIZE).float()
+        out[name] = value.reshape(PRETRAINED_IMAGE_SIZE)  # load_state_dict casts to the parameters
     return out
+
+
+#: buffers that are constants of the computation: kept in float64 whatever ``.to(dtype)`` / ``.half()``
+#: does to the module, and cast to the compute dtype in ``forward`` (float64 inputs get float64 knots)
+_CONSTANT_BUFFERS = ("log_z_values", "log_z_tangents", "color_matrix", "dct_first", "dct_last")
 
 
 class AdaptiveLoss(ImageLoss):
@@ -135,32 +145,64 @@ class AdaptiveLoss(ImageLoss):
     ``loss(input, target)`` transforms ``input - target`` with :func:`adaptive_representation` and
     sums ``rho(x_k, alpha_k, c_k) + log c_k + log Z(alpha_k)`` over the 3*H*W coefficients ``k`` of
     each image (so identical images give the constant floor ``sum_k log c_k + log Z(alpha_k)``,
-    which can be negative or positive: it is a negative log-likelihood). The parameters are
+    which can be negative or positive: it is a negative log-likelihood, and its minimum over the
+    input is reached at ``input == target``). The parameters are
     ``alpha = affine_sigmoid(latent_alpha, alpha_lo, alpha_hi)`` and
     ``c = affine_softplus(latent_scale, scale_lo, scale_init)``, one per coefficient, with Barron's
     and the paper's defaults; the latents are trainable unless the loss is pretrained.
+
+    The parameters exist from construction (never created on the first call), so an optimizer built
+    right after the loss sees them; that is why a trainable loss needs ``image_size``.
 
     Args:
         colorspace: ``'RGB'`` (input (N, 3, H, W)) or ``'LA'`` (greyscale: (N, 1, H, W), or
             (N, 3, H, W) converted with BT.601 luma; then expanded to 3 equal channels, as the
             original does).
-        image_size: optional (C, H, W) with C = 3 (1 also accepted for LA). Without it, the size
-            (and the parameters, on the input's device) comes from the first call; later calls must
-            have the same H x W. Pass it if you build an optimizer before the first call.
+        image_size: (C, H, W) of the images, C = 3 (1 also accepted for LA): one alpha and one
+            scale per coefficient. Required with ``pretrained=False``; with ``pretrained=True`` it
+            defaults to, and must be, (3, 64, 64).
         layout: ``'nchw'``, ``'original'`` or ``None`` (``'original'`` if pretrained, else
             ``'nchw'``); see the module docstring for why they differ.
         pretrained: load the authors' parameters tuned on BAPPS 2AFC (``rgb_adaptive_trial0.pth`` /
             ``gray_adaptive_trial0.pth``, frozen); these exist for 3x64x64 only.
         weights_dir: folder holding the weight files (see :mod:`genloss.weights`).
         partition: the ``log Z(alpha)`` spline: ``'genloss'`` (own quadrature, default) or
-            ``'barron'`` (his published ``partition_spline.npz``); they agree to ~3e-7.
+            ``'barron'`` (his published ``partition_spline.npz``); they agree to ~3e-7. Built (or
+            loaded) at construction.
         reduction: ``'sum'`` | ``'mean'`` | ``'none'`` over the batch.
-        alpha_lo, alpha_hi, scale_lo, scale_init: ranges of the parameter maps (within [0, 2] for
-            alpha).
+        alpha_lo, alpha_hi: range of the shapes, ``0 <= alpha_lo < alpha_hi <= 2``.
+        scale_lo, scale_init: lower bound and initial value of the scales, ``0 < scale_lo < scale_init``.
+        value_range: (lo, hi) of the input images, mapped onto [0, 1].
 
-    Shapes and devices: input/target (N, C, H, W) float in [0, 1] on the device of the parameters
-    (any device if they are not created yet); output a scalar or [N] (``'none'``), float32 for
-    16-bit inputs, else the input's dtype.
+    Shape:
+        input, target: (N, C, H, W) with C = 3 (RGB) or 1 or 3 (LA) and (H, W) of ``image_size``
+        (any size >= 1x1; the tuned parameters: 64x64), on the device of the loss.
+        output: a scalar, or (N,) for ``reduction='none'``.
+
+    Returns:
+        the summed negative log-likelihood, a real number (not bounded below by 0). Its dtype is
+        float64 for float64 inputs and float32 otherwise (16-bit and autocast inputs too).
+
+    Raises:
+        TypeError: ``pretrained=False`` without ``image_size``; ``image_size`` not a sequence.
+        ValueError: bad options (layout, partition, ranges, image_size other than 3x64x64 with the
+            tuned parameters); at the call: input of another size than ``image_size``, wrong channel
+            count, NaN/Inf or values outside ``value_range``.
+        genloss.weights.WeightsUnavailableError: the tuned file (or Barron's spline) is missing.
+
+    References:
+        J. T. Barron, "A General and Adaptive Robust Loss Function", CVPR 2019.
+        S. Czolbe, O. Krause, I. Cox, C. Igel, "A Loss Function for Generative Neural Networks Based
+        on Watson's Perceptual Model", NeurIPS 2020.
+
+    Example:
+        >>> import torch
+        >>> from genloss import AdaptiveLoss
+        >>> loss = AdaptiveLoss(pretrained=False, image_size=(3, 16, 16))
+        >>> optimizer = torch.optim.Adam(loss.parameters())  # sees alpha and scale already
+        >>> x = torch.rand(2, 3, 16, 16)
+        >>> loss(x, x.flip(-1)).shape, loss.alpha().shape
+        (torch.Size([]), torch.Size([3, 16, 16]))
     """
 
     def __init__(
@@ -206,67 +248,74 @@ class AdaptiveLoss(ImageLoss):
         self.weights_dir = weights_dir
         self.alpha_lo, self.alpha_hi = alpha_lo, alpha_hi
         self.scale_lo, self.scale_init = scale_lo, scale_init
-        self._spline: LogPartitionSpline | None = None
 
-        self.image_size: tuple[int, int, int] | None = None
-        self.register_parameter("latent_alpha", None)
-        self.register_parameter("latent_scale", None)
-        if image_size is not None:
-            image_size = _parse_image_size(image_size, colorspace)
+        size = self._resolve_image_size(image_size, pretrained)
+        self.image_size: tuple[int, int, int] = size
+        # Latents 0 give Barron's initialisation: alpha at the middle of its range, scale = scale_init.
+        self.latent_alpha = nn.Parameter(torch.zeros(size))
+        self.latent_scale = nn.Parameter(torch.zeros(size))
+        self._register_constants(partition_spline(partition, weights_dir), layout, size)
         if pretrained:
-            if image_size is not None and image_size != PRETRAINED_IMAGE_SIZE:
-                raise ValueError(self._pretrained_size_message(f"image_size={tuple(image_size)}"))
-            self._materialize(PRETRAINED_IMAGE_SIZE, torch.device("cpu"))
             weights = convert_original_state_dict(load_state_dict(WEIGHT_FILES[colorspace], weights_dir))
             self.load_state_dict(weights)
             # Tuned losses are metrics: frozen (``requires_grad_(True)`` to fine-tune them).
-            self.requires_grad_(False)
-        elif image_size is not None:
-            self._materialize(image_size, torch.device("cpu"))
+            self.freeze()
+
+    # ---------------------------------------------------------------------------------------------
+    # construction
+    # ---------------------------------------------------------------------------------------------
+
+    def _resolve_image_size(self, image_size: Sequence[int] | None, pretrained: bool) -> tuple[int, int, int]:
+        if image_size is None:
+            if pretrained:
+                return PRETRAINED_IMAGE_SIZE
+            # Parameters created at the first call would be invisible to an optimizer (or DDP)
+            # built before it: their alpha would get gradients but never move. So: no default.
+            raise TypeError(
+                "AdaptiveLoss(pretrained=False) needs image_size=(C, H, W), the size of the images it "
+                "will see (e.g. image_size=(3, 64, 64)): it has one trainable alpha and scale per DCT "
+                "coefficient, created at construction so that an optimizer built next includes them"
+            )
+        size = _parse_image_size(image_size, self.colorspace)
+        if pretrained and size != PRETRAINED_IMAGE_SIZE:
+            raise ValueError(self._pretrained_size_message(f"image_size={tuple(image_size)}"))
+        return size
+
+    def _register_constants(self, spline: LogPartitionSpline, layout: str, size: tuple[int, int, int]) -> None:
+        # Everything forward needs is a tensor from here on: no numpy, no lazily built state, so the
+        # forward traces under torch.compile(fullgraph=True) and runs under torch.func.
+        self._spline = spline
+        values, tangents = spline.knot_tensors(torch.float64)
+        matrices = _transform_matrices(layout, size[1], size[2], torch.float64)
+        # Non-persistent: derived from the options, not part of the loss' learnt state.
+        for name, t in zip(_CONSTANT_BUFFERS, (values, tangents, *matrices), strict=True):
+            self.register_buffer(name, t, persistent=False)
+        self._constants = {name: getattr(self, name) for name in _CONSTANT_BUFFERS}
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> AdaptiveLoss:
+        super()._apply(fn, recurse)
+        # .half() / .to(float32) would round the spline knots and the transform matrices; keep them
+        # float64 on their new device (float64-less backends such as MPS keep the converted copy).
+        for name in _CONSTANT_BUFFERS:
+            buf = getattr(self, name)
+            if buf.dtype != torch.float64 and buf.device.type != "mps":
+                setattr(self, name, self._constants[name].to(buf.device))
+        return self
 
     # ---------------------------------------------------------------------------------------------
     # parameters
     # ---------------------------------------------------------------------------------------------
 
-    def _materialize(self, image_size: tuple[int, int, int], device: torch.device) -> None:
-        # Latents 0 give Barron's initialisation: alpha at the middle of its range, scale = scale_init.
-        self.image_size = image_size
-        self.latent_alpha = nn.Parameter(torch.zeros(image_size, device=device))
-        self.latent_scale = nn.Parameter(torch.zeros(image_size, device=device))
-
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
-                              unexpected_keys, error_msgs):
-        # A loss whose parameters do not exist yet takes their shape from the state dict.
-        key = prefix + "latent_alpha"
-        if self.latent_alpha is None and key in state_dict:
-            shape = tuple(state_dict[key].shape)
-            if len(shape) != 3 or shape[0] != 3:
-                error_msgs.append(f"{key} has shape {shape}, expected (3, H, W)")
-                return
-            self._materialize(shape, state_dict[key].device)  # type: ignore[arg-type]
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)
-
-    def _require_parameters(self) -> None:
-        if self.latent_alpha is None:
-            raise RuntimeError(
-                "the Adaptive loss' parameters are created on the first call (or pass image_size=...)"
-            )
-
     def alpha(self) -> torch.Tensor:
-        """The per-coefficient shapes, (3, H, W), in (alpha_lo, alpha_hi)."""
-        self._require_parameters()
+        """The per-coefficient shapes, (3, H, W), in (alpha_lo, alpha_hi), dtype of the parameters."""
         return affine_sigmoid(self.latent_alpha, self.alpha_lo, self.alpha_hi)
 
     def scale(self) -> torch.Tensor:
-        """The per-coefficient scales, (3, H, W), > scale_lo."""
-        self._require_parameters()
+        """The per-coefficient scales, (3, H, W), > scale_lo, dtype of the parameters."""
         return affine_softplus(self.latent_scale, self.scale_lo, self.scale_init)
 
     def log_partition_spline(self) -> LogPartitionSpline:
-        if self._spline is None:
-            # Computed (genloss) or loaded (barron) on first use, then shared by every loss.
-            self._spline = partition_spline(self.partition, self.weights_dir)
+        """The ``log Z(alpha)`` spline of ``partition`` (its knots are this module's buffers)."""
         return self._spline
 
     # ---------------------------------------------------------------------------------------------
@@ -289,10 +338,7 @@ class AdaptiveLoss(ImageLoss):
     def per_image(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         diff = self._as_three_channels(input) - self._as_three_channels(target)
         size = (3, diff.shape[2], diff.shape[3])
-        if self.image_size is None:
-            with torch.no_grad():
-                self._materialize(size, diff.device)
-        elif size != self.image_size:
+        if size != self.image_size:
             got = f"input of size {size[1]}x{size[2]}"
             if self.pretrained:
                 raise ValueError(self._pretrained_size_message(got))
@@ -300,15 +346,19 @@ class AdaptiveLoss(ImageLoss):
                 f"this Adaptive loss was built for {self.image_size[1]}x{self.image_size[2]} images "
                 f"(one parameter per coefficient), got {got}; use one loss per image size"
             )
-        coefficients = adaptive_representation(diff, self.layout)
-        alpha = self.alpha().to(diff.dtype)
-        scale = self.scale().to(diff.dtype)
+        dtype = diff.dtype
+        # Computed in the images' dtype (float64 in -> float64 out), whatever the parameters' dtype.
+        matrices = (self.color_matrix.to(dtype), self.dct_first.to(dtype), self.dct_last.to(dtype))
+        coefficients = _transform(diff, self.layout, *matrices)
+        alpha = affine_sigmoid(self.latent_alpha.to(dtype), self.alpha_lo, self.alpha_hi)
+        scale = affine_softplus(self.latent_scale.to(dtype), self.scale_lo, self.scale_init)
+        log_z = self._spline.evaluate(alpha, self.log_z_values.to(dtype), self.log_z_tangents.to(dtype))
         # The log(scale) + log Z(alpha) part of the NLL does not depend on the image: add it once.
-        floor = (torch.log(scale) + self.log_partition_spline()(alpha)).sum()
+        floor = (torch.log(scale) + log_z).sum()
         return general_loss(coefficients, alpha, scale).flatten(1).sum(1) + floor
 
     def extra_repr(self) -> str:
-        size = "x".join(map(str, self.image_size)) if self.image_size else "inferred"
+        size = "x".join(map(str, self.image_size))
         return (
             f"colorspace={self.colorspace!r}, layout={self.layout!r}, image_size={size}, "
             f"pretrained={self.pretrained}, partition={self.partition!r}, reduction={self.reduction!r}"

@@ -205,12 +205,19 @@ _ORIGINAL_KEY = re.compile(r"lins?\.?(\d+)\.model\.[01]\.weight")
 
 
 class DeepLoss(ImageLoss):
-    """LPIPS-style distance with per-layer linear weights on frozen ImageNet features.
+    """LPIPS-style distance with per-layer linear weights on frozen ImageNet features (Deeploss).
+
+    ``D(x, y) = sum_k mean_{h,w} sum_c w_k[c] (u_k(x) - u_k(y))[c, h, w] ** 2`` with ``u_k`` the
+    unit-normalised features of layer ``k`` (see the module docstring). With ``pretrained=True`` the
+    ``w_k`` are the Watson paper's weights tuned on BAPPS 2AFC (frozen); with ``pretrained=False``
+    they start at 1 (LPIPS' untuned baseline) and are trainable. The backbone is always frozen.
 
     Args:
         backbone: ``'vgg'`` (VGG16) or ``'squeeze'`` (SqueezeNet 1.1).
         colorspace: ``'RGB'`` (3-channel input) or ``'LA'`` (1-channel input, or 3 channels
             converted with BT.601 luma), the grey channel is repeated for the backbone.
+        pretrained: load the paper's tuned linear weights (``rgb_pnet_lin_<backbone>_trial0.pth`` /
+            ``gray_...``) and freeze them; ``False``: weights 1, trainable.
         reduction: ``'sum'`` | ``'mean'`` over the batch, or ``'none'`` (shape [N]).
         normalize: ``'original'`` (default: [0, 1] images go straight into LPIPS' shift/scale, as
             the paper's code did when fitting the tuned weights) or ``'lpips'`` ([0, 1] -> [-1, 1]
@@ -220,11 +227,40 @@ class DeepLoss(ImageLoss):
             backbone: useful for tests and timing, **not meaningful as a metric**.
         backbone_weights: a torchvision state dict, or the path of a file holding one, used instead
             of the ImageNet download (implies a loaded backbone even with ``pretrained_backbone=False``).
+        weights_dir: folder holding the tuned linear weights (see :mod:`genloss.weights`).
+        value_range: (lo, hi) of the input images, mapped onto [0, 1].
 
-    Shapes: input, target (N, C, H, W) float in [0, 1], C as above, H, W >= 16 (vgg) / 17
-    (squeeze), on the device of the loss. Output: a scalar, or [N] for ``reduction='none'``.
-    Computed in the dtype of the loss' parameters (float32 unless converted), so 16-bit and
-    autocast inputs give float32 results.
+    Shape:
+        input, target: (N, C, H, W), C as above, H, W >= 16 (vgg) / 17 (squeeze) (the deepest
+        layer needs one position), on the device of the loss.
+        output: a scalar, or (N,) for ``reduction='none'``.
+
+    Returns:
+        a distance >= 0 (0 for identical images). Computed in the inputs' dtype, whatever the
+        dtype of the module: float64 inputs give float64, float32 and 16-bit/autocast inputs float32
+        (autocast is switched off inside).
+
+    Raises:
+        ValueError: unknown ``backbone`` / ``normalize``, backbone weights that do not fit; at the
+            call: wrong channel count, images smaller than the minimum, NaN/Inf or values outside
+            ``value_range``, input on another device than the loss.
+        TypeError: non-floating inputs.
+        FileNotFoundError: ``backbone_weights`` names a missing file.
+        genloss.weights.WeightsUnavailableError: tuned linear weights or ImageNet backbone missing.
+
+    References:
+        R. Zhang, P. Isola, A. A. Efros, E. Shechtman, O. Wang, "The Unreasonable Effectiveness of
+        Deep Features as a Perceptual Metric", CVPR 2018 (LPIPS).
+        S. Czolbe, O. Krause, I. Cox, C. Igel, "A Loss Function for Generative Neural Networks Based
+        on Watson's Perceptual Model", NeurIPS 2020 (the tuned Deeploss weights).
+
+    Example:
+        >>> import torch
+        >>> from genloss import DeepLoss
+        >>> loss = DeepLoss("squeeze", pretrained=False, pretrained_backbone=False)  # offline, untuned
+        >>> x = torch.rand(2, 3, 32, 32)
+        >>> loss(x, x.flip(-1)).shape, loss(x, x).detach()
+        (torch.Size([]), tensor(0.))
     """
 
     def __init__(
@@ -310,24 +346,36 @@ class DeepLoss(ImageLoss):
     def _backbone_input(self, x: torch.Tensor) -> torch.Tensor:
         if self.colorspace == "LA":
             x = as_grey(x)  # (N, 1, H, W); broadcasting against the 3-channel gain gives 3 channels
-        x = torch.addcmul(self.input_bias, x, self.input_gain)
-        if x.device.type == "cpu":
+        x = torch.addcmul(self.input_bias.to(x.dtype), x, self.input_gain.to(x.dtype))
+        if x.device.type == "cpu" and _plain_or_traced(x):
             # oneDNN's convolutions and pooling are ~2x faster in NHWC on the CPU (docs/deeploss.md);
             # the channel reductions of the distance are then over the contiguous dimension too.
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
+    def _features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The backbone's slices on ``x``, computed in ``x``'s dtype whatever the backbone's dtype."""
+        if all(p.dtype == x.dtype for p in self.backbone.parameters()):
+            return self.backbone(x)
+        # float64 images through a float32 backbone (or the reverse): run it with parameters cast for
+        # this call only. Nothing is cached or converted in place, so the module stays as the user
+        # left it, and the cast is differentiable and works under torch.func and torch.compile.
+        cast = {name: t.to(x.dtype) for name, t in self.backbone.named_parameters()}
+        return torch.func.functional_call(self.backbone, cast, (x,))
+
     def per_image(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        dtype = self.input_gain.dtype
         if input.device != self.input_gain.device:
             raise ValueError(
                 f"input is on {input.device} but the loss (its backbone) is on {self.input_gain.device}; "
                 f"move the loss with loss.to({str(input.device)!r})"
             )
-        feats_in = self.backbone(self._backbone_input(input.to(dtype)))
+        # The base class casts the pair to its compute dtype (float64 stays float64, 16-bit becomes
+        # float32); the whole distance is computed in it.
+        dtype = input.dtype
+        feats_in = self._features(self._backbone_input(input))
         # The target needs no graph: its features are constants for the gradient w.r.t. the input.
         with torch.set_grad_enabled(torch.is_grad_enabled() and target.requires_grad):
-            units_tg = [unit_normalize(f) for f in self.backbone(self._backbone_input(target.to(dtype)))]
+            units_tg = [unit_normalize(f) for f in self._features(self._backbone_input(target))]
         total = input.new_zeros(input.shape[0], dtype=dtype)
         for f_in, u_tg, w in zip(feats_in, units_tg, self.layer_weights, strict=True):
             # Multiplying by the (N, 1, H, W) inverse norm is cheaper than dividing the full feature
@@ -335,12 +383,20 @@ class DeepLoss(ImageLoss):
             # rounding residual, so identical images would not give exactly 0.)
             d = unit_normalize(f_in) - u_tg
             # sum_c w_c d_c^2 averaged over positions: a matrix-vector product instead of a 1x1 conv + means
-            total = total + torch.einsum("nchw,c->n", d * d, w) / (d.shape[2] * d.shape[3])
+            total = total + torch.einsum("nchw,c->n", d * d, w.to(dtype)) / (d.shape[2] * d.shape[3])
         return total
 
     def extra_repr(self) -> str:
         return (f"backbone={self.backbone_name!r}, colorspace={self.colorspace!r}, "
                 f"normalize={self.normalize!r}, reduction={self.reduction!r}")
+
+
+def _plain_or_traced(x: torch.Tensor) -> bool:
+    """False under torch.func transforms: vmap cannot query channels-last contiguity (the layout only
+    affects speed). torch.compile cannot call the functorch query, and traces plain tensors anyway."""
+    if torch.compiler.is_compiling():
+        return True
+    return not torch._C._functorch.is_functorch_wrapped_tensor(x)
 
 
 def inverse_norm(f: torch.Tensor, eps: float = EPS) -> torch.Tensor:

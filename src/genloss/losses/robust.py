@@ -194,20 +194,34 @@ class LogPartitionSpline:
         coordinate = _alpha_to_coordinate(alpha) if self.source == "genloss" else _barron_coordinate(alpha)
         return coordinate * self.coordinate_scale
 
+    def knot_tensors(
+        self, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fresh tensors of the knot values and tangents (shape [knots]), e.g. to keep as module buffers."""
+        return (
+            torch.as_tensor(self.values, dtype=torch.float64).to(dtype=dtype, device=device),
+            torch.as_tensor(self.tangents, dtype=torch.float64).to(dtype=dtype, device=device),
+        )
+
     def _knots(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        # Eager convenience for log_partition(): copies per (dtype, device), made once. Modules keep
+        # their own copies as buffers (AdaptiveLoss), so their forward never builds tensors from numpy.
         key = (dtype, str(device))
         if key not in self._tensors:
-            self._tensors[key] = (
-                torch.as_tensor(self.values, dtype=dtype, device=device),
-                torch.as_tensor(self.tangents, dtype=dtype, device=device),
-            )
+            self._tensors[key] = self.knot_tensors(dtype, device)
         return self._tensors[key]
 
-    def __call__(self, alpha: torch.Tensor) -> torch.Tensor:
-        """Evaluate at ``alpha`` (assumed in [0, 2]; :func:`log_partition` is the checked API)."""
-        values, tangents = self._knots(alpha.dtype, alpha.device)
+    def evaluate(self, alpha: torch.Tensor, values: torch.Tensor, tangents: torch.Tensor) -> torch.Tensor:
+        """Evaluate at ``alpha`` (assumed in [0, 2]) with knot tensors of :meth:`knot_tensors`.
+
+        Pure torch with no host synchronisation or data-dependent Python control flow, so it traces
+        under ``torch.compile(fullgraph=True)`` and works under ``torch.func`` transforms.
+        ``values``/``tangents`` must have ``alpha``'s dtype and device.
+        """
         position = self.knot_position(alpha)
-        lower = torch.clamp(position.detach(), 0, len(self.values) - 2).floor().long()
+        # Positions are in [0, knots - 1] for alpha in [0, 2]; the clamp only keeps alpha = 2 (the
+        # last knot) in the last interval.
+        lower = torch.clamp(position.detach(), 0, values.shape[0] - 2).floor().long()
         t = position - lower.to(alpha.dtype)
         t2 = t * t
         t3 = t2 * t
@@ -219,6 +233,11 @@ class LogPartitionSpline:
         return (
             values[lower] * h00 + values[lower + 1] * h01 + tangents[lower] * h10 + tangents[lower + 1] * h11
         )
+
+    def __call__(self, alpha: torch.Tensor) -> torch.Tensor:
+        """Evaluate at ``alpha`` (assumed in [0, 2]; :func:`log_partition` is the checked API)."""
+        values, tangents = self._knots(alpha.dtype, alpha.device)
+        return self.evaluate(alpha, values, tangents)
 
 
 @functools.lru_cache(maxsize=1)
@@ -333,12 +352,15 @@ def log_partition(
 ) -> torch.Tensor:
     """``log Z(alpha)`` for ``alpha`` in [0, 2], differentiable, any shape/device, float32 or float64.
 
-    Raises ``ValueError`` for alphas outside [0, 2] or NaN. Integer or Python-number alphas are
-    computed in float64.
+    Raises ``ValueError`` for alphas outside [0, 2] or NaN (this check reads the values: eager use
+    only; :class:`~genloss.AdaptiveLoss` evaluates the spline without it). Integer tensors and Python
+    numbers are computed in float64 (``torch.as_tensor(1.0)`` alone would be float32), 16-bit tensors
+    in float32 (the knots need more than 16 bits).
     """
-    alpha = torch.as_tensor(alpha)
-    if not torch.is_floating_point(alpha):
-        alpha = alpha.to(torch.float64)
+    if not isinstance(alpha, torch.Tensor) or not torch.is_floating_point(alpha):
+        alpha = torch.as_tensor(alpha, dtype=torch.float64)
+    elif alpha.dtype in (torch.float16, torch.bfloat16):
+        alpha = alpha.float()
     _check_alpha(alpha)
     return partition_spline(source, weights_dir)(alpha)
 

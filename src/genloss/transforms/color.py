@@ -55,3 +55,45 @@ def rgb_to_ycbcr(x: torch.Tensor) -> torch.Tensor:
     return torch.baddbmm(b.expand(x.shape[0], 3, 1), m.expand(x.shape[0], 3, 3), x.reshape(x.shape[0], 3, -1)).view(
         x.shape
     )
+
+
+#: RGB -> YUV (rows Y, U, V): the analog BT.601 YUV of ``tf.image.rgb_to_yuv``, which Barron's adaptive
+#: image loss (and so the Watson paper's 'Adaptive' loss) uses
+YUV_MATRIX = (
+    (0.299, 0.587, 0.114),
+    (-0.14714119, -0.28886916, 0.43601035),
+    (0.61497538, -0.51496512, -0.10001026),
+)
+
+
+def syuv_matrix(dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> torch.Tensor:
+    """The volume-preserving scaled-YUV matrix: ``YUV_MATRIX / |det YUV_MATRIX|^(1/3)``, shape (3, 3).
+
+    Barron scales YUV so that the determinant is 1: the change of variables then leaves likelihoods
+    unchanged, which his NLL loss needs (the factor is ``1.5802278...``). Rows are Y, U, V; apply as
+    ``syuv_matrix() @ rgb`` on a (3,) colour or with :func:`rgb_to_syuv` on images.
+
+    Args:
+        dtype: floating dtype of the result (computed in float64, then cast).
+        device: device of the result.
+
+    Returns:
+        a (3, 3) tensor with determinant 1 (up to rounding in ``dtype``).
+
+    Example:
+        >>> round(float(syuv_matrix(torch.float64).det()), 12)
+        1.0
+    """
+    m = torch.tensor(YUV_MATRIX, dtype=torch.float64)
+    m = m / m.det().abs() ** (1.0 / 3.0)
+    return m.to(dtype=dtype, device=device)
+
+
+def rgb_to_syuv(x: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) RGB (or RGB differences) -> scaled YUV of :func:`syuv_matrix`, same shape and dtype.
+
+    Linear without offsets, so it maps a difference of images to the difference of their YUV images.
+    """
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"rgb_to_syuv expects (N, 3, H, W), got shape {tuple(x.shape)}")
+    return torch.einsum("oc,nchw->nohw", syuv_matrix(x.dtype, x.device), x)
