@@ -515,7 +515,7 @@ def test_float64_and_16_bit_results():
 
 
 def test_functional_twin_equals_class(reference_weights, photo):
-    from genloss.functional.adaptive import adaptive
+    from genloss.functional import adaptive
 
     target = photo.flip(-1)
     assert adaptive(photo, target).item() == AdaptiveLoss(pretrained=True)(photo, target).item()

@@ -54,7 +54,9 @@ def image_size(name: str) -> int:
 
 
 def build(name: str, **kw) -> torch.nn.Module:
+    """The loss, offline; seeded so that random parts (e.g. a random ImageNet backbone) agree between builds."""
     size = image_size(name)
+    torch.manual_seed(0)
     return loss_info(name).build(**{**_offline_options(name, size), **kw})
 
 
@@ -128,7 +130,8 @@ def test_functional_twin_gives_the_class_value(name):
         # the twin must use the same (random) backbone: pass the module's weights explicitly
         loss = build(name).eval()
         kw.pop("pretrained_backbone", None)
-        kw["backbone_weights"] = {k: v for k, v in loss.backbone.state_dict().items()}
+        # FeatureSlices keeps each layer's index in torchvision's ``features``: slices.<s>.<i>.* -> features.<i>.*
+        kw["backbone_weights"] = {"features." + k.split(".", 2)[2]: v for k, v in loss.backbone.state_dict().items()}
         loss = info.build(**{k: v for k, v in kw.items() if k not in info.preset})
     else:
         loss = info.build(**{k: v for k, v in kw.items() if k not in info.preset})

@@ -108,7 +108,8 @@ class DemoReport:
 
 
 def build_losses(colorspace: str, weights_dir: Path | None, *, names: Iterable[str] | None = None,
-                 reduction: str = "none", deterministic: bool = True, device: str = "cpu") -> list[LossEntry]:
+                 reduction: str = "none", deterministic: bool = True, device: str = "cpu",
+                 size: int = 64) -> list[LossEntry]:
     """Every registered loss (or ``names``), tuned when its weights are available, else untuned.
 
     A loss whose tuned weights are missing is built with ``pretrained=False`` (status ``'untuned'``,
@@ -121,8 +122,9 @@ def build_losses(colorspace: str, weights_dir: Path | None, *, names: Iterable[s
     entries = []
     for name in names if names is not None else genloss.list_losses():
         info = genloss.loss_info(name)
+        # image_size: an untuned Adaptive loss creates its per-coefficient parameters for this size
         kw = {"colorspace": colorspace, "reduction": reduction, "deterministic": deterministic,
-              "weights_dir": weights_dir}
+              "weights_dir": weights_dir, "image_size": (3, size, size)}
         try:
             module = make_loss(name, {"pretrained": True, **kw})
             status = "tuned" if info.weight_files else "default"

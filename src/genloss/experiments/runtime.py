@@ -61,7 +61,7 @@ class Case:
     peers: dict[str, Callable[[], LossFn]] = field(default_factory=dict)
 
 
-def _ours(name: str, colorspace: str, weights_dir: str | None) -> LossFn:
+def _ours(name: str, colorspace: str, weights_dir: str | None, size: int = 64) -> LossFn:
     from genloss.registry import make_loss
     from genloss.weights import WeightsUnavailableError
 
@@ -72,7 +72,7 @@ def _ours(name: str, colorspace: str, weights_dir: str | None) -> LossFn:
         return make_loss(name, {"pretrained": True, "weights_dir": weights_dir}, **kw)
     except WeightsUnavailableError:
         # Timing does not depend on the tuned values: fall back to the untrained parameters.
-        return make_loss(name, {"pretrained": False}, **kw)
+        return make_loss(name, {"pretrained": False, "image_size": (3, size, size)}, **kw)
 
 
 def _imagenet_available(name: str) -> bool:
@@ -295,7 +295,8 @@ def run_paper(args: argparse.Namespace) -> list[dict]:
     device = torch.device(args.device)
     rows = []
     for case in cases(losses, args.colorspaces, args.batch, args.size):
-        impls: dict[str, Callable[[], LossFn]] = {"ours": lambda c=case: _ours(c.loss, c.colorspace, args.weights_dir)}
+        impls: dict[str, Callable[[], LossFn]] = {
+            "ours": lambda c=case: _ours(c.loss, c.colorspace, args.weights_dir, c.shape[-1])}
         impls.update(case.peers)
         if args.original:
             impls["original"] = lambda c=case: _original(args.original, c.loss, c.colorspace)
@@ -364,7 +365,7 @@ def _peak_memory(spec: dict, device: str) -> float:
 def _build(spec: dict) -> LossFn:
     kind, name, cs = spec["kind"], spec["loss"], spec["colorspace"]
     if kind == "ours":
-        return _ours(name, cs, spec.get("weights_dir"))
+        return _ours(name, cs, spec.get("weights_dir"), spec["shape"][-1])
     if kind == "original":
         return _original(spec["original"], name, cs)
     return _peers(name, cs)[kind]()
@@ -398,7 +399,8 @@ def run(args: argparse.Namespace) -> list[dict]:
     except ImportError:  # pragma: no cover
         todo_iter = todo
     for case in todo_iter:
-        impls: dict[str, Callable[[], LossFn]] = {"ours": lambda c=case: _ours(c.loss, c.colorspace, args.weights_dir)}
+        impls: dict[str, Callable[[], LossFn]] = {
+            "ours": lambda c=case: _ours(c.loss, c.colorspace, args.weights_dir, c.shape[-1])}
         impls.update(case.peers)
         if args.original and case.loss in ("L1", "L2", "SSIM", "Watson-DCT", "Watson-DFT", "Deeploss-VGG",
                                             "Deeploss-Squeeze"):

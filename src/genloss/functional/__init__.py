@@ -13,7 +13,8 @@ it, so the two can never disagree. Shapes, ranges and errors are those of the cl
 | :func:`adaptive` | :class:`~genloss.AdaptiveLoss` |
 | :func:`deep_loss` | :class:`~genloss.DeepLoss` |
 
-Modules are imported on first use, as for the classes.
+Modules are imported on first use, as for the classes. (The modules are named ``_<family>`` so that
+a module never shadows the function of the same name, e.g. ``genloss.functional.ssim``.)
 """
 
 from __future__ import annotations
@@ -23,15 +24,15 @@ from typing import Any
 
 #: function name -> module that defines it
 _LAZY = {
-    "l1": "genloss.functional.pixel",
-    "l2": "genloss.functional.pixel",
-    "ssim": "genloss.functional.ssim",
-    "ms_ssim": "genloss.functional.ssim",
-    "watson_dct": "genloss.functional.watson",
-    "watson_dft": "genloss.functional.watson",
-    "watson_vgg": "genloss.functional.watson_vgg",
-    "adaptive": "genloss.functional.adaptive",
-    "deep_loss": "genloss.functional.deep",
+    "l1": "genloss.functional._pixel",
+    "l2": "genloss.functional._pixel",
+    "ssim": "genloss.functional._ssim",
+    "ms_ssim": "genloss.functional._ssim",
+    "watson_dct": "genloss.functional._watson",
+    "watson_dft": "genloss.functional._watson",
+    "watson_vgg": "genloss.functional._watson_vgg",
+    "adaptive": "genloss.functional._adaptive",
+    "deep_loss": "genloss.functional._deep",
 }
 
 __all__ = list(_LAZY)

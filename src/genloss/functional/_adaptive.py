@@ -37,7 +37,7 @@ def adaptive(
 
     Example:
         >>> import torch
-        >>> from genloss.functional.adaptive import adaptive  # (genloss.functional.adaptive is also the module)
+        >>> from genloss.functional import adaptive
         >>> x = torch.rand(2, 3, 8, 8)
         >>> adaptive(x, x.flip(-1), pretrained=False, image_size=(3, 8, 8), reduction="none").shape
         torch.Size([2])
