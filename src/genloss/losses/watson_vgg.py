@@ -150,11 +150,10 @@ class WatsonVGG(ImageLoss):
         self.t_tild = nn.ParameterList(nn.Parameter(torch.zeros(c)) for c in _SPEC.channels)
         self.w_logit = nn.Parameter(torch.full((N_LAYERS,), math.log(INIT_W / (1 - INIT_W))))
         self.beta = nn.Parameter(torch.tensor(INIT_BETA))
-        # x -> (x - shift) / scale as one affine map x * gain + bias
-        shift = torch.tensor(LPIPS_SHIFT).view(1, 3, 1, 1)
-        scale = torch.tensor(LPIPS_SCALE).view(1, 3, 1, 1)
-        self.register_buffer("input_gain", 1.0 / scale, persistent=False)
-        self.register_buffer("input_bias", -shift / scale, persistent=False)
+        # (x - shift) / scale in the image's dtype, in the paper's order (a float32 reciprocal folded
+        # into one affine map would put a 6e-8 relative error into float64 results)
+        self.register_buffer("shift", torch.tensor(LPIPS_SHIFT).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("scale", torch.tensor(LPIPS_SCALE).view(1, 3, 1, 1), persistent=False)
         self.register_state_dict_post_hook(_drop_backbone_keys)
         self.register_load_state_dict_pre_hook(_accept_original_and_no_backbone)
         if tuned is not None:
@@ -183,9 +182,10 @@ class WatsonVGG(ImageLoss):
         """Unit-normalised VGG16 features of [0, 1] images, in the dtype of ``x``."""
         if self.colorspace == "LA":
             x = as_grey(x)  # (N, 1, H, W); broadcasting against the 3-channel gain repeats it
-        x = torch.addcmul(self.input_bias.to(x.dtype), x, self.input_gain.to(x.dtype))
-        if x.device.type == "cpu":
-            # oneDNN's convolutions and pooling are ~2x faster in NHWC on the CPU (docs/deeploss.md)
+        x = (x - self.shift.to(x.dtype)) / self.scale.to(x.dtype)
+        if x.device.type == "cpu" and not torch._C._functorch.is_functorch_wrapped_tensor(x):
+            # oneDNN's convolutions and pooling are ~2x faster in NHWC on the CPU (docs/deeploss.md);
+            # vmap cannot change memory formats (and need not: it is not the fast path)
             x = x.contiguous(memory_format=torch.channels_last)
         params = dict(self.backbone.named_parameters())
         if all(p.dtype == x.dtype for p in params.values()):
@@ -197,9 +197,9 @@ class WatsonVGG(ImageLoss):
         return [unit_normalize(f, EPS) for f in feats]
 
     def per_image(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if input.device != self.input_gain.device:
+        if input.device != self.shift.device:
             raise ValueError(
-                f"input is on {input.device} but the loss (its backbone) is on {self.input_gain.device}; "
+                f"input is on {input.device} but the loss (its backbone) is on {self.shift.device}; "
                 f"move the loss with loss.to({str(input.device)!r})"
             )
         dtype = input.dtype
@@ -209,11 +209,12 @@ class WatsonVGG(ImageLoss):
         target_grad = target.requires_grad or any(p.requires_grad for p in self.backbone.parameters())
         with torch.set_grad_enabled(torch.is_grad_enabled() and target_grad):
             c0 = self._features(target)
-        w = self.w.to(dtype)
+        # exp/sigmoid in the compute dtype: float32 ones cast to float64 would be off by ~1e-7
+        w = torch.sigmoid(self.w_logit.to(dtype))
         beta = self.beta.to(dtype)
         total = input.new_zeros(input.shape[0])
-        for layer, (a0, a1, t) in enumerate(zip(c0, c1, self.t, strict=True)):
-            s = _masked_threshold(a0, t.to(dtype).view(1, -1, 1, 1), w[layer])
+        for layer, (a0, a1, t_tild) in enumerate(zip(c0, c1, self.t_tild, strict=True)):
+            s = _masked_threshold(a0, t_tild.to(dtype).exp().view(1, -1, 1, 1), w[layer])
             d = ((a0 - a1) / s).abs().add(EPS).pow(beta).add(EPS)
             total = total + d.sum(dim=(1, 2, 3)) / (d.shape[2] * d.shape[3])
         return total.pow(1 / beta)
