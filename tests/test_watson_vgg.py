@@ -9,6 +9,7 @@ paper's key layout (``WatsonDistanceVgg.state_dict()``: ``vgg.slice{1..5}.*``, `
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import pytest
@@ -399,6 +400,9 @@ def test_value_range_and_functional_twin(convs, pair):
     with torch.no_grad():
         want = loss(x, y)
         torch.testing.assert_close(genloss.functional.watson_vgg(x, y, **options), want, rtol=0, atol=0)
+        # the submodule of the same name (what the package attribute is after `import genloss.functional.watson_vgg`)
+        module = importlib.import_module("genloss.functional.watson_vgg")
+        torch.testing.assert_close(module(x, y, **options), want, rtol=0, atol=0)
         scaled = WatsonVGG(**options, value_range=(-1.0, 1.0))
         torch.testing.assert_close(scaled(x * 2 - 1, y * 2 - 1), want, rtol=1e-5, atol=0)
 
