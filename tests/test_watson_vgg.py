@@ -294,6 +294,11 @@ def test_state_dicts_round_trip(convs, tuned, pair):
     with torch.no_grad():
         torch.testing.assert_close(other(x, y), want, rtol=0, atol=0)
     assert sorted(loss.original_state_dict()) == sorted(tuned["RGB"])
+    # inside a parent module: no backbone keys in its checkpoints, and they load back
+    parent = torch.nn.ModuleDict({"loss": loss, "head": torch.nn.Linear(2, 2)})
+    state = parent.state_dict()
+    assert not any("backbone" in k for k in state) and "loss.beta" in state
+    parent.load_state_dict(state)
 
 
 # ------------------------------------------------------------------------------------------------
