@@ -108,7 +108,7 @@ _BUILTIN = (
              "watson", ("Watson-FFT",), _tuned("watson_fft"), paper=True),
     LossInfo("Watson-VGG", "genloss.losses.watson_vgg:WatsonVGG",
              "Watson's model on VGG16 features: per-channel sensitivities, contrast masking, Minkowski pooling.",
-             "watson", ("Watson-vgg",), _tuned("watson_vgg"), paper=True),
+             "watson", ("Watson-vgg", "Watson-deep"), _tuned("watson_vgg"), paper=True),
     LossInfo("Deeploss-VGG", "genloss.losses.deep:DeepLoss",
              "LPIPS-style distance on ImageNet VGG16 features with the Watson paper's tuned linear weights.",
              "deep", weight_files=_tuned("pnet_lin_vgg"), preset={"backbone": "vgg"}, paper=True),

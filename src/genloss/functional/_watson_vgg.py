@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
-import types
 
 import torch
 
@@ -43,19 +41,3 @@ def watson_vgg(
         pretrained_backbone=pretrained_backbone, backbone_weights=backbone_weights, weights_dir=weights_dir,
         value_range=value_range,
     )
-
-
-class _CallableModule(types.ModuleType):
-    """This module, callable as :func:`watson_vgg`.
-
-    Importing ``genloss.functional.watson_vgg`` (the module) makes Python bind the package attribute
-    ``genloss.functional.watson_vgg`` to the module, after this file has run, which hides the lazy
-    function of the same name: ``genloss.functional.watson_vgg(x, y)`` would then raise "'module'
-    object is not callable" depending on import order. Calling the module calls the function.
-    """
-
-    def __call__(self, input: torch.Tensor, target: torch.Tensor, **options) -> torch.Tensor:
-        return watson_vgg(input, target, **options)
-
-
-sys.modules[__name__].__class__ = _CallableModule
