@@ -7,7 +7,8 @@
 | ``GENLOSS_OFFLINE`` | ``1``: never download; a missing file raises an error that says where to put it |
 | ``GENLOSS_BACKBONE_DIR`` | folder holding torchvision's backbone files under their own names |
 | ``GENLOSS_SYNC_CHECKS`` | ``1``: check CUDA inputs' values readably on every call (host read, slower); |
-|  | default: the first calls only, then device-side assertions |
+|  | default: each loss's first calls only |
+| ``GENLOSS_DEVICE_CHECKS`` | ``1``: check the later CUDA calls with device-side assertions (no host read) |
 | ``GENLOSS_DEBUG`` | ``1``: the command line shows tracebacks |
 | ``GENLOSS_ORIGINAL_REPO`` | a clone of the Watson paper's repository, timed by ``genloss bench --original`` |
 """
@@ -21,6 +22,7 @@ CACHE_DIR = "GENLOSS_CACHE_DIR"
 OFFLINE = "GENLOSS_OFFLINE"
 BACKBONE_DIR = "GENLOSS_BACKBONE_DIR"
 SYNC_CHECKS = "GENLOSS_SYNC_CHECKS"
+DEVICE_CHECKS = "GENLOSS_DEVICE_CHECKS"
 DEBUG = "GENLOSS_DEBUG"
 ORIGINAL_REPO = "GENLOSS_ORIGINAL_REPO"
 

@@ -6,14 +6,15 @@ Two kinds of checks:
   non-empty, with an allowed channel count and at least the loss' minimum size; input and target
   of the same shape and device. Raises ``TypeError`` or ``ValueError`` naming the argument.
 * **values** (:func:`check_values`: NaN/Inf and the value range, one ``aminmax`` per tensor). On the
-  CPU they raise a ``ValueError`` that states the range seen and the fix. On CUDA a readable check
-  needs a device-to-host copy, which would stall the GPU pipeline on every call; so the first
-  :data:`CUDA_SYNC_CHECKS` calls of the process are checked that way (the typical mistake, a
-  [0, 255] or [-1, 1] batch, shows up on the first batch), and later calls use a device-side
-  assertion (``torch._assert_async``: no synchronisation, the error surfaces at the next sync).
-  ``GENLOSS_SYNC_CHECKS=1`` checks every call readably. Under ``torch.compile`` and CUDA-graph
-  capture the device-side assertion is traced; under ``torch.func`` transforms the check runs on
-  the underlying tensor.
+  CPU every call is checked and raises a ``ValueError`` that states the range seen and the fix. On
+  CUDA a readable check needs a device-to-host copy, which would stall the GPU pipeline, so each loss
+  checks its first :data:`CUDA_SYNC_CHECKS` calls that way (the typical mistake, a [0, 255] or
+  [-1, 1] batch, shows up on the first batch) and later calls not at all, which keeps the hot path
+  free of extra kernels (a NaN input still gives a NaN loss). ``GENLOSS_SYNC_CHECKS=1`` checks every
+  CUDA call readably; ``GENLOSS_DEVICE_CHECKS=1`` checks the later calls with a device-side assertion
+  (``torch._assert_async``: no synchronisation; the error surfaces at the next sync). Under
+  ``torch.compile`` the device-side assertion is traced (the compiler fuses it); under ``torch.func``
+  transforms the check runs on the underlying tensor.
 
 Dtype rule (every loss): input and target are computed in the wider of their two floating dtypes,
 and in at least float32 (16-bit data and autocast regions are computed in float32, because the
@@ -37,9 +38,8 @@ REDUCTIONS = ("sum", "mean", "none")
 #: unclamped generator outputs); anything beyond is a different range and is refused
 RANGE_TOLERANCE = 0.05
 
-#: CUDA calls per process whose values are checked with a (synchronising) host read
+#: CUDA calls per loss whose values are checked with a (synchronising) host read
 CUDA_SYNC_CHECKS = 8
-_cuda_sync_checks_left = CUDA_SYNC_CHECKS
 
 ValueRange = tuple[float, float]
 
@@ -149,28 +149,39 @@ def _range_message(name: str, seen: str, value_range: ValueRange) -> str:
     )
 
 
-def _device_side(x: torch.Tensor) -> bool:
-    """True where a readable check would synchronise (CUDA, not explicitly requested) or is impossible."""
-    global _cuda_sync_checks_left
-    if torch.compiler.is_compiling():
-        return True
-    if x.device.type == "cpu":
-        return False
-    if x.device.type == "cuda" and torch.cuda.is_current_stream_capturing():
-        return True
-    if _env.flag(_env.SYNC_CHECKS):
-        return False
-    if _cuda_sync_checks_left > 0:
-        _cuda_sync_checks_left -= 1
-        return False
-    return True
+class CheckBudget:
+    """How the values of one loss' inputs are checked on each call (see the module docstring).
+
+    One per loss instance, so that every loss checks its own first CUDA calls readably.
+    """
+
+    def __init__(self, sync_calls: int = CUDA_SYNC_CHECKS) -> None:
+        self.sync_calls_left = sync_calls
+
+    def mode(self, data: torch.Tensor) -> str:
+        """``'readable'`` (host read, ``ValueError``), ``'device'`` (``_assert_async``) or ``'skip'``."""
+        if torch.compiler.is_compiling():
+            return "device"
+        if data.device.type == "cpu":
+            return "readable"
+        capturing = data.device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+        if not capturing and (_env.flag(_env.SYNC_CHECKS) or self.sync_calls_left > 0):
+            self.sync_calls_left -= 1
+            return "readable"
+        return "device" if _env.flag(_env.DEVICE_CHECKS) else "skip"
 
 
-def check_values(x: torch.Tensor, name: str = "input", value_range: ValueRange = (0.0, 1.0)) -> None:
+#: the budget of checks made outside a loss (CorrWise inputs and flows, image writers)
+_SHARED_BUDGET = CheckBudget()
+
+
+def check_values(
+    x: torch.Tensor, name: str = "input", value_range: ValueRange = (0.0, 1.0), budget: CheckBudget | None = None
+) -> None:
     """Refuse NaN/Inf and values outside ``value_range`` (plus :data:`RANGE_TOLERANCE` of its width).
 
     One ``aminmax`` pass: NaN propagates into both ends, so the same reduction checks finiteness.
-    See the module docstring for how this avoids synchronising CUDA devices.
+    ``budget`` (one per loss) decides how CUDA tensors are checked; see the module docstring.
 
     Raises:
         ValueError: NaN/Inf values, or values outside the range (the message names the range seen
@@ -178,11 +189,11 @@ def check_values(x: torch.Tensor, name: str = "input", value_range: ValueRange =
     """
     lo, hi = value_range
     tol = RANGE_TOLERANCE * (hi - lo)
-    if torch.compiler.is_compiling():
-        data = x.detach()
-    else:
-        data = _underlying(x.detach())
-    if _device_side(data):
+    data = x.detach() if torch.compiler.is_compiling() else _underlying(x.detach())
+    mode = (budget or _SHARED_BUDGET).mode(data)
+    if mode == "skip":
+        return
+    if mode == "device":
         mn, mx = torch.aminmax(data)
         ok = (mn >= lo - tol) & (mx <= hi + tol)
         torch._assert_async(ok, f"{name} contains NaN/Inf or values outside [{lo:g}, {hi:g}] (see value_range)")

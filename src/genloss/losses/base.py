@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .._validation import (
+    CheckBudget,
     ValueRange,
     check_pair,
     check_reduction,
@@ -27,11 +28,12 @@ def prepare_pair(
     channels: int | Sequence[int] | None,
     min_size: int | tuple[int, int] | None,
     value_range: ValueRange,
+    budget: CheckBudget | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate a pair (structure, NaN/Inf, value range), cast to the compute dtype and map onto [0, 1]."""
     input, target = check_pair(input, target, channels=channels, min_size=min_size)
-    check_values(input, "input", value_range)
-    check_values(target, "target", value_range)
+    check_values(input, "input", value_range, budget)
+    check_values(target, "target", value_range, budget)
     return to_unit_range(input, value_range), to_unit_range(target, value_range)
 
 
@@ -98,6 +100,8 @@ class ImageLoss(nn.Module):
         self.colorspace = normalize_colorspace(colorspace)
         self.reduction = check_reduction(reduction)
         self.value_range = check_value_range(value_range)
+        #: how this loss checks its inputs' values (each loss checks its own first CUDA calls readably)
+        self._checks = CheckBudget()
 
     def per_image(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
@@ -113,7 +117,8 @@ class ImageLoss(nn.Module):
             a scalar for ``reduction='sum'``/``'mean'``, or a tensor of shape [N] for ``'none'``.
         """
         input, target = prepare_pair(
-            input, target, channels=self.channels, min_size=self.min_size, value_range=self.value_range
+            input, target, channels=self.channels, min_size=self.min_size, value_range=self.value_range,
+            budget=self._checks,
         )
         with full_precision(input.device.type):
             if self.reduction == "sum":
