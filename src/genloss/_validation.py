@@ -164,7 +164,8 @@ class CheckBudget:
             return "device"
         if data.device.type == "cpu":
             return "readable"
-        capturing = data.device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+        cuda = data.device.type == "cuda" and torch.cuda.is_available()
+        capturing = cuda and torch.cuda.is_current_stream_capturing()
         if not capturing and (_env.flag(_env.SYNC_CHECKS) or self.sync_calls_left > 0):
             self.sync_calls_left -= 1
             return "readable"
