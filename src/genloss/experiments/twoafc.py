@@ -393,7 +393,8 @@ def _build_loss(name: str, colorspace: str, opts: dict[str, Any], pretrained: bo
     kwargs = dict(opts.get("loss_kwargs", {}).get(name, {}))
     if opts.get("faithful") and name.lower().startswith("watson"):
         kwargs.setdefault("faithful", True)
-    size = int((opts.get("data") or {}).get("load_size", 64))
+    # an untrained Adaptive loss is created for the patch size (native BAPPS patches are 64 px)
+    size = int((opts.get("data") or {}).get("load_size") or 64)
     return build_loss({"name": name, "colorspace": colorspace, "pretrained": pretrained, "deterministic": True,
                        "reduction": "none", "weights_dir": opts.get("weights_dir"), "kwargs": kwargs},
                       image_size=(3, size, size))
