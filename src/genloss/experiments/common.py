@@ -32,7 +32,6 @@ The API is deliberately small and stable: :func:`fit`, :func:`build_trainer`,
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import itertools
 from collections.abc import Iterable, Sequence
@@ -41,6 +40,11 @@ from typing import Any
 
 import torch
 from torch import nn
+
+# re-exported: the experiments import every config helper from here
+from .config import apply_smoke as apply_smoke
+from .config import check_keys as check_keys
+from .config import section as section
 
 #: ``trainer:`` keys that genloss interprets itself (everything else goes to ``lightning.Trainer``)
 GENLOSS_TRAINER_KEYS = ("seed", "resume", "checkpoint_every_n_steps", "progress_bar")
@@ -55,28 +59,6 @@ LAST_CHECKPOINT = "last.ckpt"
 # ------------------------------------------------------------------------------------------------
 # config helpers
 # ------------------------------------------------------------------------------------------------
-def section(cfg: dict[str, Any], name: str) -> dict[str, Any]:
-    """``cfg[name]`` as a dict (``{}`` when absent or null); raises if it is something else."""
-    value = cfg.get(name)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ValueError(f"config section {name!r} must be a mapping, got {type(value).__name__}: {value!r}")
-    return value
-
-
-def check_keys(values: dict[str, Any], allowed: Iterable[str], where: str) -> None:
-    """Raise ``ValueError`` naming the unknown keys of ``values`` (with close matches) and the allowed ones."""
-    allowed = list(allowed)
-    unknown = [k for k in values if k not in allowed]
-    if unknown:
-        hints = []
-        for k in unknown:
-            close = difflib.get_close_matches(str(k), allowed, n=1)
-            hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise ValueError(f"unknown key(s) in {where}: {', '.join(hints)}; allowed: {', '.join(sorted(allowed))}")
-
-
 #: top-level sections every training experiment understands (its own ones come on top)
 COMMON_SECTIONS = ("experiment", "loss", "trainer", "output", "test", "smoke")
 
@@ -93,38 +75,6 @@ def check_config(cfg: dict[str, Any], experiment: str, sections: dict[str, Itera
         check_keys(section(cfg, name), keys, name)
     if "name" not in section(cfg, "loss"):
         raise ValueError("loss.name must name a genloss loss, e.g. L1 (see genloss.list_losses())")
-
-
-def apply_smoke(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Apply the config's ``smoke.overrides`` when ``smoke.enabled`` is true; returns a new config.
-
-    Full-size configs carry a ``smoke:`` section with the overrides that shrink them to a CPU run of
-    a few seconds (tiny images, a few steps), so CI runs every config::
-
-        genloss train --config configs/vae_mnist.yaml smoke.enabled=true [key=value ...]
-
-    ``overrides`` maps dotted keys to values, e.g. ``{trainer.max_steps: 3, data.kind: digits}``.
-    :func:`~genloss.experiments.config.load_config` calls this and then re-applies the
-    command-line overrides, so ``key=value`` arguments win over the smoke values. The result is
-    marked ``smoke.applied: true``, so applying it twice changes nothing.
-    """
-    from .config import apply_overrides
-
-    smoke = section(cfg, "smoke")
-    check_keys(smoke, ("enabled", "overrides", "applied"), "smoke")
-    if not smoke.get("enabled") or smoke.get("applied"):
-        return cfg
-    overrides = smoke.get("overrides") or {}
-    if not isinstance(overrides, dict):
-        raise ValueError("smoke.overrides must map dotted keys to values, e.g. {trainer.max_steps: 3}")
-    import yaml
-
-    # apply_overrides parses "key=value" strings as YAML: dump each value back to YAML text
-    items = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
-             for k, v in overrides.items()]
-    out = apply_overrides(cfg, items)
-    out["smoke"] = {**out["smoke"], "applied": True}
-    return out
 
 
 def output_dir(cfg: dict[str, Any], default: str) -> Path:
