@@ -50,6 +50,35 @@ def _parse_value(item: str, text: str) -> Any:
                           "quote strings with special characters, e.g. key='a: b'") from None
 
 
+#: keys (last component) whose values may be a number or a word, e.g. ``devices: 1`` or ``devices: auto``
+_NUMBER_OR_WORD_KEYS = frozenset({"devices", "precision", "log_weight", "resume", "num_nodes", "strategy"})
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return "a string" if isinstance(value, str) else type(value).__name__
+
+
+def _check_override_type(item: str, key: str, old: Any, new: Any) -> None:
+    """Refuse an override whose value is of another kind than the config's own (null is always allowed)."""
+    if old is None or new is None or isinstance(old, str):
+        return
+    kind_old, kind_new = _kind(old), _kind(new)
+    if kind_old == kind_new:
+        return
+    if kind_old == "a number" and kind_new == "a string" and key in _NUMBER_OR_WORD_KEYS:
+        return
+    raise ConfigError(f"override {item!r}: expected {kind_old} like the config's {key}: {old!r}, got {kind_new} "
+                      f"({new!r})")
+
+
 def apply_overrides(cfg: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
     """Return a copy of ``cfg`` with ``a.b.c=value`` overrides applied (values parsed as YAML)."""
     cfg = copy.deepcopy(cfg)
@@ -65,7 +94,9 @@ def apply_overrides(cfg: dict[str, Any], overrides: list[str] | None) -> dict[st
             if not isinstance(node.setdefault(p, {}), dict):
                 raise ConfigError(f"override {item!r}: {p!r} is not a section")
             node = node[p]
-        node[parts[-1]] = _parse_value(item, value)
+        new = _parse_value(item, value)
+        _check_override_type(item, parts[-1], node.get(parts[-1]), new)
+        node[parts[-1]] = new
     return cfg
 
 
