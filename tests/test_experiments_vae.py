@@ -348,6 +348,7 @@ def _genloss_process(*args: str) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow  # two real processes (each imports Lightning): ~15 s
 def test_kill_9_at_any_moment_keeps_a_loadable_checkpoint_and_the_same_command_resumes(tmp_path):
     every = 3
     args = ["train", "--config", str(SMOKE), f"output.dir={tmp_path}", *QUIET, "trainer.max_steps=100000",
