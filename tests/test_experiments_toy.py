@@ -148,8 +148,8 @@ def test_resumed_training_equals_uninterrupted_training(tmp_path, assets):
     run_train(CONFIGS / "toy_l1.yaml", [*base, f"output.dir={split}", "trainer.max_steps=4"])
     resumed = run_train(CONFIGS / "toy_l1.yaml", [*base, f"output.dir={split}", "trainer.max_steps=8"])
     assert resumed["resumed_from"] is not None and resumed["global_step"] == 8
-    a = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]["generator.logits"]
-    b = torch.load(split / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]["generator.logits"]
+    a = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]["generator.logits"]
+    b = torch.load(split / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]["generator.logits"]
     assert torch.allclose(a, b, atol=1e-6) and not torch.allclose(a, torch.zeros_like(a))
 
 

@@ -37,7 +37,7 @@ def _csv_rows(log_dir: str) -> list[dict[str, str]]:
 
 
 def _ckpt(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 # ------------------------------------------------------------------------------------------------
