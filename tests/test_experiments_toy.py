@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import SHARED
 from PIL import Image
 
 from genloss.data.sprites import CarSprites, toy_asset_paths
@@ -18,7 +19,7 @@ from genloss.weights import ChecksumError, WeightsUnavailableError
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
-ASSETS = ROOT.parent / "shared" / "corrwise-toy"
+ASSETS = SHARED / "corrwise-toy"  # conftest.SHARED honours GENLOSS_SHARED
 QUIET = ["trainer.progress_bar=false"]
 
 pytestmark = pytest.mark.skipif(not (ASSETS / "car.png").is_file(), reason=f"toy images not found at {ASSETS}")
