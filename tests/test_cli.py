@@ -377,3 +377,21 @@ def test_demo_help_says_what_the_demo_does_and_downloads():
     for phrase in ("five distortions", "fitted by gradient descent", "CorrWise", "downloaded into the cache", "528 MB",
                    "untuned", "this machine"):
         assert phrase in text, phrase
+
+
+def test_readme_install_section_matches_the_package():
+    import re
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    readme = (ROOT / "README.md").read_text()
+    install = readme[readme.index("## Install"):readme.index("## Quick start")]
+    commands = re.findall(r"^python -m pip install (.+?)\s*(?:#|$)", install, flags=re.M)
+    assert commands, install
+    for cmd in commands:  # from the checkout, never the name alone (not on PyPI)
+        assert cmd.startswith(('.', '".', '-e ".')), cmd
+        for extra in re.findall(r"\[(\w+)\]", cmd):
+            assert extra in project["optional-dependencies"], extra
+    torch_min = next(d for d in project["dependencies"] if d.startswith("torch>=")).removeprefix("torch>=")
+    assert f"PyTorch >= {torch_min}" in install and "not published on PyPI" in install
+    assert "528 MB" in readme and "--quick" in readme

@@ -856,9 +856,11 @@ def demo(
     correspondence-wise (CorrWise) alignment of a photograph pair with known motion.
 
     The photographs ship with scikit-image. The tuned weights are read from --weights-dir,
-    GENLOSS_WEIGHTS_DIR or the cache, and downloaded into the cache when online (a few MB; the
-    528 MB ImageNet VGG16 only when Deeploss-VGG is shown); offline, losses without their weights
-    run untuned and the report says so. Timings in the report are of this machine, for comparison
+    GENLOSS_WEIGHTS_DIR or the cache; when online, missing ones are downloaded into the cache (the
+    RGB files, about 130 KB) and so are the ImageNet backbones of the deep losses into torch's hub
+    cache: SqueezeNet 1.1 (5 MB) and VGG16 (528 MB, for Deeploss-VGG, shown in every run, --quick
+    included). Offline (GENLOSS_OFFLINE=1) losses without their weights run untuned or are skipped,
+    and the report says which. Timings in the report are wall-clock on this machine, for comparison
     between losses only. --quick: under a minute on a CPU.
 
     Examples:
