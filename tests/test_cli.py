@@ -395,3 +395,15 @@ def test_readme_install_section_matches_the_package():
     torch_min = next(d for d in project["dependencies"] if d.startswith("torch>=")).removeprefix("torch>=")
     assert f"PyTorch >= {torch_min}" in install and "not published on PyPI" in install
     assert "528 MB" in readme and "--quick" in readme
+
+
+def test_watson_floor_for_identical_images_is_the_documented_epsilon_term(pngs):
+    # docs/losses.md: identical images give (n * (eps^beta + eps))^(1/beta), not 0
+    r = _invoke("compare", pngs["a"], pngs["a"], "-l", "Watson-DCT", "--colorspace", "LA", "--no-pretrained",
+                "-f", "json")
+    assert r.exit_code == 0, r.output
+    value = json.loads(r.stdout)["pairs"][0]["values"]["Watson-DCT"]
+    beta = float(genloss.get_loss("Watson-DCT", colorspace="LA", pretrained=False).beta.flatten()[0])
+    eps, n = 1e-10, 64 * 64  # 64 x 64 pixels: 64 blocks x 64 frequencies
+    assert value > 0 and value == pytest.approx((n * (eps**beta + eps)) ** (1 / beta), rel=1e-5)
+    assert "Why identical images do not give exactly 0" in (ROOT / "docs" / "losses.md").read_text()
