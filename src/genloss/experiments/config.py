@@ -67,13 +67,15 @@ def _kind(value: Any) -> str:
 
 
 def _check_override_type(item: str, key: str, old: Any, new: Any) -> None:
-    """Refuse an override whose value is of another kind than the config's own (null is always allowed)."""
-    if old is None or new is None or isinstance(old, str):
-        return
+    """Refuse a word where the config has a number or true/false (``trainer.max_steps=abc``).
+
+    Only that case: many keys legitimately take several kinds (``data.size: 32`` or ``[32, 48]``,
+    ``loss.corrwise: false`` or a mapping), and ``null`` is always allowed.
+    """
     kind_old, kind_new = _kind(old), _kind(new)
-    if kind_old == kind_new:
+    if kind_new != "a string" or kind_old not in ("a number", "true or false"):
         return
-    if kind_old == "a number" and kind_new == "a string" and key in _NUMBER_OR_WORD_KEYS:
+    if kind_old == "a number" and key in _NUMBER_OR_WORD_KEYS:
         return
     raise ConfigError(f"override {item!r}: expected {kind_old} like the config's {key}: {old!r}, got {kind_new} "
                       f"({new!r})")
