@@ -448,3 +448,23 @@ def test_failed_resume_names_the_file_and_leaves_it_unchanged(tmp_path, damage):
         run_train(SMOKE, [*out, "trainer.max_steps=4", *extra])
     assert str(ckpt) in str(info.value)
     assert ckpt.read_bytes() == before  # nothing saved over it
+
+
+def test_override_kinds_and_yaml_errors_name_the_override(tmp_path):
+    from genloss.experiments.config import ConfigError, apply_overrides, load_config
+
+    cfg = {"trainer": {"max_steps": 6, "devices": 1, "progress_bar": False}, "data": {"size": [32, 48]},
+           "loss": {"corrwise": {"flow": "raft"}}}
+    ok = apply_overrides(cfg, ["trainer.devices=auto", "data.size=32", "loss.corrwise=false",
+                               "trainer.max_steps=null", "trainer.progress_bar=true"])
+    assert ok["trainer"]["devices"] == "auto" and ok["data"]["size"] == 32 and ok["loss"]["corrwise"] is False
+    with pytest.raises(ConfigError, match=r"'trainer.max_steps=abc': expected a number .* max_steps: 6"):
+        apply_overrides(cfg, ["trainer.max_steps=abc"])
+    with pytest.raises(ConfigError, match="'trainer.progress_bar=maybe': expected true or false"):
+        apply_overrides(cfg, ["trainer.progress_bar=maybe"])
+    with pytest.raises(ConfigError, match=r"'data.size=\[1': the value is not valid YAML"):
+        apply_overrides(cfg, ["data.size=[1"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trainer:\n  max_steps: 3\n   devices: 1\n")
+    with pytest.raises(ConfigError, match=f"config file {bad} is not valid YAML at line 3"):
+        load_config(bad)
