@@ -54,11 +54,17 @@ def _debugging() -> bool:
     return _debug or os.environ.get(ENV_DEBUG, "").strip() not in ("", "0", "false", "False")
 
 
+#: click >= 8.2 reports a bare `genloss` (help shown, no command) as this usage error
+_NoArgsIsHelp = getattr(_click_errors, "NoArgsIsHelpError", ())
+
+
 def _one_line(e: BaseException) -> str:
+    """The first line of an error; with its type unless it is one of the plain user errors."""
     text = str(e).strip()
     first = text.splitlines()[0] if text else ""
-    return f"{type(e).__name__}: {first}" if not isinstance(e, (ValueError, OSError, KeyError)) or not first \
-        else first
+    if first and isinstance(e, (ValueError, OSError, KeyError)):
+        return first
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
 
 class _OneLineErrors(typer.core.TyperGroup):
@@ -75,7 +81,7 @@ class _OneLineErrors(typer.core.TyperGroup):
             code = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
                                 standalone_mode=False, **extra)
             code = code if isinstance(code, int) else 0
-        except _click_errors.NoArgsIsHelpError as e:  # bare `genloss`: the help text, click's exit code
+        except _NoArgsIsHelp as e:  # bare `genloss`: the help text, click's exit code
             e.show()
             code = e.exit_code
         except _click_errors.UsageError as e:
