@@ -468,3 +468,18 @@ def test_override_kinds_and_yaml_errors_name_the_override(tmp_path):
     bad.write_text("trainer:\n  max_steps: 3\n   devices: 1\n")
     with pytest.raises(ConfigError, match=f"config file {bad} is not valid YAML at line 3"):
         load_config(bad)
+
+
+def test_config_module_has_no_import_circle_and_the_library_imports_no_application_layer():
+    code = (
+        "import sys\n"
+        "import genloss, genloss.losses, genloss.corrwise, genloss.registry, genloss.weights\n"
+        "app = [m for m in sys.modules if m.split('.')[:2] in (['genloss', 'data'], ['genloss', 'experiments'],"
+        " ['genloss', 'cli'], ['genloss', 'demo'])]\n"
+        "assert not app, app\n"
+        "import genloss.experiments.config\n"
+        "assert 'genloss.experiments.common' not in sys.modules  # config needs nothing from common\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
