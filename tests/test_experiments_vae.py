@@ -477,7 +477,9 @@ def test_config_module_has_no_import_circle_and_the_library_imports_no_applicati
         "app = [m for m in sys.modules if m.split('.')[:2] in (['genloss', 'data'], ['genloss', 'experiments'],"
         " ['genloss', 'cli'], ['genloss', 'demo'])]\n"
         "assert not app, app\n"
-        "import genloss.experiments.config\n"
+        "from genloss.experiments.config import load_config\n"
+        "cfg = load_config({'smoke': {'enabled': True, 'overrides': {'trainer.max_steps': 3}}}, ['a.b=1'])\n"
+        "assert cfg['trainer']['max_steps'] == 3 and cfg['a']['b'] == 1\n"
         "assert 'genloss.experiments.common' not in sys.modules  # config needs nothing from common\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
