@@ -171,12 +171,15 @@ def test_next_mirror_is_tried_after_a_cut_reply(faulty_server, tmp_path, monkeyp
 
 def test_two_processes_downloading_the_same_file_get_one_intact_copy(faulty_server, tmp_path):
     # resolve: as a loss does it, use the file when present, else download it into the cache
-    code = ("import sys; from genloss import weights as W; "
+    # weights.py alone (stdlib + filelock): the processes start fast, without importing torch
+    code = ("import importlib.util, sys; spec = importlib.util.spec_from_file_location('w', sys.argv[2]); "
+            "W = sys.modules['w'] = importlib.util.module_from_spec(spec); spec.loader.exec_module(W); "
             "W.resolve(W.WeightFile('payload.bin', sys.argv[1], None, ''), progress=False)")
     env = {**os.environ, "GENLOSS_OFFLINE": "0", "GENLOSS_CACHE_DIR": str(tmp_path),
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1] / "src"),
                                           os.environ.get("PYTHONPATH", "")])}
-    procs = [subprocess.Popen([sys.executable, "-c", code, f"{faulty_server}/slow/payload.bin"],
+    module = Path(W.__file__)
+    procs = [subprocess.Popen([sys.executable, "-c", code, f"{faulty_server}/slow/payload.bin", str(module)],
                               env=env, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     for p in procs:
         _, stderr = p.communicate(timeout=120)
