@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -216,8 +217,7 @@ def test_test_command_runs_the_2afc_smoke_config(tmp_path):
     r = _invoke("test", "--config", cfg, f"data.root={tmp_path / 'bapps'}", f"output.dir={tmp_path / 'out'}",
                 "eval.losses=[L1]", "eval.colorspaces=[RGB]")
     assert r.exit_code == 0, r.output
-    # the experiment may print its own table first; the summary is the JSON document at the end
-    summary = json.loads(r.stdout[r.stdout.rindex("\n{\n") + 1 :] if "\n{\n" in r.stdout else r.stdout)
+    summary = json.loads(r.stdout)  # stdout holds the summary only; the experiment's table went to stderr
     assert isinstance(summary, dict)
     assert '"score"' in r.stdout
 
@@ -266,3 +266,184 @@ def test_image_folders_scale_16_bit_files_too(tmp_path):
     Image.fromarray(eight.astype(np.uint16) * 257).save(tmp_path / "0" / "b.png")
     files = ImageFiles(tmp_path, transforms.ToTensor(), mode="L")
     torch.testing.assert_close(files[0][0], files[1][0])
+
+
+# ------------------------------------------------------------------------------------------------
+# errors are one line, output stays pure, the CLI tells the truth
+# ------------------------------------------------------------------------------------------------
+def _one_error_line(r, *needles: str, code: int = 2) -> str:
+    """Assert: exit ``code``, nothing on stdout, exactly one ``error: ...`` line on stderr holding ``needles``."""
+    assert r.exit_code == code, (r.exit_code, r.output)
+    assert r.stdout == "", r.stdout
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+def _png_header(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header declares ``width`` x ``height`` pixels (its data is a few bytes)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_version():
+    r = _invoke("--version")
+    assert r.exit_code == 0 and r.stdout == f"genloss {genloss.__version__}\n"
+
+
+def test_losses_piped_never_truncates_names():
+    r = runner.invoke(app, ["losses"], env={"COLUMNS": "40"})  # not a terminal, and narrow
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert lines[0].split("\t")[0] == "name"
+    assert [line.split("\t")[0] for line in lines[1:]] == genloss.list_losses()
+    assert "Deeploss-Squeeze" in genloss.list_losses()
+
+
+@pytest.mark.parametrize("case", ["yaml", "override_type", "override_yaml", "unknown_option"])
+def test_config_and_usage_errors_are_one_line(tmp_path, case):
+    cfg = ROOT / "configs" / "vae_digits_smoke.yaml"
+    if case == "yaml":
+        bad = tmp_path / "bad.yaml"
+        bad.write_text("experiment: vae\ntrainer:\n  max_steps: [1, 2\n")
+        _one_error_line(_invoke("train", "--config", bad), str(bad), "not valid YAML", "line")
+    elif case == "override_type":
+        _one_error_line(_invoke("train", "--config", cfg, f"output.dir={tmp_path}", "trainer.max_steps=abc"),
+                        "trainer.max_steps=abc", "expected a number")
+    elif case == "override_yaml":
+        _one_error_line(_invoke("train", "--config", cfg, "data.limit_train=[1"), "data.limit_train=[1")
+    else:
+        _one_error_line(_invoke("compare", "--nope"), "--nope")
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_compare_checks_device_output_and_image_headers_before_computing(pngs, tmp_path, monkeypatch):
+    import torch
+
+    built = []
+    real_get_loss = genloss.get_loss
+    monkeypatch.setattr(genloss, "get_loss", lambda *a, **k: built.append(a) or real_get_loss(*a, **k))
+    _one_error_line(_invoke("compare", pngs["a"], pngs["b"], "-l", "L1", "--device", "nosuch"), "--device", "nosuch")
+    if not torch.cuda.is_available():
+        _one_error_line(_invoke("compare", pngs["a"], pngs["b"], "-l", "L1", "--device", "cuda"),
+                        "CUDA is not available")
+    _one_error_line(_invoke("compare", pngs["a"], pngs["b"], "-l", "L1", "-o", tmp_path), "is a folder")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    _one_error_line(_invoke("compare", pngs["a"], pngs["b"], "-l", "L1", "-o", blocker / "scores.json"),
+                    str(blocker), "is a file, not a folder")
+    huge = _png_header(tmp_path / "huge.png", 30000, 30000)
+    _one_error_line(_invoke("compare", huge, huge, "-l", "L1"), str(huge), "30000x30000")
+    assert built == []  # no loss was built before the checks
+    r = _invoke("compare", pngs["a"], pngs["b"], "-l", "L1", "-f", "json", "-o", tmp_path / "new" / "s.json")
+    assert r.exit_code == 0 and json.loads((tmp_path / "new" / "s.json").read_text())["metrics"] == ["L1"]
+
+
+def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(pngs, monkeypatch):
+    from genloss import cli
+
+    def boom(*args):
+        raise RuntimeError("something unexpected")
+
+    monkeypatch.setattr(cli, "image_pairs", boom)
+    line = _one_error_line(_invoke("compare", pngs["a"], pngs["b"]), "RuntimeError: something unexpected",
+                           "--debug", code=1)
+    assert "Traceback" not in line
+    r = _invoke("--debug", "compare", pngs["a"], pngs["b"])
+    assert isinstance(r.exception, RuntimeError)  # re-raised: Python prints the traceback
+    r = runner.invoke(app, ["compare", str(pngs["a"]), str(pngs["b"])], env={"GENLOSS_DEBUG": "1"})
+    assert isinstance(r.exception, RuntimeError)
+
+
+def test_without_the_cli_extras_one_line_says_what_to_install():
+    import subprocess
+    import sys
+
+    code = "import sys; sys.modules['typer'] = None; from genloss.cli import main; main()"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.splitlines() == ['error: the genloss command line needs typer: pip install "genloss[cli]"']
+
+
+def test_compare_json_stays_pure_when_losses_print(pngs, monkeypatch):
+    real_get_loss = genloss.get_loss
+
+    def chatty(*args, **kwargs):
+        print('Downloading: "https://download.pytorch.org/models/vgg16.pth" to /cache')  # as torch hub does
+        return real_get_loss(*args, **kwargs)
+
+    monkeypatch.setattr(genloss, "get_loss", chatty)
+    for fmt, parse in (("json", json.loads), ("csv", lambda t: list(csv.DictReader(io.StringIO(t))))):
+        r = _invoke("compare", pngs["a"], pngs["b"], "-l", "L1", "-l", "L2", "-f", fmt)
+        assert r.exit_code == 0, r.output
+        assert parse(r.stdout) and "Downloading" not in r.stdout and "Downloading" in r.stderr
+
+
+def test_train_and_test_summaries_are_pure_json_and_a_bad_checkpoint_is_one_line(tmp_path):
+    cfg = ROOT / "configs" / "vae_digits_smoke.yaml"
+    args = ["--config", cfg, f"output.dir={tmp_path}", "trainer.max_steps=2", "trainer.enable_model_summary=false"]
+    for _ in range(2):  # the second run resumes and says so on stderr
+        r = _invoke("train", *args)
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.stdout)["global_step"] == 2
+    assert "resuming from" in r.stderr
+    r = _invoke("test", *args)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["metrics"]["n"] == 16
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    for damage in (b"", ckpt.read_bytes()[:1000]):
+        ckpt.write_bytes(damage)
+        for cmd in ("train", "test"):
+            _one_error_line(_invoke(cmd, *args[:-1], "trainer.max_steps=4"), str(ckpt), code=1)
+            assert ckpt.read_bytes() == damage  # left as it was
+
+
+def test_demo_help_says_what_the_demo_does_and_downloads():
+    r = runner.invoke(app, ["demo", "--help"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0
+    text = " ".join(r.stdout.split())
+    assert "autoencoder" not in text  # the demo trains none
+    for phrase in ("five distortions", "fitted by gradient descent", "CorrWise", "downloaded into the cache", "528 MB",
+                   "untuned", "this machine"):
+        assert phrase in text, phrase
+
+
+def test_readme_install_section_matches_the_package():
+    import re
+
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    readme = (ROOT / "README.md").read_text()
+    install = readme[readme.index("## Install"):readme.index("## Quick start")]
+    commands = re.findall(r"^python -m pip install (.+?)\s*(?:#|$)", install, flags=re.M)
+    assert commands, install
+    for cmd in commands:  # from the checkout, never the name alone (not on PyPI)
+        assert cmd.startswith(('.', '".', '-e ".')), cmd
+        for extra in re.findall(r"\[(\w+)\]", cmd):
+            assert extra in project["optional-dependencies"], extra
+    torch_min = next(d for d in project["dependencies"] if d.startswith("torch>=")).removeprefix("torch>=")
+    assert f"PyTorch >= {torch_min}" in install and "not published on PyPI" in install
+    assert "528 MB" in readme and "--quick" in readme
+
+
+def test_watson_floor_for_identical_images_is_the_documented_epsilon_term(pngs):
+    # docs/losses.md: identical images give (n * (eps^beta + eps))^(1/beta), not 0
+    r = _invoke("compare", pngs["a"], pngs["a"], "-l", "Watson-DCT", "--colorspace", "LA", "--no-pretrained",
+                "-f", "json")
+    assert r.exit_code == 0, r.output
+    value = json.loads(r.stdout)["pairs"][0]["values"]["Watson-DCT"]
+    beta = float(genloss.get_loss("Watson-DCT", colorspace="LA", pretrained=False).beta.detach().flatten()[0])
+    eps, n = 1e-10, 64 * 64  # 64 x 64 pixels: 64 blocks x 64 frequencies
+    assert value > 0 and value == pytest.approx((n * (eps**beta + eps)) ** (1 / beta), rel=1e-5)
+    assert "Why identical images do not give exactly 0" in (ROOT / "docs" / "losses.md").read_text()

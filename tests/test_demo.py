@@ -129,3 +129,35 @@ def test_quick_demo_writes_report_and_says_when_untuned(tmp_path):
     blur_l1, blur_corrwise = cw["rows"][1][1:]
     assert moved_corrwise < 0.5 * moved_l1  # misalignment is forgiven ...
     assert blur_corrwise > 0.8 * blur_l1  # ... blur is not
+
+    # the text claims only what the numbers show, with the plots' labels and a caveat on timings
+    ranked = sorted(fit["runs"], key=lambda n: fit["runs"][n]["sharpness"])
+    assert f"the sharpest result is {ranked[-1]} " in html and f"the least sharp {ranked[0]} " in html
+    assert "keep more detail" not in html and "perceptual losses" not in html.split("(b) Optimisation")[1]
+    strongest = 100 - sweep["strengths"]["jpeg"][-1]
+    assert f"<th>JPEG quality {strongest:g}</th>" in html and "<th>jpeg " not in html
+    assert "wall-clock seconds of a single run on this machine" in html
+    assert "it forgives the misalignment" in html  # what the asserted ratios above show
+
+
+def _fit(sharpness: dict[str, float], mean: float) -> dict:
+    return {"runs": {n: {"sharpness": s} for n, s in sharpness.items()}, "mean_sharpness": mean}
+
+
+def test_fit_verdict_follows_the_numbers():
+    from genloss.demo import fit_verdict
+
+    text = fit_verdict(_fit({"L2": 0.5, "Watson-DCT": 0.4, "SSIM": 0.9}, mean=0.6))
+    assert "sharpest result is SSIM (0.90)" in text and "least sharp Watson-DCT (0.40)" in text
+    assert "Sharper than the mean of the targets (L2's optimum): SSIM." in text
+    text = fit_verdict(_fit({"L2": 0.5, "Watson-DCT": 0.4}, mean=0.6))
+    assert "No loss gave a result sharper than the mean" in text
+
+
+def test_corrwise_verdict_follows_the_numbers():
+    from genloss.demo import corrwise_verdict
+
+    forgiving = corrwise_verdict([("moved", 10.0, 2.0), ("blurred", 10.0, 9.0), ("noisy", 10.0, 9.5)])
+    assert "moved: 0.20" in forgiving and "it forgives the misalignment" in forgiving
+    not_forgiving = corrwise_verdict([("moved", 10.0, 9.8), ("blurred", 10.0, 9.0), ("noisy", 10.0, 9.5)])
+    assert "did not forgive the misalignment" in not_forgiving and "forgives" not in not_forgiving

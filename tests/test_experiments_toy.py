@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import SHARED
 from PIL import Image
 
 from genloss.data.sprites import CarSprites, toy_asset_paths
@@ -18,7 +19,7 @@ from genloss.weights import ChecksumError, WeightsUnavailableError
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
-ASSETS = ROOT.parent / "shared" / "corrwise-toy"
+ASSETS = SHARED / "corrwise-toy"  # conftest.SHARED honours GENLOSS_SHARED
 QUIET = ["trainer.progress_bar=false"]
 
 pytestmark = pytest.mark.skipif(not (ASSETS / "car.png").is_file(), reason=f"toy images not found at {ASSETS}")
@@ -148,8 +149,8 @@ def test_resumed_training_equals_uninterrupted_training(tmp_path, assets):
     run_train(CONFIGS / "toy_l1.yaml", [*base, f"output.dir={split}", "trainer.max_steps=4"])
     resumed = run_train(CONFIGS / "toy_l1.yaml", [*base, f"output.dir={split}", "trainer.max_steps=8"])
     assert resumed["resumed_from"] is not None and resumed["global_step"] == 8
-    a = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]["generator.logits"]
-    b = torch.load(split / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]["generator.logits"]
+    a = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]["generator.logits"]
+    b = torch.load(split / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]["generator.logits"]
     assert torch.allclose(a, b, atol=1e-6) and not torch.allclose(a, torch.zeros_like(a))
 
 

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +37,7 @@ def _csv_rows(log_dir: str) -> list[dict[str, str]]:
 
 
 def _ckpt(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -330,3 +336,152 @@ def test_same_trainer_section_builds_ddp_across_devices_and_nodes(tmp_path):
     assert [type(lg).__name__ for lg in trainer.loggers] == ["CSVLogger", "TensorBoardLogger"]
     with pytest.raises(ValueError, match="callbacks"):
         build_trainer({"callbacks": []}, tmp_path)  # set by genloss, not by the config
+
+
+# ------------------------------------------------------------------------------------------------
+# checkpoints under faults
+# ------------------------------------------------------------------------------------------------
+def _genloss_process(*args: str) -> subprocess.Popen:
+    """``genloss ARGS`` in a real child process (the code of this checkout, as the tests import it)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen([sys.executable, "-m", "genloss.cli", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow  # two real processes (each imports Lightning): ~15 s
+def test_kill_9_at_any_moment_keeps_a_loadable_checkpoint_and_the_same_command_resumes(tmp_path):
+    every = 3
+    args = ["train", "--config", str(SMOKE), f"output.dir={tmp_path}", *QUIET, "trainer.max_steps=100000",
+            f"trainer.checkpoint_every_n_steps={every}", "data.limit_train=32", "images.every_n_epochs=1000"]
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    proc = _genloss_process(*args)
+    try:
+        deadline = time.monotonic() + 120
+        seen: set[int] = set()
+        while len(seen) < 3 and time.monotonic() < deadline and proc.poll() is None:
+            if ckpt.is_file():
+                seen.add(ckpt.stat().st_mtime_ns)  # three writes seen: kill in the middle of the run
+            time.sleep(0.01)
+        assert len(seen) >= 3, (proc.poll(), proc.stderr.read() if proc.poll() is not None else "still running")
+        time.sleep(random.Random(0).uniform(0, 0.3))  # any moment, also during a write
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)  # never empty or partial
+    step = state["global_step"]
+    # 32 digits in batches of 16: an epoch is 2 steps, so every epoch end and every 3rd step was saved
+    assert step > 0 and (step % every == 0 or step % 2 == 0)
+    target = step + 3
+    again = _genloss_process(*[a if not a.startswith("trainer.max_steps=") else f"trainer.max_steps={target}"
+                               for a in args])
+    stdout, stderr = again.communicate(timeout=120)
+    assert again.returncode == 0, stderr
+    summary = json.loads(stdout)  # stdout holds the summary only
+    assert summary["resumed_from"] == str(ckpt) and summary["global_step"] == target
+    assert f"resuming from {ckpt}" in stderr
+    assert not list(ckpt.parent.glob(".*.tmp"))  # a temporary file left by the kill was removed
+
+
+def test_checkpoint_write_interrupted_midway_leaves_the_old_file(tmp_path, monkeypatch):
+    from genloss.experiments import common
+
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    common.atomic_torch_save({"global_step": 1}, path)
+    before = path.read_bytes()
+    real_save = torch.save
+
+    def half_then_die(obj, fh, *a, **k):
+        real_save(obj, fh, *a, **k)
+        fh.truncate(7)
+        raise KeyboardInterrupt  # as a Ctrl-C in the middle of the write
+
+    monkeypatch.setattr(torch, "save", half_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        common.atomic_torch_save({"global_step": 2}, path)
+    assert path.read_bytes() == before and list(path.parent.iterdir()) == [path]
+    monkeypatch.setattr(torch, "save", real_save)
+
+    # the temporary file is in the target's folder, whatever TMPDIR says: os.replace stays atomic
+    replaced = []
+    real_replace = os.replace
+    monkeypatch.setattr(common.os, "replace", lambda a, b: (replaced.append((a, b)), real_replace(a, b)))
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "elsewhere"))
+    common.atomic_torch_save({"global_step": 3}, path)
+    assert Path(replaced[0][0]).parent == path.parent
+    assert torch.load(path, weights_only=True) == {"global_step": 3}
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+@pytest.mark.parametrize("damage", ["architecture", "empty", "truncated", "malicious", "not_lightning"])
+def test_failed_resume_names_the_file_and_leaves_it_unchanged(tmp_path, damage):
+    out = [f"output.dir={tmp_path}", *QUIET, "trainer.max_steps=2"]
+    run_train(SMOKE, out)
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    good = ckpt.read_bytes()
+    extra: list[str] = []
+    if damage == "architecture":
+        extra, message = ["model.hidden=64"], "does not fit the model"
+    elif damage == "empty":
+        ckpt.write_bytes(b"")
+        message = "is empty"
+    elif damage == "truncated":
+        ckpt.write_bytes(good[: len(good) // 2])
+        message = "truncated or not a PyTorch checkpoint"
+    elif damage == "malicious":
+        torch.save({"state_dict": {}, "payload": _Exploit()}, ckpt)
+        message = "weights_only=True refuses"
+    else:
+        torch.save({"weights": torch.zeros(3)}, ckpt)
+        message = "not a Lightning checkpoint"
+    before = ckpt.read_bytes()
+    from genloss.experiments.common import CheckpointError
+
+    with pytest.raises(CheckpointError, match=message) as info:
+        run_train(SMOKE, [*out, "trainer.max_steps=4", *extra])
+    assert str(ckpt) in str(info.value)
+    assert ckpt.read_bytes() == before  # nothing saved over it
+
+
+def test_override_kinds_and_yaml_errors_name_the_override(tmp_path):
+    from genloss.experiments.config import ConfigError, apply_overrides, load_config
+
+    cfg = {"trainer": {"max_steps": 6, "devices": 1, "progress_bar": False}, "data": {"size": [32, 48]},
+           "loss": {"corrwise": {"flow": "raft"}}}
+    ok = apply_overrides(cfg, ["trainer.devices=auto", "data.size=32", "loss.corrwise=false",
+                               "trainer.max_steps=null", "trainer.progress_bar=true"])
+    assert ok["trainer"]["devices"] == "auto" and ok["data"]["size"] == 32 and ok["loss"]["corrwise"] is False
+    with pytest.raises(ConfigError, match=r"'trainer.max_steps=abc': expected a number .* max_steps: 6"):
+        apply_overrides(cfg, ["trainer.max_steps=abc"])
+    with pytest.raises(ConfigError, match="'trainer.progress_bar=maybe': expected true or false"):
+        apply_overrides(cfg, ["trainer.progress_bar=maybe"])
+    with pytest.raises(ConfigError, match=r"'data.size=\[1': the value is not valid YAML"):
+        apply_overrides(cfg, ["data.size=[1"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trainer:\n  max_steps: 3\n   devices: 1\n")
+    with pytest.raises(ConfigError, match=f"config file {bad} is not valid YAML at line 3"):
+        load_config(bad)
+
+
+def test_config_module_has_no_import_circle_and_the_library_imports_no_application_layer():
+    code = (
+        "import sys\n"
+        "import genloss, genloss.losses, genloss.corrwise, genloss.registry, genloss.weights\n"
+        "app = [m for m in sys.modules if m.split('.')[:2] in (['genloss', 'data'], ['genloss', 'experiments'],"
+        " ['genloss', 'cli'], ['genloss', 'demo'])]\n"
+        "assert not app, app\n"
+        "from genloss.experiments.config import load_config\n"
+        "cfg = load_config({'smoke': {'enabled': True, 'overrides': {'trainer.max_steps': 3}}}, ['a.b=1'])\n"
+        "assert cfg['trainer']['max_steps'] == 3 and cfg['a']['b'] == 1\n"
+        "assert 'genloss.experiments.common' not in sys.modules  # config needs nothing from common\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr

@@ -105,7 +105,7 @@ def test_smoke_config_trains_and_tests(tmp_path, reference_weights):
         run_test(SMOKE, [f"output.dir={tmp_path / 'none'}"])
 
     # the checkpoint holds the generator only (the loss is kept out of it)
-    state = torch.load(res["checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
+    state = torch.load(res["checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
     assert state and all(k.startswith("generator.") for k in state)
     # re-running continues from last.ckpt (trainer.resume: auto) in a new log version
     more = run_train(SMOKE, [f"output.dir={out}", "trainer.max_steps=24"])

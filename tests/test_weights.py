@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import http.server
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -109,3 +117,126 @@ def test_table_needs_no_imports_of_the_modules_that_use_it():
             "for m in sys.modules), sorted(sys.modules); print(n)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert int(out.stdout) == len(W.WEIGHT_FILES)
+
+
+# ------------------------------------------------------------------------------------------------
+# downloads under faults: a real HTTP server on 127.0.0.1 that cuts, stalls and chunks
+# ------------------------------------------------------------------------------------------------
+PAYLOAD = bytes(range(256)) * 64  # 16 KiB
+
+
+class _FaultyHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # chunked transfer encoding needs HTTP/1.1
+    hits: list[str] = []
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        type(self).hits.append(self.path)
+        kind = self.path.strip("/").split("/")[0]
+        self.send_response(200)
+        if kind.startswith("chunked"):
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            body = PAYLOAD if kind == "chunked" else PAYLOAD[: len(PAYLOAD) // 2]
+            for i in range(0, len(body), 4096):
+                part = body[i : i + 4096]
+                self.wfile.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+            if kind == "chunked":
+                self.wfile.write(b"0\r\n\r\n")  # the last chunk; "chunked-cut" closes without it
+        else:
+            self.send_header("Content-Length", str(len(PAYLOAD)))
+            self.end_headers()
+            if kind == "short":
+                self.wfile.write(PAYLOAD[:5000])  # the connection drops mid-way
+            elif kind == "stall":
+                self.wfile.write(PAYLOAD[:5000])
+                self.wfile.flush()
+                time.sleep(3)  # longer than the client's timeout
+            elif kind == "slow":
+                for i in range(0, len(PAYLOAD), 2048):
+                    self.wfile.write(PAYLOAD[i : i + 2048])
+                    self.wfile.flush()
+                    time.sleep(0.15)
+            else:
+                self.wfile.write(PAYLOAD)
+        self.close_connection = True
+
+    def log_message(self, *args):  # keep test output clean
+        pass
+
+
+@pytest.fixture
+def faulty_server():
+    _FaultyHandler.hits = []
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FaultyHandler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _no_hash(url: str, *mirrors: str) -> W.WeightFile:
+    return W.WeightFile("payload.bin", url, None, "a file without a published sha256", mirrors=tuple(mirrors))
+
+
+@pytest.mark.parametrize("fault", ["short", "chunked-cut", "stall"])
+def test_cut_or_stalled_download_is_an_error_and_leaves_nothing(faulty_server, tmp_path, monkeypatch, fault):
+    monkeypatch.setenv("GENLOSS_OFFLINE", "0")
+    with pytest.raises(W.WeightsUnavailableError, match=f"/{fault}/payload.bin") as err:
+        W.download(_no_hash(f"{faulty_server}/{fault}/payload.bin"), dest_dir=tmp_path, progress=False,
+                   timeout=0.5)
+    assert {"short": "5000 of 16384", "chunked-cut": "IncompleteRead", "stall": "timed out"}[fault] in str(err.value)
+    assert list(tmp_path.iterdir()) == []  # no partial file, no lock, nothing a later run could trust
+    assert W.find_local(_no_hash("unused"), tmp_path) is None
+
+
+def test_next_mirror_is_tried_after_a_cut_reply(faulty_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("GENLOSS_OFFLINE", "0")
+    spec = _no_hash(f"{faulty_server}/short/payload.bin", f"{faulty_server}/chunked-cut/payload.bin",
+                    f"{faulty_server}/chunked/payload.bin")
+    path = W.download(spec, dest_dir=tmp_path, progress=False, timeout=2)
+    assert path.read_bytes() == PAYLOAD
+    assert _FaultyHandler.hits == ["/short/payload.bin", "/chunked-cut/payload.bin", "/chunked/payload.bin"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["payload.bin"]
+
+
+def test_two_processes_downloading_the_same_file_get_one_intact_copy(faulty_server, tmp_path):
+    # resolve: as a loss does it, use the file when present, else download it into the cache
+    # weights.py alone (stdlib + filelock): the processes start fast, without importing torch
+    code = ("import importlib.util, sys; spec = importlib.util.spec_from_file_location('w', sys.argv[2]); "
+            "W = sys.modules['w'] = importlib.util.module_from_spec(spec); spec.loader.exec_module(W); "
+            "W.resolve(W.WeightFile('payload.bin', sys.argv[1], None, ''), progress=False)")
+    env = {**os.environ, "GENLOSS_OFFLINE": "0", "GENLOSS_CACHE_DIR": str(tmp_path),
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1] / "src"),
+                                          os.environ.get("PYTHONPATH", "")])}
+    module = Path(W.__file__)
+    procs = [subprocess.Popen([sys.executable, "-c", code, f"{faulty_server}/slow/payload.bin", str(module)],
+                              env=env, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for p in procs:
+        _, stderr = p.communicate(timeout=120)
+        assert p.returncode == 0, stderr
+    assert (tmp_path / "payload.bin").read_bytes() == PAYLOAD
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["payload.bin"]
+    # the second process waited for the first one's download instead of fetching it again
+    assert _FaultyHandler.hits == ["/slow/payload.bin"]
+
+
+@pytest.mark.parametrize("damage", [b"", b"PK\x03\x04 truncated zip", "half"])
+def test_corrupted_spline_cache_is_recomputed_not_fatal(tmp_path, monkeypatch, damage):
+    from genloss.losses import robust
+
+    monkeypatch.setenv("GENLOSS_CACHE_DIR", str(tmp_path))
+    robust.genloss_partition_spline.cache_clear()
+    try:
+        good = robust.genloss_partition_spline()
+        path = tmp_path / f"log_partition_spline_{robust.NUM_KNOTS}.npz"
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2] if damage == "half" else damage)
+        robust.genloss_partition_spline.cache_clear()
+        again = robust.genloss_partition_spline()  # no exception: the damaged cache is recomputed
+        np.testing.assert_array_equal(again.values, good.values)
+        assert path.read_bytes() == data  # and rewritten
+        assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+    finally:
+        robust.genloss_partition_spline.cache_clear()

@@ -1,6 +1,10 @@
 """``genloss demo``: every loss on built-in photographs and digits, written up as an HTML report.
 
-Three parts, all on data that ships with scikit-image / scikit-learn (no download):
+Three parts, all on photographs that ship with scikit-image. The tuned weights of the losses are
+read from ``weights_dir``, ``GENLOSS_WEIGHTS_DIR`` or the cache and, when online, downloaded into
+the cache (the RGB files, about 130 KB), as are the ImageNet backbones of the deep losses into
+torch's hub cache (SqueezeNet 1.1, 5 MB; VGG16, 528 MB, for Deeploss-VGG, which every run shows);
+offline, losses without their weights run untuned or are skipped and the report says so:
 
 (a) **Distortion sweep.** Photographs (astronaut, coffee, chelsea, rocket) distorted by blur,
     noise, JPEG, shift and brightness at increasing strengths; every available loss is evaluated.
@@ -8,8 +12,9 @@ Three parts, all on data that ships with scikit-image / scikit-learn (no downloa
     different scales (L2 in the thousands, 1 - SSIM below one) share one axis and one can read off
     which distortions each loss considers worst.
 (b) **Optimisation.** One image is fitted, by gradient descent from a degraded start, to several
-    randomly shifted copies of a photograph, once per loss. L2 produces their mean (blur), L1 their
-    median; losses that tolerate small shifts keep more detail. Results side by side with timings.
+    randomly shifted copies of a photograph, once per loss. L2's optimum is their mean (blur), L1's
+    their median; the report states which losses kept more detail than the mean *in this run*,
+    from its own sharpness numbers. Results side by side with wall-clock timings (this machine).
 (c) **CorrWise alignment.** A photograph and a copy moved by a known smooth motion; the
     correspondence-wise wrapper (default offline flow estimator) estimates the flow, warps the
     prediction onto the target and masks unreliable pixels.
@@ -246,10 +251,10 @@ def fit_misaligned(entries: list[LossEntry], config: DemoConfig, seed: int = 0,
 
     The targets are one photograph shifted by up to ``config.fit_max_shift`` pixels (as when a
     generator cannot know the exact position of its target). The optimum of L2 is their mean (a
-    blurred photograph), of L1 their median; perceptual losses that tolerate small shifts keep more
-    detail. Every loss starts from the same degraded image (the blurred mean of the targets) and runs
-    the same Adam steps on ``x = sigmoid(logits)`` (which keeps x in [0, 1]); the loss' sum over the
-    targets is minimised, its scale does not matter to Adam.
+    blurred photograph), of L1 their median; whether a loss keeps more detail than that is what the
+    run measures (``sharpness``). Every loss starts from the same degraded image (the blurred mean of
+    the targets) and runs the same Adam steps on ``x = sigmoid(logits)`` (which keeps x in [0, 1]);
+    the loss' sum over the targets is minimised, its scale does not matter to Adam.
     """
     from tqdm.auto import tqdm
 
@@ -497,6 +502,43 @@ def plot_sensitivity(sweep: dict[str, Any], path: Path) -> Path:
     return path
 
 
+#: said wherever the report shows seconds
+TIMING_CAVEAT = ("Timings are wall-clock seconds of a single run on this machine, including first-call overheads and "
+                 "whatever else the machine was doing; compare them only with each other, within this report. "
+                 "`genloss bench` measures runtimes properly (repeats, warm-up, peers).")
+
+
+def fit_verdict(fit: dict[str, Any]) -> str:
+    """What part (b)'s numbers show, and nothing more: which results are sharper than the mean of the targets."""
+    runs = fit.get("runs") or {}
+    if not runs:
+        return ""
+    ranked = sorted(runs.items(), key=lambda kv: kv[1]["sharpness"], reverse=True)
+    mean = fit["mean_sharpness"]
+    sharper = [n for n, r in ranked if r["sharpness"] > mean]
+    text = (f"In this run the sharpest result is {ranked[0][0]} ({ranked[0][1]['sharpness']:.2f}) and the least sharp "
+            f"{ranked[-1][0]} ({ranked[-1][1]['sharpness']:.2f}). ")
+    if sharper:
+        text += f"Sharper than the mean of the targets (L2's optimum): {', '.join(sharper)}."
+    else:
+        text += "No loss gave a result sharper than the mean of the targets (L2's optimum)."
+    return text + " Another photograph, seed or number of steps can change this order."
+
+
+def corrwise_verdict(rows: list[tuple[str, float, float]]) -> str:
+    """What part (c)'s table shows: how much CorrWise lowered L1 for the moved, blurred and noisy predictions."""
+    ratios = [(label, b / a) for label, a, b in rows if a]
+    if not ratios:
+        return ""
+    said = "; ".join(f"{label}: {r:.2f}" for label, r in ratios)
+    moved, others = ratios[0][1], [r for _, r in ratios[1:]]
+    if others and moved < min(others):
+        return (f"CorrWise(L1) / L1 here: {said}. It lowered the loss of the moved prediction most: it forgives the "
+                "misalignment, while blur and noise, which no flow can undo, keep most of their loss.")
+    return (f"CorrWise(L1) / L1 here: {said}. In this run it did not forgive the misalignment more than blur or "
+            "noise.")
+
+
 def plot_fit(fit: dict[str, Any], path: Path) -> Path:
     """Top row: the original, the shifted targets and the start; below: each loss' result."""
     import matplotlib.pyplot as plt
@@ -522,8 +564,8 @@ def plot_fit(fit: dict[str, Any], path: Path) -> Path:
         ax.imshow(_img(img), interpolation="nearest")
         ax.set_title(label, fontsize=8)
     fig.suptitle(f"Top: the photograph, shifted targets, the start. Below: the image each loss fits to all "
-                 f"{len(fit['targets'])} targets ({fit['steps']} Adam steps; sharpness relative to the original)",
-                 fontsize=9)
+                 f"{len(fit['targets'])} targets ({fit['steps']} Adam steps; sharpness relative to the original;\n"
+                 "seconds: wall-clock of one run on this machine)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -640,7 +682,8 @@ def write_html(report: DemoReport, config: DemoConfig, quick: bool) -> Path:
              f"<p class='muted'>genloss {_esc(genloss.__version__)}, torch {_esc(torch.__version__)}, "
              f"Python {_esc(platform.python_version())}, {_esc(platform.machine())}, "
              f"{torch.get_num_threads()} CPU threads; {'quick' if quick else 'full'} run in {report.seconds:.1f} s "
-             f"({', '.join(f'{k} {v:.1f} s' for k, v in report.section_seconds.items())}).</p>"]
+             f"({', '.join(f'{k} {v:.1f} s' for k, v in report.section_seconds.items())}; wall-clock on this "
+             "machine, including downloads and first-call overheads).</p>"]
     for note in report.notes:
         parts.append(f"<div class='note'>{_esc(note)}</div>")
 
@@ -668,7 +711,7 @@ def write_html(report: DemoReport, config: DemoConfig, quick: bool) -> Path:
         kinds = list(sw["strengths"])
         rows = [[_esc(n), _esc(sw["size"][n])] + [_num(sw["raw"][n][k][-1]) for k in kinds] for n in sw["raw"]]
         parts.append("<p>Raw values (reduction per image, mean over the photographs) at the strongest level:</p>")
-        parts.append(_table(["loss", "px"] + [f"{k} {sw['strengths'][k][-1]:g}" for k in kinds], rows))
+        parts.append(_table(["loss", "px"] + [_strength_label(k, sw["strengths"][k][-1]) for k in kinds], rows))
     for name, why in sw.get("skipped", {}).items():
         parts.append(f"<div class='note'>{_esc(name)} was not evaluated: {_esc(why)}</div>")
 
@@ -681,15 +724,16 @@ def write_html(report: DemoReport, config: DemoConfig, quick: bool) -> Path:
             f"minimises <code>sum_i loss(x, target_i)</code> over {len(fit['targets'])} copies of a photograph "
             "shifted by random sub-pixel offsets of up to 4 px. Every loss starts from the same degraded image "
             f"(the blurred mean of the targets) and runs {fit['steps']} Adam steps (lr {fit['lr']:g}) on "
-            "<code>x = sigmoid(logits)</code>. L2's optimum is the mean of the targets (blurred), L1's the median; "
-            "shift-tolerant perceptual losses keep more detail. <i>Sharpness</i> is the mean absolute pixel "
+            "<code>x = sigmoid(logits)</code>. L2's optimum is the mean of the targets (blurred), L1's the median. "
+            "<i>Sharpness</i> is the mean absolute pixel "
             f"gradient relative to the original (the mean of the targets has {fit['mean_sharpness']:.2f}, the "
-            f"start {fit['start_sharpness']:.2f}).</p>")
+            f"start {fit['start_sharpness']:.2f}). {_esc(fit_verdict(fit))}</p>")
         parts.append("<img src='optimisation.png' alt='optimisation results'>")
         rows = [[_esc(n) + (" (untuned)" if r["status"] == "untuned" else ""), f"{r['seconds']:.2f}",
                  f"{r['ms_per_step']:.1f}", f"{r['sharpness']:.2f}", _num(r["l2_to_original"])]
                 for n, r in fit["runs"].items()]
         parts.append(_table(["loss", "time (s)", "ms / step", "sharpness", "L2 to the unshifted original"], rows))
+        parts.append(f"<p class='muted'>{_esc(TIMING_CAVEAT)}</p>")
         parts.append("<img src='optimisation_curves.png' alt='optimisation curves'>")
     for name, why in fit.get("skipped", {}).items():
         parts.append(f"<div class='note'>{_esc(name)} was not optimised: {_esc(why)}</div>")
@@ -704,7 +748,8 @@ def write_html(report: DemoReport, config: DemoConfig, quick: bool) -> Path:
             f"<p>The target is a photograph; the prediction is the same photograph moved by a known smooth motion "
             f"(a translation plus a swirl, up to {cw['max_motion']:.1f} px). <code>genloss.CorrWise</code> with its "
             "default offline flow estimator (no weights) estimates the flow from the target's pixels into the "
-            f"prediction ({cw['flow_seconds']:.2f} s for one {cw['target'].shape[-1]} px pair, both directions for "
+            f"prediction ({cw['flow_seconds']:.2f} s wall-clock on this machine for one {cw['target'].shape[-1]} px "
+            "pair, both directions for "
             "the occlusion check), warps the prediction onto the target and masks pixels that fail the "
             "forward-backward consistency check. The figure aligns fully (<code>scale_clip=0</code>); the table "
             "uses the defaults (flow scaled by 0.9, the paper's epsilon = 0.1, no masking).</p>")
@@ -712,8 +757,7 @@ def write_html(report: DemoReport, config: DemoConfig, quick: bool) -> Path:
         parts.append(_table(["prediction", "L1", "CorrWise(L1)", "ratio"],
                             [[_esc(label), _num(a), _num(b), f"{b / a:.2f}" if a else "n/a"]
                              for label, a, b in cw["rows"]]))
-        parts.append("<p>CorrWise forgives misalignment (the moved prediction) but not blur or noise, which no "
-                     "flow can undo.</p>")
+        parts.append(f"<p>{_esc(corrwise_verdict(cw['rows']))}</p>")
     parts.append("<p class='muted'>Generated by <code>genloss demo</code>.</p></body></html>")
     index = report.output / "index.html"
     index.write_text("\n".join(parts), encoding="utf-8")
@@ -731,7 +775,7 @@ def run_demo(output: str | Path = "genloss-demo", *, quick: bool = False, weight
 
     Args:
         output: folder for the report (created).
-        quick: a smaller run (2 photographs, 3 strengths, 4 losses trained for 120 steps); < 1 min on a CPU.
+        quick: a smaller run (2 photographs, 3 strengths, 5 losses optimised for 80 steps); < 1 min on a CPU.
         weights_dir: folder with the tuned weight files (else ``GENLOSS_WEIGHTS_DIR`` and the cache).
         seed: seed of the random shifts of part (b).
         progress: show progress bars (stderr).

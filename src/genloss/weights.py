@@ -17,7 +17,9 @@ says what to download and where to put it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import http.client
 import os
 import tempfile
 import urllib.error
@@ -168,45 +170,108 @@ def find_local(name: str | WeightFile, weights_dir: str | os.PathLike | None = N
     return None
 
 
+class IncompleteDownloadError(OSError):
+    """A reply ended before its announced size (or its chunked stream ended without its last chunk)."""
+
+
+#: what a failed attempt at one URL may raise; the next mirror is tried after any of them
+_DOWNLOAD_ERRORS = (urllib.error.URLError, OSError, http.client.HTTPException, ChecksumError, ValueError)
+
+
 def download(
     name: str | WeightFile,
     dest_dir: str | os.PathLike | None = None,
     progress: bool = True,
     timeout: float = 30.0,
 ) -> Path:
-    """Download a weight file into ``dest_dir`` (default: the cache), verify its sha256, return its path.
+    """Download a weight file into ``dest_dir`` (default: the cache), verify it, return its path.
 
-    The file is written to a temporary name and renamed only after the hash matched, so an
-    interrupted or corrupted download never leaves a file that looks valid.
+    Each attempt writes a temporary file of its own in ``dest_dir`` and renames it to the file's
+    name only once it is complete (as many bytes as announced, a chunked stream that ended
+    properly) and its sha256 matches (when one is published). A short, cut or stalled reply
+    (``timeout`` seconds without data) is an error, the next mirror is tried, and nothing is left
+    behind. A lock file serialises processes that download the same file, so the second one
+    uses the first one's result instead of downloading again.
     """
+    from filelock import FileLock
+
     spec = _spec(name)
     dest = Path(dest_dir) if dest_dir is not None else cache_dir()
     dest.mkdir(parents=True, exist_ok=True)
     target = dest / spec.name
     if _env.offline():
         raise WeightsUnavailableError(_offline_message(spec, dest, f"{ENV_OFFLINE} is set"))
+    existed = target.is_file()
+    lock_path = dest / f".{spec.name}.lock"
     errors = []
-    for url in (spec.url, *spec.mirrors):
-        fd, tmp_name = tempfile.mkstemp(prefix=spec.name + ".", suffix=".part", dir=dest)
-        try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-                total = int(resp.headers.get("Content-Length") or 0) or None
-                copy_with_progress(resp, out, total, spec.name, progress)
-            if spec.sha256 is not None and sha256sum(tmp_name) != spec.sha256:
-                raise ChecksumError(f"downloaded {url} but its sha256 does not match {spec.sha256}")
-            os.replace(tmp_name, target)
-            return target
-        except (urllib.error.URLError, OSError, ChecksumError, ValueError) as e:
-            errors.append(f"{url}: {e}")
-        finally:
-            if os.path.exists(tmp_name):
-                os.remove(tmp_name)
+    try:
+        with FileLock(str(lock_path)):
+            if not existed and target.is_file() and _complete_and_verified(target, spec):
+                return target  # another process downloaded it while this one waited for the lock
+            for url in (spec.url, *spec.mirrors):
+                try:
+                    _fetch(url, target, spec, timeout, progress)
+                    return target
+                except _DOWNLOAD_ERRORS as e:
+                    errors.append(f"{url}: {e}")
+    finally:
+        # the lock only matters while downloading; the files are safe without it (unique temporary
+        # names, atomic rename), so removing it while another process waits cannot corrupt anything
+        with contextlib.suppress(OSError):
+            lock_path.unlink()
     raise WeightsUnavailableError(_offline_message(spec, dest, "; ".join(errors)))
 
 
+def _complete_and_verified(path: Path, spec: WeightFile) -> bool:
+    try:
+        verify(path, spec)
+    except ChecksumError:
+        return False
+    return True
+
+
+def _content_length(headers) -> int | None:
+    value = headers.get("Content-Length")
+    if value is None:
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        raise IncompleteDownloadError(f"the server sent an invalid Content-Length {value!r}") from None
+    if n < 0:
+        raise IncompleteDownloadError(f"the server sent an invalid Content-Length {value!r}")
+    return n
+
+
+def _fetch(url: str, target: Path, spec: WeightFile, timeout: float, progress: bool) -> None:
+    """One download attempt of ``url`` to ``target`` via a temporary file in the same folder."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.name}.", suffix=".part", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+            total = _content_length(resp.headers)
+            copied = copy_with_progress(resp, out, total, spec.name, progress)
+            if total is not None and copied != total:
+                # urllib returns b"" when a connection closes early instead of raising: count the bytes
+                raise IncompleteDownloadError(f"the reply ended after {copied} of {total} bytes")
+            out.flush()
+            os.fsync(out.fileno())
+        try:  # sha256, or the published prefix and the table's size
+            verify(Path(tmp_name), spec)
+        except ChecksumError as e:
+            raise ChecksumError(f"downloaded {url} but it is not the expected file: {e}") from None
+        os.replace(tmp_name, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp_name)
+
+
 def copy_with_progress(src, dst, total: int | None, label: str, progress: bool, initial: int = 0,
-                       chunk_size: int = 1 << 16) -> None:
-    """Copy a byte stream in chunks, with a tqdm bar of ``total`` bytes (``initial`` already there)."""
+                       chunk_size: int = 1 << 16) -> int:
+    """Copy a byte stream in chunks, with a tqdm bar of ``total`` bytes (``initial`` already there).
+
+    Returns the number of bytes copied. A chunked HTTP reply that is cut short raises
+    ``http.client.IncompleteRead``, a stalled one the socket's timeout; both propagate.
+    """
     bar = None
     if progress:
         try:
@@ -215,17 +280,20 @@ def copy_with_progress(src, dst, total: int | None, label: str, progress: bool, 
             bar = tqdm(total=total, initial=initial, unit="B", unit_scale=True, desc=label, leave=False)
         except ImportError:  # pragma: no cover - tqdm is a dependency
             bar = None
+    copied = 0
     try:
         while True:
             chunk = src.read(chunk_size)
             if not chunk:
                 break
             dst.write(chunk)
+            copied += len(chunk)
             if bar is not None:
                 bar.update(len(chunk))
     finally:
         if bar is not None:
             bar.close()
+    return copied
 
 
 def _offline_message(spec: WeightFile, dest: Path, reason: str) -> str:
@@ -256,7 +324,7 @@ def resolve(
         return local
     if not download_if_missing:
         raise WeightsUnavailableError(_offline_message(spec, cache_dir(), "download disabled"))
-    return verify(download(spec, progress=progress), spec)
+    return download(spec, progress=progress)
 
 
 def load_state_dict(name: str | WeightFile, weights_dir: str | os.PathLike | None = None) -> dict:

@@ -20,10 +20,15 @@ extracted (every expected category, matching ref/p0/p1/judge files, judgments in
 
 from __future__ import annotations
 
+import contextlib
+import gzip
+import http.client
 import os
+import re
 import tarfile
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,16 +89,43 @@ def download_file(
     """Download ``url`` to ``dest``, resuming a partial ``dest + '.part'`` with an HTTP Range request.
 
     A finished download is renamed from ``.part`` to ``dest`` only once the number of bytes matches
-    the size the server announced, so an interrupted run leaves a ``.part`` file that the next call
-    continues. Servers that ignore ``Range`` (reply 200 instead of 206) make the download restart.
+    the size the server announced and a chunked reply ended with its last chunk, so an interrupted
+    run leaves a ``.part`` file that the next call continues. A ``.part`` that does not fit the
+    remote file (larger than it, or a reply for another range) is discarded and the download
+    starts over; so is one when the server ignores ``Range`` (reply 200 instead of 206). A lock
+    file serialises processes downloading the same ``dest``. A stall of ``timeout`` seconds is an error.
 
     Returns:
         the path of the complete file. An existing ``dest`` is returned without a request.
     """
+    from filelock import FileLock
+
     dest = Path(dest)
     if dest.is_file():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = dest.with_name(f".{dest.name}.lock")
+    try:
+        with FileLock(str(lock_path)):
+            if dest.is_file():  # another process finished it while this one waited
+                return dest
+            return _download_part(url, dest, progress, timeout, chunk_size)
+    finally:
+        with contextlib.suppress(OSError):  # the files are safe without it: .part and rename are per dest
+            lock_path.unlink()
+
+
+def _content_range(value: str | None) -> tuple[int | None, int | None]:
+    """(first byte, total size) of a ``Content-Range: bytes A-B/N`` (or ``bytes */N``) header."""
+    m = re.fullmatch(r"\s*bytes\s+(?:(\d+)-\d+|\*)/(\d+|\*)\s*", value or "")
+    if not m:
+        return None, None
+    start = int(m.group(1)) if m.group(1) is not None else None
+    return start, (int(m.group(2)) if m.group(2) != "*" else None)
+
+
+def _download_part(url: str, dest: Path, progress: bool, timeout: float, chunk_size: int,
+                   may_restart: bool = True) -> Path:
     part = dest.with_name(dest.name + ".part")
     offset = part.stat().st_size if part.is_file() else 0
     request = urllib.request.Request(url)
@@ -102,23 +134,40 @@ def download_file(
     try:
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as e:
-        if e.code == 416 and offset:  # the .part already holds everything: range not satisfiable
-            os.replace(part, dest)
-            return dest
+        if e.code == 416 and offset:  # range not satisfiable: the .part is complete, or larger than the file
+            _, total = _content_range(e.headers.get("Content-Range"))
+            if total == offset:
+                os.replace(part, dest)
+                return dest
+            part.unlink()  # stale: larger than (or not comparable with) the remote file
+            if may_restart:
+                return _download_part(url, dest, progress, timeout, chunk_size, may_restart=False)
         raise BAPPSError(f"downloading {url} failed: HTTP {e.code} {e.reason}") from e
-    except (urllib.error.URLError, OSError) as e:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
         raise BAPPSError(
             f"downloading {url} failed ({e}); download it by hand and put it at {dest} "
             f"(a partial file at {part} is resumed)"
         ) from e
     with response:
         status = getattr(response, "status", 200)
-        if offset and status != 206:
+        if offset and status == 206:
+            start, _ = _content_range(response.headers.get("Content-Range"))
+            if start != offset:  # not the continuation of our .part: start over
+                response.close()
+                part.unlink()
+                if may_restart:
+                    return _download_part(url, dest, progress, timeout, chunk_size, may_restart=False)
+                raise BAPPSError(f"{url} answered a Range request for byte {offset} with bytes from {start}")
+        elif offset:
             offset = 0  # the server sent the whole file: start over
         length = response.headers.get("Content-Length")
-        total = offset + int(length) if length is not None else None
-        with open(part, "ab" if offset else "wb") as out:
-            copy_with_progress(response, out, total, dest.name, progress, initial=offset, chunk_size=chunk_size)
+        total = offset + int(length) if length is not None and length.strip().isdigit() else None
+        try:
+            with open(part, "ab" if offset else "wb") as out:
+                copy_with_progress(response, out, total, dest.name, progress, initial=offset, chunk_size=chunk_size)
+        except (OSError, http.client.HTTPException) as e:  # a stall (timeout) or a chunked reply cut short
+            raise BAPPSError(f"download of {url} broke off at {part.stat().st_size} bytes ({e or type(e).__name__}); "
+                             "run again to resume") from e
     size = part.stat().st_size
     if total is not None and size != total:
         raise BAPPSError(f"download of {url} stopped at {size} of {total} bytes; run again to resume")
@@ -127,7 +176,17 @@ def download_file(
 
 
 def extract_archive(archive: str | os.PathLike, dest: str | os.PathLike, progress: bool = True) -> Path:
-    """Extract a ``.tar``/``.tar.gz`` into ``dest``, refusing members that would land outside it."""
+    """Extract a ``.tar``/``.tar.gz`` into ``dest``, refusing members that would land outside it.
+
+    A truncated or corrupted archive raises a :class:`BAPPSError` naming it.
+    """
+    try:
+        return _extract(archive, dest, progress)
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise BAPPSError(f"archive {archive} is truncated or corrupt ({e or type(e).__name__})") from e
+
+
+def _extract(archive: str | os.PathLike, dest: str | os.PathLike, progress: bool) -> Path:
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     root = dest.resolve()
@@ -182,7 +241,12 @@ def download_bapps(
             pass
         archive = download_file(urls[split], root / Path(urls[split]).name, progress=progress)
         # The archives hold <split>/<category>/... at their top level.
-        extract_archive(archive, out, progress=progress)
+        try:
+            extract_archive(archive, out, progress=progress)
+        except BAPPSError as e:
+            # no checksum is published: an archive that does not extract is never kept as complete
+            archive.unlink(missing_ok=True)
+            raise BAPPSError(f"{e}; it was deleted, run again to download it anew") from e
         verify_bapps(out, [split])
         if not keep_archives:
             archive.unlink()

@@ -32,9 +32,12 @@ The API is deliberately small and stable: :func:`fit`, :func:`build_trainer`,
 
 from __future__ import annotations
 
-import difflib
+import contextlib
 import inspect
 import itertools
+import os
+import sys
+import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,10 +45,15 @@ from typing import Any
 import torch
 from torch import nn
 
+# re-exported: the experiments import every config helper from here
+from .config import apply_smoke as apply_smoke
+from .config import check_keys as check_keys
+from .config import section as section
+
 #: ``trainer:`` keys that genloss interprets itself (everything else goes to ``lightning.Trainer``)
 GENLOSS_TRAINER_KEYS = ("seed", "resume", "checkpoint_every_n_steps", "progress_bar")
 #: ``lightning.Trainer`` arguments that :func:`build_trainer` owns and a config must not set
-_MANAGED_TRAINER_ARGS = ("logger", "callbacks", "default_root_dir", "enable_checkpointing", "self")
+_MANAGED_TRAINER_ARGS = ("logger", "callbacks", "default_root_dir", "enable_checkpointing", "plugins", "self")
 #: the keys of a ``loss:`` section understood by :func:`build_loss`
 LOSS_KEYS = ("name", "colorspace", "pretrained", "reduction", "deterministic", "weights_dir", "kwargs", "corrwise")
 
@@ -55,28 +63,6 @@ LAST_CHECKPOINT = "last.ckpt"
 # ------------------------------------------------------------------------------------------------
 # config helpers
 # ------------------------------------------------------------------------------------------------
-def section(cfg: dict[str, Any], name: str) -> dict[str, Any]:
-    """``cfg[name]`` as a dict (``{}`` when absent or null); raises if it is something else."""
-    value = cfg.get(name)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ValueError(f"config section {name!r} must be a mapping, got {type(value).__name__}: {value!r}")
-    return value
-
-
-def check_keys(values: dict[str, Any], allowed: Iterable[str], where: str) -> None:
-    """Raise ``ValueError`` naming the unknown keys of ``values`` (with close matches) and the allowed ones."""
-    allowed = list(allowed)
-    unknown = [k for k in values if k not in allowed]
-    if unknown:
-        hints = []
-        for k in unknown:
-            close = difflib.get_close_matches(str(k), allowed, n=1)
-            hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise ValueError(f"unknown key(s) in {where}: {', '.join(hints)}; allowed: {', '.join(sorted(allowed))}")
-
-
 #: top-level sections every training experiment understands (its own ones come on top)
 COMMON_SECTIONS = ("experiment", "loss", "trainer", "output", "test", "smoke")
 
@@ -93,38 +79,6 @@ def check_config(cfg: dict[str, Any], experiment: str, sections: dict[str, Itera
         check_keys(section(cfg, name), keys, name)
     if "name" not in section(cfg, "loss"):
         raise ValueError("loss.name must name a genloss loss, e.g. L1 (see genloss.list_losses())")
-
-
-def apply_smoke(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Apply the config's ``smoke.overrides`` when ``smoke.enabled`` is true; returns a new config.
-
-    Full-size configs carry a ``smoke:`` section with the overrides that shrink them to a CPU run of
-    a few seconds (tiny images, a few steps), so CI runs every config::
-
-        genloss train --config configs/vae_mnist.yaml smoke.enabled=true [key=value ...]
-
-    ``overrides`` maps dotted keys to values, e.g. ``{trainer.max_steps: 3, data.kind: digits}``.
-    :func:`~genloss.experiments.config.load_config` calls this and then re-applies the
-    command-line overrides, so ``key=value`` arguments win over the smoke values. The result is
-    marked ``smoke.applied: true``, so applying it twice changes nothing.
-    """
-    from .config import apply_overrides
-
-    smoke = section(cfg, "smoke")
-    check_keys(smoke, ("enabled", "overrides", "applied"), "smoke")
-    if not smoke.get("enabled") or smoke.get("applied"):
-        return cfg
-    overrides = smoke.get("overrides") or {}
-    if not isinstance(overrides, dict):
-        raise ValueError("smoke.overrides must map dotted keys to values, e.g. {trainer.max_steps: 3}")
-    import yaml
-
-    # apply_overrides parses "key=value" strings as YAML: dump each value back to YAML text
-    items = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
-             for k, v in overrides.items()]
-    out = apply_overrides(cfg, items)
-    out["smoke"] = {**out["smoke"], "applied": True}
-    return out
 
 
 def output_dir(cfg: dict[str, Any], default: str) -> Path:
@@ -160,38 +114,182 @@ def resolve_resume(resume: Any, checkpoint_dir: str | Path) -> str | None:
     raise ValueError(f"trainer.resume must be 'auto', true, false or a checkpoint path, got {resume!r}")
 
 
-def _save_last_callback():
+#: ``trainer.checkpoint_every_n_steps`` when a config does not set it (``null`` or 0 = epoch ends only)
+DEFAULT_CHECKPOINT_EVERY_N_STEPS = 100
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be used: empty, truncated, not ours, unsafe to unpickle, or another model's."""
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` to ``path`` atomically: a temporary file in the same folder, fsync, ``os.replace``.
+
+    The temporary file lives next to the target (not in ``$TMPDIR``) because ``os.replace`` is
+    atomic only within one filesystem; a reader (or a kill -9 at any moment) therefore sees either
+    the old or the new file, never an empty or partial one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint gets the usual mode
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable (not supported everywhere)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    return path
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files a kill -9 during :func:`atomic_torch_save` left in ``folder``."""
+    stale = sorted(Path(folder).glob(".*.ckpt.*.tmp")) if Path(folder).is_dir() else []
+    for p in stale:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+    return stale
+
+
+def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a Lightning checkpoint with ``weights_only=True``; a bad file raises one :class:`CheckpointError`.
+
+    ``weights_only=True`` unpickles tensors and plain data only, so a malicious file cannot run
+    code. The message names the file and says what is wrong with it.
+    """
+    import pickle
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes); delete it, or train again into another "
+                              "output.dir")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"checkpoint {path} holds objects that weights_only=True refuses to load, so it was "
+                              f"not loaded (it may run code when unpickled): {first}") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"checkpoint {path} ({size} bytes) is truncated or not a PyTorch checkpoint: "
+                              f"{first}") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise CheckpointError(f"checkpoint {path} is not a Lightning checkpoint of genloss (no 'state_dict')")
+    return ckpt
+
+
+def check_state_dict(path: str | Path, saved: dict[str, Any], model: nn.Module) -> None:
+    """Raise a :class:`CheckpointError` unless ``saved`` has exactly the keys and shapes of ``model``'s state."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in saved]
+    unexpected = [k for k in saved if k not in own]
+    wrong = [f"{k} is {tuple(saved[k].shape)} in the checkpoint but {tuple(own[k].shape)} in the model"
+             for k in own if k in saved and isinstance(saved[k], torch.Tensor) and saved[k].shape != own[k].shape]
+    problems = []
+    if wrong:
+        problems.append(wrong[0] + (f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""))
+    if missing:
+        problems.append(f"missing {', '.join(missing[:3])}" + (" ..." if len(missing) > 3 else ""))
+    if unexpected:
+        problems.append(f"unexpected {', '.join(unexpected[:3])}" + (" ..." if len(unexpected) > 3 else ""))
+    if problems:
+        raise CheckpointError(f"checkpoint {path} does not fit the model of this config ({'; '.join(problems)}); "
+                              "use the settings it was trained with, or another output.dir")
+
+
+def load_module(cls: type, path: str | Path, map_location: Any = "cpu", **kwargs: Any):
+    """A ``LightningModule`` of class ``cls`` from a checkpoint, loaded with ``weights_only=True``.
+
+    Used instead of ``cls.load_from_checkpoint``, which unpickles with torch's default (anything,
+    before torch 2.6). ``kwargs`` override saved hyperparameters (e.g. ``build_criterion=False``).
+    """
+    ckpt = read_checkpoint(path, map_location="cpu")
+    hparams = ckpt.get("hyper_parameters")
+    if not isinstance(hparams, dict):
+        raise CheckpointError(f"checkpoint {path} has no hyperparameters to rebuild the model from")
+    try:
+        module = cls(**{**hparams, **kwargs})
+    except (TypeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"checkpoint {path} does not describe a {cls.__name__}: {e}") from None
+    check_state_dict(path, ckpt["state_dict"], module)
+    module.load_state_dict(ckpt["state_dict"])
+    return module.to(map_location)
+
+
+def _checkpoint_classes():
     from lightning.pytorch.callbacks import Checkpoint
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-    # A Checkpoint subclass: Lightning runs checkpoint callbacks last, in list order, so this one
-    # runs after the ModelCheckpoint and sees whether it saved the final step.
-    class SaveLastAtEnd(Checkpoint):
-        """Make sure ``last.ckpt`` holds the final step when fitting ends.
+    class AtomicCheckpointIO(TorchCheckpointIO):
+        """Lightning's checkpoint I/O, but atomic on every filesystem and loading with ``weights_only=True``.
 
-        Recent Lightning versions save it in ``ModelCheckpoint.on_train_end``; older ones only at
-        epoch ends, which misses a run stopped by ``max_steps`` in the middle of an epoch.
+        Lightning's own save goes through an fsspec transaction whose temporary file is not
+        guaranteed to be in the target's folder; this one is (see :func:`atomic_torch_save`).
         """
 
-        def __init__(self, checkpoint) -> None:
-            self.checkpoint = checkpoint
+        def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+            if storage_options is not None:
+                raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
+            atomic_torch_save(checkpoint, path)
+
+        def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict:
+            # weights_only is always True here, whatever the caller asks (a resume reads our own files)
+            return read_checkpoint(path, map_location=map_location or (lambda storage, loc: storage))
+
+    class LastCheckpoint(Checkpoint):
+        """Keep ``dirpath/last.ckpt`` current: every ``every_n_steps`` steps, at every epoch end, at the end.
+
+        Also on an exception (Ctrl-C, an error, SLURM pre-emption signals that Lightning turns into
+        exceptions), but only once training has started: a run that failed while restoring its
+        checkpoint must not save its untrained model over it.
+        """
+
+        def __init__(self, dirpath: Path, every_n_steps: int | None) -> None:
+            self.path = Path(dirpath) / LAST_CHECKPOINT
+            self.every_n_steps = every_n_steps
+            self._started = False
+            self._saved_step: int | None = None
+
+        def on_train_start(self, trainer, pl_module) -> None:
+            self._started = True
+            self._saved_step = trainer.global_step  # what a resumed run's checkpoint already holds
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            step = trainer.global_step
+            if self.every_n_steps and step % self.every_n_steps == 0 and step != self._saved_step:
+                self._save(trainer)
+
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            self._save(trainer)  # also at a step already saved: the loop state now says the epoch is done
 
         def on_train_end(self, trainer, pl_module) -> None:
-            if getattr(self.checkpoint, "_last_global_step_saved", None) != trainer.global_step:
+            if trainer.global_step != self._saved_step:
                 self._save(trainer)
 
         def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-            # Ctrl-C, an error or a pre-emption signal: keep every finished step. (Lightning's own
-            # OnExceptionCheckpoint deletes its file after a clean run, so it cannot write last.ckpt.)
-            self._save(trainer)
+            if self._started and trainer.global_step != self._saved_step:
+                self._save(trainer)
 
         def _save(self, trainer) -> None:
-            trainer.save_checkpoint(Path(self.checkpoint.dirpath) / LAST_CHECKPOINT)  # rank 0 writes
+            trainer.save_checkpoint(self.path)  # rank 0 writes, through AtomicCheckpointIO
+            self._saved_step = trainer.global_step
 
-    return SaveLastAtEnd
-
-
-def _SaveLastAtEnd(checkpoint):  # noqa: N802 - reads like the class it builds
-    return _save_last_callback()(checkpoint)
+    return AtomicCheckpointIO, LastCheckpoint
 
 
 def build_trainer(trainer_cfg: dict[str, Any], out_dir: str | Path, *, callbacks: Sequence[Any] = (),
@@ -200,16 +298,17 @@ def build_trainer(trainer_cfg: dict[str, Any], out_dir: str | Path, *, callbacks
 
     Every ``lightning.Trainer`` argument may appear in ``trainer_cfg`` (accelerator, devices,
     num_nodes, strategy, precision, max_steps, ...) except the ones set here (logger, callbacks,
-    default_root_dir, enable_checkpointing); unknown keys raise with the allowed ones. ``defaults``
-    are experiment defaults that the config overrides. The genloss keys of
+    default_root_dir, enable_checkpointing, plugins); unknown keys raise with the allowed ones.
+    ``defaults`` are experiment defaults that the config overrides. The genloss keys of
     :data:`GENLOSS_TRAINER_KEYS` are handled by :func:`fit` and ignored here, except
-    ``checkpoint_every_n_steps`` and ``progress_bar``.
+    ``checkpoint_every_n_steps`` (default :data:`DEFAULT_CHECKPOINT_EVERY_N_STEPS`) and ``progress_bar``.
 
-    The checkpoint callback keeps ``checkpoints/last.ckpt`` (plus the best one by ``monitor``
-    when given), also when ``max_steps`` stops a run mid-epoch, and overwrites it when training
-    is interrupted by an exception (Ctrl-C, an error), so no finished step is lost.
+    ``checkpoints/last.ckpt`` is written atomically every ``checkpoint_every_n_steps`` optimizer
+    steps, at every epoch end, at the end (also when ``max_steps`` stops a run mid-epoch) and when
+    training is interrupted by an exception, so a kill -9 loses at most one interval. With
+    ``monitor`` a ``ModelCheckpoint`` also keeps the best checkpoint by that metric.
 
-    Returns the trainer; its ``checkpoint_callback`` is the :class:`ModelCheckpoint`.
+    Returns the trainer; its ``checkpoint_callback`` is the ``last.ckpt`` writer.
     """
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -223,18 +322,31 @@ def build_trainer(trainer_cfg: dict[str, Any], out_dir: str | Path, *, callbacks
     kwargs.update({k: v for k, v in trainer_cfg.items() if k not in GENLOSS_TRAINER_KEYS})
     if "progress_bar" in trainer_cfg:
         kwargs["enable_progress_bar"] = bool(trainer_cfg["progress_bar"])
-    every = trainer_cfg.get("checkpoint_every_n_steps")
-    checkpoint = ModelCheckpoint(
-        dirpath=ckpt_dir,
-        filename="best-{step}" if monitor else "step-{step}",
-        save_last=True,
-        save_top_k=1 if monitor else 0,
-        monitor=monitor,
-        every_n_train_steps=int(every) if every else None,
-    )
-    callbacks = [*callbacks, checkpoint, _SaveLastAtEnd(checkpoint)]
+    every = trainer_cfg.get("checkpoint_every_n_steps", DEFAULT_CHECKPOINT_EVERY_N_STEPS)
+    if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 0):
+        raise ValueError(f"trainer.checkpoint_every_n_steps must be a whole number >= 0 (0 or null: epoch ends "
+                         f"only), got {every!r}")
+    atomic_io, last_checkpoint = _checkpoint_classes()
+    last = last_checkpoint(ckpt_dir, every or None)
+    checkpoints: list[Any] = [last]
+    if monitor:
+        checkpoints.insert(0, ModelCheckpoint(dirpath=ckpt_dir, filename="best-{step}", save_last=False,
+                                              save_top_k=1, monitor=monitor))
     loggers = [CSVLogger(str(out / "logs"), name="csv"), TensorBoardLogger(str(out / "logs"), name="tensorboard")]
-    return L.Trainer(default_root_dir=str(out), logger=loggers, callbacks=callbacks, **kwargs)
+    return L.Trainer(default_root_dir=str(out), logger=loggers, callbacks=[*callbacks, *checkpoints],
+                     plugins=[atomic_io()], **kwargs)
+
+
+def _check_resume(ckpt_path: str | None, module: Any) -> None:
+    """Refuse, before Lightning touches any file, a checkpoint that cannot resume ``module``."""
+    if ckpt_path is None:
+        return
+    ckpt = read_checkpoint(ckpt_path)
+    check_state_dict(ckpt_path, ckpt["state_dict"], module)
+    for key in ("optimizer_states", "loops", "global_step"):
+        if key not in ckpt:
+            raise CheckpointError(f"checkpoint {ckpt_path} has no {key!r}: it holds weights only and cannot "
+                                  "resume training; set trainer.resume=false or use another output.dir")
 
 
 def fit(module: Any, cfg: dict[str, Any], out_dir: str | Path, train_loader: Any, val_loader: Any = None, *,
@@ -242,16 +354,21 @@ def fit(module: Any, cfg: dict[str, Any], out_dir: str | Path, train_loader: Any
     """Seed, build the trainer from ``cfg['trainer']``, resume if asked, train; return a summary.
 
     ``module`` is a ``LightningModule`` (build it *after* seeding if its initialisation must be
-    reproducible: call :func:`seed_from_config` first). Returns ``{'checkpoint': last.ckpt path,
-    'resumed_from': path or None, 'global_step', 'epoch', 'metrics': {name: float},
+    reproducible: call :func:`seed_from_config` first). A checkpoint to resume from is loaded with
+    ``weights_only=True`` and checked against ``module`` first: a bad one raises a
+    :class:`CheckpointError` naming it and is left as it was. Returns ``{'checkpoint': last.ckpt
+    path, 'resumed_from': path or None, 'global_step', 'epoch', 'metrics': {name: float},
     'log_dir': CSV log folder of this run, 'tensorboard_dir'}``.
     """
     t = section(cfg, "trainer")
     out = Path(out_dir)
-    trainer = build_trainer(t, out, callbacks=callbacks, monitor=monitor, **trainer_defaults)
     ckpt_path = resolve_resume(t.get("resume", "auto"), out / "checkpoints")
+    _check_resume(ckpt_path, module)
+    trainer = build_trainer(t, out, callbacks=callbacks, monitor=monitor, **trainer_defaults)
+    if trainer.is_global_zero:
+        remove_stale_temporaries(out / "checkpoints")
     if ckpt_path and trainer.is_global_zero:
-        print(f"resuming from {ckpt_path}")
+        print(f"resuming from {ckpt_path}", file=sys.stderr)
     trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.as_tensor(v).numel() == 1}
     csv_logger, tb_logger = trainer.loggers[0], trainer.loggers[1]

@@ -1,16 +1,84 @@
-"""Config files: YAML with ``key.sub=value`` command-line overrides."""
+"""Config files: YAML with ``key.sub=value`` command-line overrides, and the helpers that read them.
+
+This module imports nothing from the rest of :mod:`genloss.experiments`: ``common`` (the Lightning
+plumbing) builds on it, never the other way round.
+"""
 
 from __future__ import annotations
 
 import copy
+import difflib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 
-def _parse_value(text: str) -> Any:
+class ConfigError(ValueError):
+    """A config file or an override cannot be read; the message names the file or the override."""
+
+
+def section(cfg: dict[str, Any], name: str) -> dict[str, Any]:
+    """``cfg[name]`` as a dict (``{}`` when absent or null); raises if it is something else."""
+    value = cfg.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"config section {name!r} must be a mapping, got {type(value).__name__}: {value!r}")
+    return value
+
+
+def check_keys(values: dict[str, Any], allowed: Iterable[str], where: str) -> None:
+    """Raise ``ValueError`` naming the unknown keys of ``values`` (with close matches) and the allowed ones."""
+    allowed = list(allowed)
+    unknown = [k for k in values if k not in allowed]
+    if unknown:
+        hints = []
+        for k in unknown:
+            close = difflib.get_close_matches(str(k), allowed, n=1)
+            hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ValueError(f"unknown key(s) in {where}: {', '.join(hints)}; allowed: {', '.join(sorted(allowed))}")
+
+
+def _parse_value(item: str, text: str) -> Any:
     import yaml
 
-    return yaml.safe_load(text)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        problem = str(getattr(e, "problem", None) or e).strip()
+        raise ConfigError(f"override {item!r}: the value is not valid YAML ({problem}); "
+                          "quote strings with special characters, e.g. key='a: b'") from None
+
+
+#: keys (last component) whose values may be a number or a word, e.g. ``devices: 1`` or ``devices: auto``
+_NUMBER_OR_WORD_KEYS = frozenset({"devices", "precision", "log_weight", "resume", "num_nodes", "strategy"})
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return "a string" if isinstance(value, str) else type(value).__name__
+
+
+def _check_override_type(item: str, key: str, old: Any, new: Any) -> None:
+    """Refuse a word where the config has a number or true/false (``trainer.max_steps=abc``).
+
+    Only that case: many keys legitimately take several kinds (``data.size: 32`` or ``[32, 48]``,
+    ``loss.corrwise: false`` or a mapping), and ``null`` is always allowed.
+    """
+    kind_old, kind_new = _kind(old), _kind(new)
+    if kind_new != "a string" or kind_old not in ("a number", "true or false"):
+        return
+    if kind_old == "a number" and key in _NUMBER_OR_WORD_KEYS:
+        return
+    raise ConfigError(f"override {item!r}: expected {kind_old} like the config's {key}: {old!r}, got {kind_new} "
+                      f"({new!r})")
 
 
 def apply_overrides(cfg: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
@@ -18,38 +86,81 @@ def apply_overrides(cfg: dict[str, Any], overrides: list[str] | None) -> dict[st
     cfg = copy.deepcopy(cfg)
     for item in overrides or []:
         if "=" not in item:
-            raise ValueError(f"override {item!r} must look like key.sub=value")
+            raise ConfigError(f"override {item!r} must look like key.sub=value")
         key, value = item.split("=", 1)
         node = cfg
         parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"override {item!r}: {key!r} is not a dotted key like trainer.max_steps")
         for p in parts[:-1]:
             if not isinstance(node.setdefault(p, {}), dict):
-                raise ValueError(f"override {item!r}: {p!r} is not a section")
+                raise ConfigError(f"override {item!r}: {p!r} is not a section")
             node = node[p]
-        node[parts[-1]] = _parse_value(value)
+        new = _parse_value(item, value)
+        _check_override_type(item, parts[-1], node.get(parts[-1]), new)
+        node[parts[-1]] = new
+    return cfg
+
+
+def apply_smoke(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Apply the config's ``smoke.overrides`` when ``smoke.enabled`` is true; returns a new config.
+
+    Full-size configs carry a ``smoke:`` section with the overrides that shrink them to a CPU run of
+    a few seconds (tiny images, a few steps), so CI runs every config::
+
+        genloss train --config configs/vae_mnist.yaml smoke.enabled=true [key=value ...]
+
+    ``overrides`` maps dotted keys to values, e.g. ``{trainer.max_steps: 3, data.kind: digits}``.
+    :func:`load_config` calls this and then re-applies the command-line overrides, so ``key=value``
+    arguments win over the smoke values. The result is marked ``smoke.applied: true``, so applying
+    it twice changes nothing.
+    """
+    import yaml
+
+    smoke = section(cfg, "smoke")
+    check_keys(smoke, ("enabled", "overrides", "applied"), "smoke")
+    if not smoke.get("enabled") or smoke.get("applied"):
+        return cfg
+    overrides = smoke.get("overrides") or {}
+    if not isinstance(overrides, dict):
+        raise ValueError("smoke.overrides must map dotted keys to values, e.g. {trainer.max_steps: 3}")
+    # apply_overrides parses "key=value" strings as YAML: dump each value back to YAML text
+    items = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+             for k, v in overrides.items()]
+    out = apply_overrides(cfg, items)
+    out["smoke"] = {**out["smoke"], "applied": True}
+    return out
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A YAML config file as a dict; a missing file or a YAML error raises one line naming the file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            cfg = yaml.safe_load(fh) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = str(getattr(e, "problem", None) or e).strip()
+        raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
     return cfg
 
 
 def load_config(config: str | Path | dict[str, Any], overrides: list[str] | None = None) -> dict[str, Any]:
     """Load a YAML config file (or take a dict) and apply overrides."""
-    if isinstance(config, dict):
-        cfg = config
-    else:
-        import yaml
-
-        path = Path(config)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {path} does not exist")
-        with open(path) as fh:
-            cfg = yaml.safe_load(fh) or {}
-        if not isinstance(cfg, dict):
-            raise ValueError(f"config file {path} must hold a mapping at the top level")
+    cfg = config if isinstance(config, dict) else read_config_file(config)
     merged = apply_overrides(cfg, overrides)
     smoke = merged.get("smoke")
     if isinstance(smoke, dict) and smoke.get("enabled") and not smoke.get("applied"):
         # `smoke.enabled=true` shrinks a full config with its smoke.overrides; command-line
-        # overrides are applied again on top, so they still win (see common.apply_smoke)
-        from .common import apply_smoke
-
+        # overrides are applied again on top, so they still win
         merged = apply_overrides(apply_smoke(merged), overrides)
     return merged

@@ -34,6 +34,7 @@ from .common import (
     check_config,
     find_checkpoint,
     fit,
+    load_module,
     output_dir,
     save_image_grid,
     section,
@@ -267,7 +268,7 @@ def test(cfg: dict[str, Any]) -> dict[str, Any]:
     validate_config(cfg)
     out = output_dir(cfg, "runs/toy")
     ckpt = find_checkpoint(cfg, out)
-    module = ToyModule.load_from_checkpoint(str(ckpt), map_location=test_device(cfg), build_criterion=False)
+    module = load_module(ToyModule, ckpt, map_location=test_device(cfg), build_criterion=False)
     ds = make_dataset(cfg)
     output = _generate(module, ds.noise)[0].float().cpu()
     metrics, pictures = sharpness_metrics(output, ds)

@@ -37,6 +37,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -247,14 +248,19 @@ def tune_loss(
     seed: int = 0,
     progress: bool = True,
     log: Callable[[dict], None] | None = None,
+    checkpoint: str | Path | None = None,
 ) -> dict[str, Any]:
     """Fit the parameters of ``loss`` (``reduction='none'``) to the judgments of ``dataset``.
 
     Schedule of the paper: Adam (``beta1`` = 0.5) at ``lr`` for ``epochs`` epochs, then a linear
     decay to 0 over ``epochs_decay`` more epochs. Every parameter of ``loss`` is unfrozen.
 
+    ``checkpoint``: a file written atomically after every epoch (loss, head, optimizer, schedule,
+    data order, history); when it exists the tuning continues from it, so a killed run loses at
+    most one epoch. A checkpoint of another loss or head raises a ``CheckpointError`` naming it.
+
     Returns:
-        ``{"head": module, "history": [{"epoch", "loss", "accuracy", "lr"}, ...]}``.
+        ``{"head": module, "history": [{"epoch", "loss", "accuracy", "lr"}, ...], "resumed_from": path or None}``.
     """
     head_mod = make_rank_head(head) if isinstance(head, str) else head
     loss.to(device).train()
@@ -273,9 +279,21 @@ def tune_loss(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator)
-    history = []
+    history: list[dict[str, Any]] = []
+    start, resumed_from = 0, None
+    if checkpoint is not None and Path(checkpoint).is_file():
+        state = _read_tune_checkpoint(checkpoint, loss, head_mod)
+        loss.load_state_dict(state["state_dict"])
+        head_mod.load_state_dict(state["head"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        history, start, resumed_from = list(state["history"]), int(state["epoch"]), str(checkpoint)
+        for record in history:
+            if log is not None:
+                log(record)
     bce = nn.BCELoss()
-    for epoch in range(total_epochs):
+    for epoch in range(start, total_epochs):
         total, agree, n = 0.0, 0.0, 0
         for batch in _progress(loader, len(loader), f"tune epoch {epoch + 1}/{total_epochs}", progress):
             ref, p0, p1 = _triplet(batch, device, input_map)
@@ -291,14 +309,35 @@ def tune_loss(
             n += len(judge)
         record = {"epoch": epoch + 1, "loss": total / n, "accuracy": agree / n, "lr": optimizer.param_groups[0]["lr"]}
         history.append(record)
+        scheduler.step()
+        if checkpoint is not None:
+            from .common import atomic_torch_save
+
+            atomic_torch_save({"state_dict": loss.state_dict(), "head": head_mod.state_dict(),
+                               "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                               "generator": generator.get_state(), "epoch": epoch + 1, "history": history},
+                              checkpoint)
         if log is not None:
             log(record)
-        scheduler.step()
     loss.eval()
     head_mod.eval()
     for p in params:
         p.requires_grad_(False)
-    return {"head": head_mod, "history": history}
+    return {"head": head_mod, "history": history, "resumed_from": resumed_from}
+
+
+def _read_tune_checkpoint(path: str | Path, loss: nn.Module, head: nn.Module) -> dict[str, Any]:
+    """A tuning checkpoint, loaded with ``weights_only=True`` and checked against ``loss`` and ``head``."""
+    from .common import CheckpointError, check_state_dict, read_checkpoint
+
+    state = read_checkpoint(path)
+    missing = [k for k in ("head", "optimizer", "scheduler", "generator", "epoch", "history") if k not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} is not a 2AFC tuning checkpoint (no {', '.join(missing)}); "
+                              "delete it or use another output.dir")
+    check_state_dict(path, state["state_dict"], loss)
+    check_state_dict(path, state["head"], head)
+    return state
 
 
 # ------------------------------------------------------------------------------------------------
@@ -343,8 +382,10 @@ def save_tuned_weights(loss: nn.Module, loss_name: str, colorspace: str, out_dir
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    from .common import atomic_torch_save
+
     path = out_dir / tuned_weight_file_name(loss_name, colorspace)
-    torch.save(tuned_state_dict(loss), path)
+    atomic_torch_save(tuned_state_dict(loss), path)
     manifest = out_dir / "SHA256SUMS"
     entries: dict[str, str] = {}
     if manifest.is_file():
@@ -353,7 +394,9 @@ def save_tuned_weights(loss: nn.Module, loss_name: str, colorspace: str, out_dir
             if len(parts) == 2:
                 entries[parts[1]] = parts[0]
     entries[path.name] = sha256sum(path)
-    manifest.write_text("".join(f"{h}  {n}\n" for n, h in sorted(entries.items())))
+    tmp = manifest.with_name(f".{manifest.name}.tmp")  # renamed: a reader never sees half a manifest
+    tmp.write_text("".join(f"{h}  {n}\n" for n, h in sorted(entries.items())))
+    os.replace(tmp, manifest)
     return path
 
 
@@ -532,7 +575,9 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
 
     Config keys: ``data`` as in :func:`test` plus ``data.train_categories``; ``tune.{loss,
     colorspace, init ('default' or 'pretrained'), head, epochs, epochs_decay, lr, beta1,
-    batch_size, device, seed, loss_kwargs}``; ``output.dir`` (weights go to ``output.dir/weights``).
+    batch_size, device, seed, loss_kwargs, resume}``; ``output.dir`` (weights go to ``output.dir/weights``).
+    ``output.dir/checkpoints/tune_last.ckpt`` is written atomically after every epoch; with
+    ``tune.resume: auto`` (the default) re-running the command continues from it.
     """
     data = cfg.get("data", {})
     opts = dict(cfg.get("tune", {}))
@@ -557,6 +602,13 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
     out = output_dir(cfg, "runs/2afc_tune")
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "train_log.csv"
+    resume = opts.get("resume", "auto")
+    if resume not in ("auto", False, None):
+        raise ValueError(f"tune.resume must be auto (continue from the last finished epoch) or false, got {resume!r}")
+    ckpt = out / "checkpoints" / "tune_last.ckpt"
+    if resume in (False, None):
+        ckpt.unlink(missing_ok=True)
+    # rewritten from the checkpoint's history on a resume (tune_loss logs the finished epochs again)
     with open(log_path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["epoch", "loss", "accuracy", "lr"])
         writer.writeheader()
@@ -574,6 +626,7 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
             seed=int(opts.get("seed", 0)),
             progress=progress,
             log=lambda r: (writer.writerow(r), fh.flush()),
+            checkpoint=ckpt,
         )
     after = val_scores()
     weights = save_tuned_weights(loss, name, cs, out / "weights")
@@ -583,5 +636,6 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
     files = write_results(results, out)
     return {
         "before": before, "after": after, "history": result["history"], "weights": str(weights),
-        "files": {**{k: str(v) for k, v in files.items()}, "log": str(log_path)},
+        "resumed_from": result["resumed_from"],
+        "files": {**{k: str(v) for k, v in files.items()}, "log": str(log_path), "checkpoint": str(ckpt)},
     }

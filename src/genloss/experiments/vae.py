@@ -44,6 +44,7 @@ from .common import (
     check_config,
     find_checkpoint,
     fit,
+    load_module,
     loss_value,
     output_dir,
     save_image_grid,
@@ -466,7 +467,7 @@ def test(cfg: dict[str, Any]) -> dict[str, Any]:
     out = output_dir(cfg, _default_out(cfg))
     ckpt = find_checkpoint(cfg, out)
     device = test_device(cfg)
-    module = VAEModule.load_from_checkpoint(str(ckpt), map_location=device).eval()
+    module = load_module(VAEModule, ckpt, map_location=device).eval()
     vae, loss_fn = module.vae, module.loss_fn
     from .. import get_loss
 

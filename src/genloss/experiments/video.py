@@ -34,6 +34,7 @@ from .common import (
     check_config,
     find_checkpoint,
     fit,
+    load_module,
     output_dir,
     save_image_grid,
     section,
@@ -220,7 +221,7 @@ def test(cfg: dict[str, Any]) -> dict[str, Any]:
     out = output_dir(cfg, DEFAULT_OUTPUT)
     ckpt = find_checkpoint(cfg, out)
     device = test_device(cfg)
-    module = VideoPredictionModule.load_from_checkpoint(str(ckpt), map_location=device, build_criterion=False).eval()
+    module = load_module(VideoPredictionModule, ckpt, map_location=device, build_criterion=False).eval()
     metric, metric_name, note = perceptual_metric(tcfg.get("perceptual", ["Deeploss-Squeeze"]), device)
     how_many = int(tcfg.get("how_many", 100))
     n_strips = int(tcfg.get("strips", 4))

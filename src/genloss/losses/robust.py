@@ -275,11 +275,19 @@ def _spline_cache_path(num_knots: int):
 
 
 def _read_cached_spline(path, num_knots: int) -> LogPartitionSpline | None:
+    """The cached spline, or ``None`` (then it is recomputed) when the file is absent, damaged or another spline's.
+
+    The cache is ours and disposable: a truncated or corrupted file (a kill during an old write, a
+    full disk, a bit flip) must never make the loss fail, so every read error means "recompute".
+    """
+    import zipfile
+    import zlib
+
     try:
         with np.load(path, allow_pickle=False) as f:
             values = np.asarray(f["values"], dtype=np.float64)
             tangents = np.asarray(f["tangents"], dtype=np.float64)
-    except (OSError, KeyError, ValueError):
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error):
         return None
     ok = (
         values.shape == tangents.shape == (num_knots,)
@@ -297,15 +305,27 @@ def _read_cached_spline(path, num_knots: int) -> LogPartitionSpline | None:
 
 
 def _write_cached_spline(path, values: np.ndarray, tangents: np.ndarray) -> None:
-    # Best effort (a read-only home must not break the loss); written under a temporary name and
-    # renamed, so a concurrent reader never sees half a file.
+    # Best effort (a read-only home must not break the loss); written to a unique temporary file in
+    # the same folder and renamed, so concurrent writers (processes or threads) never mix their
+    # bytes and a reader never sees half a file; a failed write leaves no temporary file behind.
+    import tempfile
+
+    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, values=values, tangents=tangents)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, values=values, tangents=tangents)
         os.replace(tmp, path)
+        tmp = None
     except OSError:
         pass
+    finally:
+        if tmp is not None:
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
 
 
 def barron_partition_spline(weights_dir: str | os.PathLike | None = None) -> LogPartitionSpline:
