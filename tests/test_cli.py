@@ -377,13 +377,15 @@ def test_without_the_cli_extras_one_line_says_what_to_install():
 
 
 def test_compare_json_stays_pure_when_losses_print(pngs, monkeypatch):
-    real_get_loss = genloss.get_loss
+    import genloss.registry
+
+    real_make_loss = genloss.registry.make_loss
 
     def chatty(*args, **kwargs):
         print('Downloading: "https://download.pytorch.org/models/vgg16.pth" to /cache')  # as torch hub does
-        return real_get_loss(*args, **kwargs)
+        return real_make_loss(*args, **kwargs)
 
-    monkeypatch.setattr(genloss, "get_loss", chatty)
+    monkeypatch.setattr(genloss.registry, "make_loss", chatty)
     for fmt, parse in (("json", json.loads), ("csv", lambda t: list(csv.DictReader(io.StringIO(t))))):
         r = _invoke("compare", pngs["a"], pngs["b"], "-l", "L1", "-l", "L2", "-f", fmt)
         assert r.exit_code == 0, r.output
