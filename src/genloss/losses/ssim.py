@@ -250,8 +250,8 @@ class MSSSIMLoss(ImageLoss):
         >>> import torch
         >>> from genloss import MSSSIMLoss
         >>> x = torch.rand(1, 3, 161, 161)
-        >>> MSSSIMLoss()(x, x)
-        tensor(0.)
+        >>> MSSSIMLoss()(x, x).abs() < 1e-5  # 0 up to float32 rounding
+        tensor(True)
         >>> MSSSIMLoss(scales=3, reduction="none")(torch.rand(2, 3, 41, 41), torch.rand(2, 3, 41, 41)).shape
         torch.Size([2])
     """
