@@ -35,7 +35,7 @@ C1 = 0.01**2
 C2 = 0.03**2
 #: largest image side for which the filter is one banded matrix per axis (cost grows with the side);
 #: above it the tiled banded filter is faster (crossover measured with benchmarks/ssim_scaling.py --filters)
-BANDED_MAX_SIDE = 512
+BANDED_MAX_SIDE = 384
 #: outputs per tile of the tiled filter
 TILE = 32
 
