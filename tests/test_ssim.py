@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from conftest import photo_batch
 
 import genloss
-from genloss.functional.ssim import ms_ssim, ssim
+from genloss.functional import ms_ssim, ssim
 from genloss.losses import ssim as ssim_module
 from genloss.losses.ssim import MSSSIMLoss, SSIMLoss
 

@@ -43,8 +43,7 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'genloss.functional' has no attribute {name!r}")
     loaded = importlib.import_module(module)
-    # Importing genloss.functional.ssim binds the package attribute ``ssim`` to the module; bind every
-    # function of that module now, so ``ssim`` is the function whichever twin was imported first.
+    # bind every function of that module at once (one import per family)
     for other, where in _LAZY.items():
         if where == module:
             globals()[other] = getattr(loaded, other)

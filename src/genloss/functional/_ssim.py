@@ -22,7 +22,7 @@ def ssim(
 
     Example:
         >>> import torch
-        >>> from genloss.functional.ssim import ssim
+        >>> from genloss.functional import ssim
         >>> x = torch.rand(1, 3, 16, 16)
         >>> ssim(x, x)
         tensor(0.)
@@ -46,7 +46,7 @@ def ms_ssim(
 
     Example:
         >>> import torch
-        >>> from genloss.functional.ssim import ms_ssim
+        >>> from genloss.functional import ms_ssim
         >>> ms_ssim(torch.rand(2, 3, 41, 41), torch.rand(2, 3, 41, 41), scales=3, reduction="none").shape
         torch.Size([2])
     """
