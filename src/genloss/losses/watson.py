@@ -34,12 +34,8 @@ from torch import nn
 from .. import weights as _weights
 from ..transforms.blocks import block_dct_matrix, block_rdft_matrix, pad_to_multiple, to_blocks
 from ..transforms.color import as_grey, rgb_to_ycbcr
-from ..transforms.shift import shift_image
-from ._watson_kernels import WatsonDFTInput, WatsonDFTStable, WatsonPoolDCT
+from ._watson_kernels import EPS, WatsonDFTInput, WatsonDFTStable, WatsonPoolDCT
 from .base import ImageLoss, grey_channels
-
-#: the epsilon of the paper's code, kept for fidelity (it also keeps gradients finite at 0)
-EPS = 1e-10
 
 #: JPEG luminance quantisation table as Watson's DCT sensitivity init (Watson 1993)
 WATSON_DCT_TABLE = (
@@ -56,8 +52,50 @@ WATSON_DCT_TABLE = (
 _CHANNEL_PREFIXES = ("ly", "lcb", "lcr")
 
 
+#: luminance masking floor of the default (non-faithful) mode
+DEFAULT_LUMINANCE_FLOOR = 0.1
+
+
 def _logit(p: float) -> float:
     return math.log(p / (1 - p))
+
+
+def _check_floor(luminance_floor: float | None, faithful: bool) -> float | None:
+    """The floor to use: ``None`` in faithful mode (the original has none), 0.1 unless given."""
+    if faithful:
+        if luminance_floor is not None:
+            # silently ignoring an explicit floor would give numbers the caller did not ask for
+            raise ValueError("luminance_floor cannot be combined with faithful=True (the original has no floor)")
+        return None
+    if luminance_floor is None:
+        return DEFAULT_LUMINANCE_FLOOR
+    if not 0.0 <= luminance_floor < 1.0:
+        raise ValueError(f"luminance_floor must be in [0, 1), got {luminance_floor}")
+    return float(luminance_floor)
+
+
+def _functorch_wrapped(*tensors: torch.Tensor) -> bool:
+    """True inside torch.func transforms (grad, vmap), where autograd.Functions without vmap rules fail."""
+    if torch.compiler.is_compiling():  # dynamo cannot trace the check, and compiled graphs hold no wrappers
+        return False
+    from torch._C._functorch import is_functorch_wrapped_tensor
+
+    return any(is_functorch_wrapped_tensor(t) for t in tensors)
+
+
+def _shift_and_pad(x: torch.Tensor, offset: torch.Tensor, pad: int, block: int) -> torch.Tensor:
+    """Shift (N, C, H, W) by ``offset - pad`` px with replicate borders, then replicate-pad to a multiple of ``block``.
+
+    Equals ``F.pad(x, (pad,) * 4, mode='replicate')[..., oy:oy + H, ox:ox + W]`` followed by
+    :func:`pad_to_multiple`, as one gather per axis with indices computed on the device from
+    the offset tensor (no host read of the offset, no data-dependent slicing).
+    """
+    h, w = x.shape[-2:]
+    rows = torch.arange(h + (-h) % block, device=x.device).clamp_max(h - 1)
+    cols = torch.arange(w + (-w) % block, device=x.device).clamp_max(w - 1)
+    rows = (rows + (offset[0] - pad)).clamp(0, h - 1)
+    cols = (cols + (offset[1] - pad)).clamp(0, w - 1)
+    return x.index_select(-2, rows).index_select(-1, cols)
 
 
 class _WatsonBase(ImageLoss):
@@ -74,21 +112,19 @@ class _WatsonBase(ImageLoss):
         reduction: str = "sum",
         deterministic: bool = False,
         faithful: bool = False,
-        luminance_floor: float = 0.1,
+        luminance_floor: float | None = None,
         max_shift: int = 8,
         weights_dir: str | os.PathLike | None = None,
         value_range: tuple[float, float] = (0.0, 1.0),
     ) -> None:
         super().__init__(colorspace=colorspace, reduction=reduction, value_range=value_range)
-        if not 0.0 <= luminance_floor < 1.0:
-            raise ValueError(f"luminance_floor must be in [0, 1), got {luminance_floor}")
-        if max_shift < 0:
-            raise ValueError(f"max_shift must be >= 0, got {max_shift}")
+        self.luminance_floor = _check_floor(luminance_floor, faithful)
+        if isinstance(max_shift, bool) or not isinstance(max_shift, int) or max_shift < 0:
+            raise ValueError(f"max_shift must be an int >= 0, got {max_shift!r}")
         self.channels = grey_channels(self.colorspace)
         self.n_channels = 3 if self.colorspace == "RGB" else 1
         self.deterministic = deterministic
         self.faithful = faithful
-        self.luminance_floor = luminance_floor
         self.max_shift = max_shift
         self.pretrained = pretrained
         #: hand-written backward for frozen metrics (faster, once differentiable); False: plain autograd
@@ -100,6 +136,12 @@ class _WatsonBase(ImageLoss):
         self.w_logit = nn.Parameter(torch.full((c,), _logit(self._init_w)))
         self.beta = nn.Parameter(torch.full((c,), self._init_beta))
         self._init_frequency_parameters()
+        # The block transform as buffers built here (not on first use): they follow .to(device), so
+        # forward never copies a host tensor to the GPU. Two copies, because module.double() would
+        # otherwise round a float32 basis that float64 inputs then use.
+        basis = self._basis_f64()
+        self.register_buffer("_basis32", basis.float(), persistent=False)
+        self.register_buffer("_basis64", basis, persistent=False)
         if pretrained:
             prefix = "rgb" if self.colorspace == "RGB" else "gray"
             self.load_original_state_dict(_weights.load_state_dict(f"{prefix}_{self._file_stem}_trial0.pth",
@@ -108,6 +150,13 @@ class _WatsonBase(ImageLoss):
 
     def _init_frequency_parameters(self) -> None:  # pragma: no cover
         raise NotImplementedError
+
+    def _basis_f64(self) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def _basis(self, dtype: torch.dtype) -> torch.Tensor:
+        """The block transform matrix in the compute dtype (no copy in the usual float32 case)."""
+        return (self._basis64 if dtype == torch.float64 else self._basis32).to(dtype)
 
     # -- parameters in their constrained form ---------------------------------------------------
     @property
@@ -133,28 +182,53 @@ class _WatsonBase(ImageLoss):
             return rgb_to_ycbcr(x)
         return as_grey(x)
 
-    def _blocks(self, x: torch.Tensor, offset: tuple[int, int] | None) -> torch.Tensor:
+    def _blocks(self, x: torch.Tensor, offset: torch.Tensor | None) -> torch.Tensor:
         x = self._prepare(x)
-        if offset is not None:
-            x = shift_image(x, *offset, self.max_shift)
-        return to_blocks(pad_to_multiple(x, self.block), self.block)
+        if offset is None:
+            x = pad_to_multiple(x, self.block)
+        else:
+            x = _shift_and_pad(x, offset, self.max_shift // 2, self.block)
+        return to_blocks(x, self.block)
+
+    def _draw_offset(self, device: torch.device) -> torch.Tensor | None:
+        """The paper's training-time random shift: an offset (2,) in [0, max_shift), or None.
+
+        Drawn on the input's device with torch's generator (seedable with ``torch.manual_seed``)
+        and used only through index arithmetic, so the GPU never synchronises and
+        ``torch.compile`` traces training mode without a graph break.
+        """
+        if not self.training or self.deterministic or self.max_shift < 2:
+            return None
+        return torch.randint(0, self.max_shift, (2,), device=device)
+
+    def _check_parameter_dtype(self) -> None:
+        # .half() on the module would round the tuned parameters and the basis to 16 bit, and the
+        # computation would then silently run on those rounded values: refuse instead.
+        if self.alpha.dtype not in (torch.float32, torch.float64):
+            raise TypeError(
+                f"{type(self).__name__} parameters are {self.alpha.dtype}; Watson losses compute in float32 or "
+                "float64 (16-bit inputs are accepted as they are): keep the module in float32 (.float())"
+            )
 
     def per_image(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        offset = None
+        self._check_parameter_dtype()
         # The random shift is the paper's training-time augmentation: never in eval mode.
-        if self.training and not self.deterministic and self.max_shift >= 2:
-            offset = tuple(torch.randint(0, self.max_shift, (2,)).tolist())
+        offset = self._draw_offset(input.device)
         # Everything that depends only on the target (its transform, the masked thresholds) needs
         # no graph when neither the target nor the parameters need gradients: the usual case of a
-        # frozen metric used as a training loss. This halves the work autograd has to do.
-        target_grad = (target.requires_grad or not self.fast_backward
-                       or any(p.requires_grad for p in self.parameters()))
-        with torch.set_grad_enabled(torch.is_grad_enabled() and target_grad):
+        # frozen metric used as a training loss. This halves the work autograd has to do. Under
+        # torch.func transforms (grad, vmap) the hand-written autograd.Functions do not apply
+        # (they have no vmap rule): those take the plain autograd path, which every transform supports.
+        fast = (self.fast_backward and not target.requires_grad and not _functorch_wrapped(input, target)
+                and not any(p.requires_grad for p in self.parameters()))
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not fast):
             ref = self._reference(self._blocks(target, offset))
-            if not target_grad:
+            if fast:
                 ref["inv_s"] = ref.pop("s").reciprocal()
         dist = self._compare(self._blocks(input, offset), ref)  # (N, C)
-        return (dist * self.channel_weights.to(dist.dtype)).sum(1)
+        if self.channel_logits is None:  # LA: one channel, weight 1
+            return dist[:, 0]
+        return (dist * torch.softmax(self.channel_logits, 0).to(dist.dtype)).sum(1)
 
     def _reference(self, b0: torch.Tensor) -> dict[str, torch.Tensor]:  # pragma: no cover
         raise NotImplementedError
@@ -241,7 +315,7 @@ class _WatsonBase(ImageLoss):
     def extra_repr(self) -> str:
         return (
             f"{super().extra_repr()}, pretrained={self.pretrained}, deterministic={self.deterministic}, "
-            f"faithful={self.faithful}, luminance_floor={self.luminance_floor}"
+            f"faithful={self.faithful}, luminance_floor={self.luminance_floor}, max_shift={self.max_shift}"
         )
 
 
@@ -270,16 +344,19 @@ class WatsonDCT(_WatsonBase):
 
     _file_stem = "watson_dct"
 
+    def _basis_f64(self) -> torch.Tensor:
+        return block_dct_matrix(self.block, torch.float64, torch.device("cpu")).clone()
+
     def _init_frequency_parameters(self) -> None:
         table = torch.tensor(WATSON_DCT_TABLE).log()
         self.t_tild = nn.Parameter(table.expand(self.n_channels, 8, 8).clone())
 
     def _reference(self, b0: torch.Tensor) -> dict[str, torch.Tensor]:
-        c0 = b0 @ block_dct_matrix(self.block, b0.dtype, b0.device)  # (N, C, K, 64)
+        c0 = b0 @ self._basis(b0.dtype)  # (N, C, K, 64)
         return {"c0": c0, "s": self._thresholds(c0[..., 0], c0.abs())}
 
     def _compare(self, b1: torch.Tensor, ref: dict[str, torch.Tensor]) -> torch.Tensor:
-        c1 = b1 @ block_dct_matrix(self.block, b1.dtype, b1.device)
+        c1 = b1 @ self._basis(b1.dtype)
         if "inv_s" in ref:  # frozen metric: hand-written backward
             return WatsonPoolDCT.apply(c1, ref["c0"], ref["inv_s"], self.beta.detach().to(c1.dtype))
         return self._pool(ref["c0"] - c1, ref["s"])
@@ -299,6 +376,10 @@ class WatsonDFT(_WatsonBase):
     _init_beta = 1.0
 
     _file_stem = "watson_fft"
+
+    def _basis_f64(self) -> torch.Tensor:
+        # rfft2 of each block, divided by B*B (the paper's normalisation), as [real | imag] columns
+        return block_rdft_matrix(self.block, torch.float64, torch.device("cpu")) / self.block**2
 
     def _init_frequency_parameters(self) -> None:
         k = self.block // 2 + 1
@@ -325,7 +406,7 @@ class WatsonDFT(_WatsonBase):
             z = torch.view_as_real(torch.fft.rfft2(blocks.reshape(n, c, k, b, b))) / b**2
             z = z.reshape(n, c, k, -1, 2)
             return z[..., 0], z[..., 1]
-        m = block_rdft_matrix(b, blocks.dtype, blocks.device) / b**2  # one GEMM: faster than FFTs of 8x8
+        m = self._basis(blocks.dtype)  # one GEMM: faster than FFTs of 8x8
         z = blocks @ m
         f = m.shape[1] // 2
         return z[..., :f], z[..., f:]
