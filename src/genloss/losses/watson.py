@@ -83,19 +83,23 @@ def _functorch_wrapped(*tensors: torch.Tensor) -> bool:
     return any(is_functorch_wrapped_tensor(t) for t in tensors)
 
 
-def _shift_and_pad(x: torch.Tensor, offset: torch.Tensor, pad: int, block: int) -> torch.Tensor:
-    """Shift (N, C, H, W) by ``offset - pad`` px with replicate borders, then replicate-pad to a multiple of ``block``.
+def _shifted_blocks(x: torch.Tensor, offset: torch.Tensor, pad: int, block: int) -> torch.Tensor:
+    """Blocks (N, C, K, B*B) of (N, C, H, W) shifted by ``offset - pad`` px with replicate borders.
 
-    Equals ``F.pad(x, (pad,) * 4, mode='replicate')[..., oy:oy + H, ox:ox + W]`` followed by
-    :func:`pad_to_multiple`, as one gather per axis with indices computed on the device from
-    the offset tensor (no host read of the offset, no data-dependent slicing).
+    Equals ``F.pad(x, (pad,) * 4, mode='replicate')[..., oy:oy + H, ox:ox + W]``, then
+    :func:`pad_to_multiple` and :func:`to_blocks`, as one gather whose indices are computed on the
+    device from the offset tensor: no host read of the offset, no data-dependent slicing (so
+    ``torch.compile`` traces it), and one pass instead of pad, crop, pad and the block permute.
     """
-    h, w = x.shape[-2:]
-    rows = torch.arange(h + (-h) % block, device=x.device).clamp_max(h - 1)
-    cols = torch.arange(w + (-w) % block, device=x.device).clamp_max(w - 1)
-    rows = (rows + (offset[0] - pad)).clamp(0, h - 1)
-    cols = (cols + (offset[1] - pad)).clamp(0, w - 1)
-    return x.index_select(-2, rows).index_select(-1, cols)
+    n, c, h, w = x.shape
+    hp, wp = h + (-h) % block, w + (-w) % block
+    # source row/column of every output row/column: the block padding repeats the last row/column
+    # of the shifted image, the shift's own padding repeats the image border
+    rows = (torch.arange(hp, device=x.device).clamp_max(h - 1) + (offset[0] - pad)).clamp(0, h - 1)
+    cols = (torch.arange(wp, device=x.device).clamp_max(w - 1) + (offset[1] - pad)).clamp(0, w - 1)
+    # flat source index in block order: (block row, block column, row in block, column in block)
+    idx = rows.view(hp // block, 1, block, 1) * w + cols.view(1, wp // block, 1, block)
+    return x.reshape(n, c, h * w).index_select(-1, idx.reshape(-1)).view(n, c, -1, block * block)
 
 
 class _WatsonBase(ImageLoss):
@@ -185,10 +189,8 @@ class _WatsonBase(ImageLoss):
     def _blocks(self, x: torch.Tensor, offset: torch.Tensor | None) -> torch.Tensor:
         x = self._prepare(x)
         if offset is None:
-            x = pad_to_multiple(x, self.block)
-        else:
-            x = _shift_and_pad(x, offset, self.max_shift // 2, self.block)
-        return to_blocks(x, self.block)
+            return to_blocks(pad_to_multiple(x, self.block), self.block)
+        return _shifted_blocks(x, offset, self.max_shift // 2, self.block)
 
     def _draw_offset(self, device: torch.device) -> torch.Tensor | None:
         """The paper's training-time random shift: an offset (2,) in [0, max_shift), or None.
@@ -320,22 +322,67 @@ class _WatsonBase(ImageLoss):
 
 
 class WatsonDCT(_WatsonBase):
-    """Watson's perceptual distance on the 8x8 block DCT.
+    """Watson's perceptual distance on the 8x8 block DCT (Watson-DCT of Czolbe et al., 2020).
+
+    Each image is converted to YCbCr (RGB) or grey (LA), split into 8x8 blocks and transformed
+    with the orthonormal DCT-II. Per block and frequency the difference of the coefficients is
+    divided by a visibility threshold (frequency sensitivity, luminance masking by the block's DC,
+    contrast masking by the target's coefficient) and Minkowski-pooled into one distance per
+    channel and image; RGB mixes the Y, Cb, Cr distances with learned softmax weights.
 
     Args:
-        colorspace: ``'RGB'`` (input (N, 3, H, W), compared in YCbCr) or ``'LA'`` (input
-            (N, 1, H, W), or (N, 3, H, W) converted to BT.601 grey).
-        reduction: ``'sum'`` | ``'mean'`` | ``'none'`` over the batch (``'none'``: shape [N]).
-        deterministic: if ``False``, both images are shifted by the same random offset of up to
-            8 px before the block split (the paper's training setting).
-        faithful: reproduce the paper's code exactly (batch-wide luminance normalisation, no
-            luminance floor), e.g. for its published numbers.
-        luminance_floor: lower bound of the luminance masking ratio (ignored when ``faithful``).
+        colorspace: ``'RGB'`` (compared in YCbCr) or ``'LA'`` (one grey channel: 1-channel input,
+            or 3-channel input converted with the BT.601 luma weights).
+        pretrained: load the authors' tuned parameters (``rgb_watson_dct_trial0.pth`` or
+            ``gray_watson_dct_trial0.pth``) and freeze them; ``False``: the paper's initial
+            values (JPEG table, alpha 0.649, w 0.7, beta 4), trainable.
+        reduction: ``'sum'`` (the paper's) | ``'mean'`` | ``'none'`` over the batch.
+        deterministic: ``False`` (the paper's training setting): in training mode both images are
+            shifted by the same random offset in ``[-max_shift/2, max_shift/2)`` px (replicate
+            borders) before the block split, so the block grid does not stay fixed. ``True``, or
+            eval mode (``loss.eval()``), never shifts.
+        faithful: reproduce the paper's code exactly: luminance masking normalised by the mean DC
+            of the whole batch (so an image's value depends on its batch) and no luminance floor
+            (a pure black block explodes the distance). Use it for the paper's published numbers.
+        luminance_floor: lower bound of the luminance masking ratio ``dc / mean(dc)`` in [0, 1)
+            (default ``None``: 0.1). Not allowed with ``faithful=True`` (the original has none).
+        max_shift: range of the training-time random shift in px (the paper's 8); 0 or 1: none.
+        weights_dir: folder with the tuned weight files (default: genloss' weight lookup).
+        value_range: ``(lo, hi)`` of the input images, mapped exactly onto [0, 1].
 
-    Input: float images in [0, 1], H, W >= 8. Sizes that are not multiples of 8 are
-    replicate-padded at the bottom/right to the next multiple (the padded pixels repeat the
-    border's error, so all pixels keep a gradient). Works on any device and in float64;
-    16-bit inputs are computed in float32.
+    Shape:
+        - input, target: (N, 3, H, W) for RGB, (N, 1, H, W) or (N, 3, H, W) for LA, with
+          H, W >= 8. Sizes that are not multiples of 8 are replicate-padded at the bottom/right
+          to the next multiple (the padded pixels repeat the border's error, so every pixel keeps
+          a gradient).
+        - output: scalar for ``'sum'``/``'mean'``, (N,) for ``'none'``.
+
+    Returns:
+        The distance, >= 0 (unbounded above; ~1-10 per 64x64 RGB image for visible distortions
+        with the tuned weights). Float32, or float64 for float64 input (16-bit input is computed
+        in float32). Identical images do not give exactly 0: the paper's epsilon terms
+        (``|d|/s + 1e-10`` and ``+ 1e-10`` per coefficient in the pooling) leave
+        ``(K F 1e-10) ** (1/beta)``, e.g. 0.0013 for the tuned RGB model on a 64x64 photograph
+        (0.025 untrained) against ~4 for a 1-px shift of the same photograph.
+
+    Raises:
+        TypeError: non-tensor or non-float input; a module converted to 16 bit (``.half()``).
+        ValueError: wrong rank, channel count or shapes, images smaller than 8x8, NaN/Inf, values
+            outside ``value_range``; invalid options (also ``luminance_floor`` with ``faithful``).
+
+    References:
+        Czolbe, Krause, Cox, Igel, *A Loss Function for Generative Neural Networks Based on
+        Watson's Perceptual Model*, NeurIPS 2020 (code: SteffenCzolbe/PerceptualSimilarity);
+        Watson, *DCT quantization matrices visually optimized for individual images*, 1993.
+
+    Example:
+        >>> import torch
+        >>> from genloss import WatsonDCT
+        >>> loss = WatsonDCT(pretrained=False, reduction="none").eval()
+        >>> x = torch.rand(2, 3, 20, 16)
+        >>> d = loss(x.clamp(0.1, 0.9), x)
+        >>> d.shape, bool((d > 0).all())
+        (torch.Size([2]), True)
     """
 
     _init_alpha = 0.649
@@ -363,12 +410,62 @@ class WatsonDCT(_WatsonBase):
 
 
 class WatsonDFT(_WatsonBase):
-    """Watson's perceptual distance on the 8x8 block real DFT: amplitude term plus phase term.
+    """Watson's perceptual distance on the 8x8 block real DFT (Watson-DFT of Czolbe et al., 2020).
 
-    Same arguments and input conventions as :class:`WatsonDCT`. The amplitude of each
-    one-sided frequency goes through Watson's masking and pooling; the phases add
-    ``sum w_phase * angle(c0, c1)`` with learned weights (zero for the four real-valued
-    frequencies, whose phase carries no information).
+    The amplitudes of each block's one-sided 2-D DFT (``rfft2 / 64``) go through Watson's masking
+    and Minkowski pooling as in :class:`WatsonDCT`; the phases add ``sum w_phase * angle(c0, c1)``
+    with learned weights (zero at the four real-valued frequencies, whose phase carries no
+    information). By default the angle is computed from the chord of the unit phase vectors,
+    which is the paper's ``acos(cos(d) (1 - 1e-7))`` without its float32 cancellation (accurate
+    gradients for nearly aligned phases, see :func:`stable_phase_angle`); ``faithful=True`` uses
+    the original formula and ``torch.fft``.
+
+    Args:
+        colorspace: ``'RGB'`` (compared in YCbCr) or ``'LA'`` (one grey channel: 1-channel input,
+            or 3-channel input converted with the BT.601 luma weights).
+        pretrained: load the authors' tuned parameters (``rgb_watson_fft_trial0.pth`` or
+            ``gray_watson_fft_trial0.pth``) and freeze them; ``False``: the paper's initial
+            values (all thresholds 1, alpha 0.1, w 0.2, beta 1, phase weights e^-2), trainable.
+        reduction: ``'sum'`` (the paper's) | ``'mean'`` | ``'none'`` over the batch.
+        deterministic: ``False`` (the paper's training setting): in training mode both images are
+            shifted by the same random offset in ``[-max_shift/2, max_shift/2)`` px (replicate
+            borders) before the block split. ``True``, or eval mode, never shifts.
+        faithful: reproduce the paper's code exactly: batch-wide luminance normalisation, no
+            luminance floor, ``torch.fft`` and the original phase formula.
+        luminance_floor: lower bound of the luminance masking ratio in [0, 1) (default ``None``:
+            0.1). Not allowed with ``faithful=True``.
+        max_shift: range of the training-time random shift in px (the paper's 8); 0 or 1: none.
+        weights_dir: folder with the tuned weight files (default: genloss' weight lookup).
+        value_range: ``(lo, hi)`` of the input images, mapped exactly onto [0, 1].
+
+    Shape:
+        - input, target: (N, 3, H, W) for RGB, (N, 1, H, W) or (N, 3, H, W) for LA, with
+          H, W >= 8; sizes that are not multiples of 8 are replicate-padded at the bottom/right.
+        - output: scalar for ``'sum'``/``'mean'``, (N,) for ``'none'``.
+
+    Returns:
+        The distance, >= 0 (unbounded above; its scale is larger than Watson-DCT's, e.g. ~1700
+        for a 1-px shift of a 64x64 RGB photograph with the tuned weights). Float32, or float64
+        for float64 input. Identical images do not give exactly 0: the pooling's epsilons leave
+        ``(K F 1e-10) ** (1/beta)`` and each phase adds ``acos(1 - 1e-7) = 4.5e-4`` times its
+        weight, e.g. 0.011 for the tuned RGB model on a 64x64 photograph (0.14 untrained).
+
+    Raises:
+        TypeError: non-tensor or non-float input; a module converted to 16 bit (``.half()``).
+        ValueError: wrong rank, channel count or shapes, images smaller than 8x8, NaN/Inf, values
+            outside ``value_range``; invalid options (also ``luminance_floor`` with ``faithful``).
+
+    References:
+        Czolbe, Krause, Cox, Igel, *A Loss Function for Generative Neural Networks Based on
+        Watson's Perceptual Model*, NeurIPS 2020 (code: SteffenCzolbe/PerceptualSimilarity).
+
+    Example:
+        >>> import torch
+        >>> from genloss import WatsonDFT
+        >>> loss = WatsonDFT(pretrained=False, colorspace="LA").eval()
+        >>> x = torch.rand(1, 1, 8, 8)
+        >>> loss(x.flip(-1), x).shape
+        torch.Size([])
     """
 
     _init_alpha = 0.1
