@@ -230,7 +230,7 @@ class _WatsonBase(ImageLoss):
         dist = self._compare(self._blocks(input, offset), ref)  # (N, C)
         if self.channel_logits is None:  # LA: one channel, weight 1
             return dist[:, 0]
-        return (dist * torch.softmax(self.channel_logits, 0).to(dist.dtype)).sum(1)
+        return (dist * torch.softmax(self.channel_logits.to(dist.dtype), 0)).sum(1)
 
     def _reference(self, b0: torch.Tensor) -> dict[str, torch.Tensor]:  # pragma: no cover
         raise NotImplementedError
@@ -247,9 +247,12 @@ class _WatsonBase(ImageLoss):
         else:
             mean_dc = dc.mean(dim=2, keepdim=True)
             ratio = ((dc + EPS) / (mean_dc + EPS)).clamp_min(self.luminance_floor)
-        alpha = self.alpha.to(dc.dtype).view(1, -1, 1)
-        w = self.w.to(dc.dtype)
-        t = self.t.to(dc.dtype).flatten(1)  # (C, F)
+        # Parameters are cast before their exp/sigmoid: a float32 module on float64 images then
+        # computes exactly as a float64 module (no silent float32 step).
+        dtype = dc.dtype
+        alpha = self.alpha.to(dtype).view(1, -1, 1)
+        w = torch.sigmoid(self.w_logit.to(dtype))
+        t = self.t_tild.to(dtype).exp().flatten(1)  # (C, F)
         lum = ratio.pow(alpha).unsqueeze(-1)  # (N, C, K, 1)
         t_l = t.unsqueeze(1) * lum
         # |c0|**w * t_l**(1 - w), with t_l**(1-w) = t**(1-w) * lum**(1-w) computed on the small factors
@@ -521,7 +524,7 @@ class WatsonDFT(_WatsonBase):
 
     def _compare(self, b1: torch.Tensor, ref: dict[str, torch.Tensor]) -> torch.Tensor:
         re1, im1 = self._spectrum(b1)
-        w_phase = self.w_phase_tild.exp().flatten(1) * self._phase_mask
+        w_phase = self.w_phase_tild.to(re1.dtype).exp().flatten(1) * self._phase_mask.to(re1.dtype)
         if self.faithful and "inv_s" in ref:  # frozen metric: hand-written backward, original ops
             return WatsonDFTInput.apply(re1, im1, ref["amp0"], ref["inv_s"], ref["ph0"],
                                         self.beta.detach().to(re1.dtype), w_phase.detach().to(re1.dtype),
@@ -536,7 +539,7 @@ class WatsonDFT(_WatsonBase):
             angle = torch.acos(torch.cos(ref["ph0"] - ph1) * PHASE_K)
         else:
             angle = stable_phase_angle(ref["u0"], ref["v0"], *_unit(re1 + EPS, im1))
-        phase = (angle * w_phase.to(angle.dtype).unsqueeze(1).unsqueeze(0)).sum(dim=(2, 3))
+        phase = (angle * w_phase.unsqueeze(1).unsqueeze(0)).sum(dim=(2, 3))
         return dist + phase
 
 
