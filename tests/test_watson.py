@@ -11,8 +11,9 @@ from conftest import photo_batch
 
 import genloss
 from genloss import functional as GF
-from genloss.losses.watson import WatsonDCT, WatsonDFT, _shifted_blocks
-from genloss.transforms.blocks import pad_to_multiple, to_blocks
+from genloss.losses.watson import WatsonDCT, WatsonDFT, _block_rows
+from genloss.transforms.blocks import block_dct_matrix, block_rdft_matrix, pad_to_multiple, to_blocks
+from genloss.transforms.color import as_grey, rgb_to_ycbcr
 
 CLASSES = {"Watson-DCT": WatsonDCT, "Watson-DFT": WatsonDFT}
 NAMES = list(CLASSES)
@@ -70,11 +71,37 @@ def test_shift_gather_equals_pad_crop_pad_and_block_split(size, max_shift):
     x = torch.rand(2, 3, h, w, dtype=torch.float64)
     pad = max_shift // 2
     padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
+
+    def rows(blocks):  # (N, C, K, 64) -> (N, K, C*64)
+        return blocks.permute(0, 2, 1, 3).reshape(2, blocks.shape[2], -1)
+
+    assert torch.equal(_block_rows(x, None, pad, 8), rows(to_blocks(pad_to_multiple(x, 8), 8)))
     for oy in range(max_shift):
         for ox in range(max_shift):
-            expected = to_blocks(pad_to_multiple(padded[..., oy : oy + h, ox : ox + w], 8), 8)
-            got = _shifted_blocks(x, torch.tensor([oy, ox]), pad, 8)
+            expected = rows(to_blocks(pad_to_multiple(padded[..., oy : oy + h, ox : ox + w], 8), 8))
+            got = _block_rows(x, torch.tensor([oy, ox]), pad, 8)
             assert torch.equal(got, expected), (oy, ox)
+
+
+@pytest.mark.parametrize("cs,channels", [("RGB", 3), ("LA", 1), ("LA", 3)])
+@pytest.mark.parametrize("name", NAMES)
+def test_one_gemm_transform_equals_colour_conversion_then_block_transform(name, cs, channels):
+    """The colour matrix folded into the block basis gives the shared colour conversion's blocks."""
+    x = torch.rand(2, channels, 16, 24, dtype=torch.float64)
+    loss = CLASSES[name](pretrained=False, colorspace=cs).double()
+    conv = rgb_to_ycbcr(x) if cs == "RGB" else as_grey(x)
+    blocks = to_blocks(conv, 8)
+    if name == "Watson-DCT":
+        expected = blocks @ block_dct_matrix(8, torch.float64, x.device)
+    else:
+        expected = blocks @ block_rdft_matrix(8, torch.float64, x.device) / 64
+    torch.testing.assert_close(loss._transform(x, None), expected, rtol=1e-12, atol=1e-12)
+    if name == "Watson-DFT":  # faithful: the colour-converted pixels, then torch.fft as the paper
+        faithful = CLASSES[name](pretrained=False, colorspace=cs, faithful=True).double()
+        re, im = faithful._spectrum(faithful._transform(x, None))
+        spec = torch.view_as_real(torch.fft.rfft2(blocks.reshape(*blocks.shape[:3], 8, 8))) / 64
+        torch.testing.assert_close(re, spec[..., 0].flatten(3), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(im, spec[..., 1].flatten(3), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -223,7 +250,7 @@ def test_double_module_and_float64_input_compute_in_float64(name, pair):
     v64 = loss(y.double(), x.double())
     assert v64.dtype == torch.float64
     torch.testing.assert_close(loss.double()(y.double(), x.double()), v64, rtol=1e-12, atol=0)
-    assert loss._basis(torch.float64).dtype == torch.float64
+    assert loss._buffer("rgb", torch.float64).dtype == torch.float64
     torch.testing.assert_close(loss.float()(y, x), v64.float(), rtol=1e-4, atol=0)
 
 

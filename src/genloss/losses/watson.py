@@ -32,8 +32,8 @@ import torch
 from torch import nn
 
 from .. import weights as _weights
-from ..transforms.blocks import block_dct_matrix, block_rdft_matrix, pad_to_multiple, to_blocks
-from ..transforms.color import as_grey, rgb_to_ycbcr
+from ..transforms.blocks import block_dct_matrix, block_rdft_matrix, pad_to_multiple
+from ..transforms.color import LUMA_WEIGHTS, YCBCR_MATRIX, YCBCR_OFFSET
 from ._watson_kernels import EPS, WatsonDFTInput, WatsonDFTStable, WatsonPoolDCT
 from .base import ImageLoss, grey_channels
 
@@ -83,23 +83,44 @@ def _functorch_wrapped(*tensors: torch.Tensor) -> bool:
     return any(is_functorch_wrapped_tensor(t) for t in tensors)
 
 
-def _shifted_blocks(x: torch.Tensor, offset: torch.Tensor, pad: int, block: int) -> torch.Tensor:
-    """Blocks (N, C, K, B*B) of (N, C, H, W) shifted by ``offset - pad`` px with replicate borders.
+def _block_rows(x: torch.Tensor, offset: torch.Tensor | None, pad: int, block: int) -> torch.Tensor:
+    """(N, C, H, W) -> (N, K, C*B*B): the pixels of each BxB block, all channels in one row.
 
-    Equals ``F.pad(x, (pad,) * 4, mode='replicate')[..., oy:oy + H, ox:ox + W]``, then
-    :func:`pad_to_multiple` and :func:`to_blocks`, as one gather whose indices are computed on the
-    device from the offset tensor: no host read of the offset, no data-dependent slicing (so
-    ``torch.compile`` traces it), and one pass instead of pad, crop, pad and the block permute.
+    Sizes that are not multiples of B are replicate-padded at the bottom/right. With an
+    ``offset`` (2,) the image is first shifted by ``offset - pad`` px with replicate borders, i.e.
+    ``F.pad(x, (pad,) * 4, mode='replicate')[..., oy:oy + H, ox:ox + W]``, computed as one gather
+    whose indices come from the offset tensor on the device: no host read of the offset, no
+    data-dependent slicing (``torch.compile`` traces it), one pass instead of pad, crop and permute.
+    The (block, channel, pixel) row layout lets one matrix product do colour conversion and block
+    transform together.
     """
     n, c, h, w = x.shape
+    if offset is None:
+        x = pad_to_multiple(x, block)
+        hb, wb = x.shape[-2] // block, x.shape[-1] // block
+        x = x.reshape(n, c, hb, block, wb, block).permute(0, 2, 4, 1, 3, 5)
+        return x.reshape(n, hb * wb, c * block * block)
     hp, wp = h + (-h) % block, w + (-w) % block
     # source row/column of every output row/column: the block padding repeats the last row/column
     # of the shifted image, the shift's own padding repeats the image border
     rows = (torch.arange(hp, device=x.device).clamp_max(h - 1) + (offset[0] - pad)).clamp(0, h - 1)
     cols = (torch.arange(wp, device=x.device).clamp_max(w - 1) + (offset[1] - pad)).clamp(0, w - 1)
-    # flat source index in block order: (block row, block column, row in block, column in block)
-    idx = rows.view(hp // block, 1, block, 1) * w + cols.view(1, wp // block, 1, block)
-    return x.reshape(n, c, h * w).index_select(-1, idx.reshape(-1)).view(n, c, -1, block * block)
+    # flat source index, ordered (block row, block column, channel, row in block, column in block)
+    chan = torch.arange(c, device=x.device) * (h * w)
+    idx = (rows.view(hp // block, 1, 1, block, 1) * w + cols.view(1, wp // block, 1, 1, block)
+           + chan.view(1, 1, c, 1, 1))
+    return x.reshape(n, c * h * w).index_select(-1, idx.reshape(-1)).view(n, -1, c * block * block)
+
+
+def _colour_folded(basis: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+    """(C_in*P, C_out*F) matrix applying the per-pixel colour matrix ``mix`` (C_out, C_in), then ``basis`` (P, F).
+
+    Both maps are linear, so ``rows @ W`` on (block, channel, pixel) rows is the block transform
+    of the colour-converted image in one GEMM (one kernel instead of a colour pass plus a GEMM).
+    """
+    c_out, c_in = mix.shape
+    p, f = basis.shape
+    return torch.einsum("oc,pf->cpof", mix, basis).reshape(c_in * p, c_out * f)
 
 
 class _WatsonBase(ImageLoss):
@@ -140,12 +161,7 @@ class _WatsonBase(ImageLoss):
         self.w_logit = nn.Parameter(torch.full((c,), _logit(self._init_w)))
         self.beta = nn.Parameter(torch.full((c,), self._init_beta))
         self._init_frequency_parameters()
-        # The block transform as buffers built here (not on first use): they follow .to(device), so
-        # forward never copies a host tensor to the GPU. Two copies, because module.double() would
-        # otherwise round a float32 basis that float64 inputs then use.
-        basis = self._basis_f64()
-        self.register_buffer("_basis32", basis.float(), persistent=False)
-        self.register_buffer("_basis64", basis, persistent=False)
+        self._register_transforms()
         if pretrained:
             prefix = "rgb" if self.colorspace == "RGB" else "gray"
             self.load_original_state_dict(_weights.load_state_dict(f"{prefix}_{self._file_stem}_trial0.pth",
@@ -158,9 +174,46 @@ class _WatsonBase(ImageLoss):
     def _basis_f64(self) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
-    def _basis(self, dtype: torch.dtype) -> torch.Tensor:
-        """The block transform matrix in the compute dtype (no copy in the usual float32 case)."""
-        return (self._basis64 if dtype == torch.float64 else self._basis32).to(dtype)
+    def _register_transforms(self) -> None:
+        """Colour conversion + block transform as matrices (and the YCbCr offset as a bias), as buffers.
+
+        Built here, not on first use, and as buffers: they follow ``.to(device)``, so forward never
+        copies a host tensor to the GPU (a blocking copy that synchronises the stream). Each in
+        float32 and float64, because ``module.double()`` would otherwise turn a float32-rounded
+        matrix into the one that float64 inputs use; nothing is saved in the state dict.
+        """
+        basis = self._basis_f64()  # (B*B, F)
+        if self.colorspace == "RGB":
+            mix = torch.tensor(YCBCR_MATRIX, dtype=torch.float64)
+            offset = torch.tensor(YCBCR_OFFSET, dtype=torch.float64)
+            transforms = {"rgb": _colour_folded(basis, mix),
+                          "rgb_bias": (offset.view(3, 1) * basis.sum(0)).reshape(-1)}
+        else:
+            luma = torch.tensor(LUMA_WEIGHTS, dtype=torch.float64).view(1, 3)
+            transforms = {"grey": basis, "grey3": _colour_folded(basis, luma)}
+        for name, t in transforms.items():
+            self.register_buffer(f"_{name}_f32", t.float().contiguous(), persistent=False)
+            self.register_buffer(f"_{name}_f64", t.contiguous(), persistent=False)
+
+    def _buffer(self, name: str, dtype: torch.dtype) -> torch.Tensor:
+        """A transform buffer in the compute dtype (no copy in the usual float32 and float64 cases)."""
+        return getattr(self, f"_{name}_f64" if dtype == torch.float64 else f"_{name}_f32").to(dtype)
+
+    def _transform(self, x: torch.Tensor, offset: torch.Tensor | None) -> torch.Tensor:
+        """Colour conversion, (shift,) block split and block transform: (N, C_in, H, W) -> (N, C, K, F).
+
+        One gather/permute and one GEMM (with the YCbCr offset as its bias for RGB). The result is a
+        (N, K, C, F) tensor viewed as (N, C, K, F): elementwise ops and the reductions over (K, F)
+        work on the view without copies.
+        """
+        n, c_in = x.shape[:2]
+        rows = _block_rows(x, offset, self.max_shift // 2, self.block)  # (N, K, C_in*B*B)
+        flat = rows.reshape(-1, rows.shape[-1])
+        if self.colorspace == "RGB":
+            z = torch.addmm(self._buffer("rgb_bias", x.dtype), flat, self._buffer("rgb", x.dtype))
+        else:
+            z = flat @ self._buffer("grey" if c_in == 1 else "grey3", x.dtype)
+        return z.view(n, rows.shape[1], self.n_channels, -1).transpose(1, 2)
 
     # -- parameters in their constrained form ---------------------------------------------------
     @property
@@ -181,17 +234,6 @@ class _WatsonBase(ImageLoss):
         return torch.softmax(self.channel_logits, 0)
 
     # -- pipeline --------------------------------------------------------------------------------
-    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
-        if self.colorspace == "RGB":
-            return rgb_to_ycbcr(x)
-        return as_grey(x)
-
-    def _blocks(self, x: torch.Tensor, offset: torch.Tensor | None) -> torch.Tensor:
-        x = self._prepare(x)
-        if offset is None:
-            return to_blocks(pad_to_multiple(x, self.block), self.block)
-        return _shifted_blocks(x, offset, self.max_shift // 2, self.block)
-
     def _draw_offset(self, device: torch.device) -> torch.Tensor | None:
         """The paper's training-time random shift: an offset (2,) in [0, max_shift), or None.
 
@@ -224,18 +266,20 @@ class _WatsonBase(ImageLoss):
         fast = (self.fast_backward and not target.requires_grad and not _functorch_wrapped(input, target)
                 and not any(p.requires_grad for p in self.parameters()))
         with torch.set_grad_enabled(torch.is_grad_enabled() and not fast):
-            ref = self._reference(self._blocks(target, offset))
+            ref = self._reference(self._transform(target, offset))
             if fast:
                 ref["inv_s"] = ref.pop("s").reciprocal()
-        dist = self._compare(self._blocks(input, offset), ref)  # (N, C)
+        dist = self._compare(self._transform(input, offset), ref)  # (N, C)
         if self.channel_logits is None:  # LA: one channel, weight 1
             return dist[:, 0]
         return (dist * torch.softmax(self.channel_logits.to(dist.dtype), 0)).sum(1)
 
-    def _reference(self, b0: torch.Tensor) -> dict[str, torch.Tensor]:  # pragma: no cover
+    def _reference(self, z0: torch.Tensor) -> dict[str, torch.Tensor]:  # pragma: no cover
+        """Target-side quantities from the target's transform z0 (N, C, K, F)."""
         raise NotImplementedError
 
-    def _compare(self, b1: torch.Tensor, ref: dict[str, torch.Tensor]) -> torch.Tensor:  # pragma: no cover
+    def _compare(self, z1: torch.Tensor, ref: dict[str, torch.Tensor]) -> torch.Tensor:  # pragma: no cover
+        """Distances (N, C) of the input's transform z1 (N, C, K, F) to the target."""
         raise NotImplementedError
 
     def _thresholds(self, dc: torch.Tensor, amp0: torch.Tensor) -> torch.Tensor:
@@ -401,12 +445,10 @@ class WatsonDCT(_WatsonBase):
         table = torch.tensor(WATSON_DCT_TABLE).log()
         self.t_tild = nn.Parameter(table.expand(self.n_channels, 8, 8).clone())
 
-    def _reference(self, b0: torch.Tensor) -> dict[str, torch.Tensor]:
-        c0 = b0 @ self._basis(b0.dtype)  # (N, C, K, 64)
+    def _reference(self, c0: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"c0": c0, "s": self._thresholds(c0[..., 0], c0.abs())}
 
-    def _compare(self, b1: torch.Tensor, ref: dict[str, torch.Tensor]) -> torch.Tensor:
-        c1 = b1 @ self._basis(b1.dtype)
+    def _compare(self, c1: torch.Tensor, ref: dict[str, torch.Tensor]) -> torch.Tensor:
         if "inv_s" in ref:  # frozen metric: hand-written backward
             return WatsonPoolDCT.apply(c1, ref["c0"], ref["inv_s"], self.beta.detach().to(c1.dtype))
         return self._pool(ref["c0"] - c1, ref["s"])
@@ -478,6 +520,8 @@ class WatsonDFT(_WatsonBase):
     _file_stem = "watson_fft"
 
     def _basis_f64(self) -> torch.Tensor:
+        if self.faithful:  # the pixels: torch.fft follows in _spectrum, as in the paper's code
+            return torch.eye(self.block**2, dtype=torch.float64)
         # rfft2 of each block, divided by B*B (the paper's normalisation), as [real | imag] columns
         return block_rdft_matrix(self.block, torch.float64, torch.device("cpu")) / self.block**2
 
@@ -496,23 +540,22 @@ class WatsonDFT(_WatsonBase):
         """Phase weights, shape (C, B, B//2+1), zero at the real-valued frequencies."""
         return self.w_phase_tild.exp() * self._phase_mask.view(self.block, -1)
 
-    def _spectrum(self, blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _spectrum(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Real and imaginary parts (N, C, K, B*(B//2+1)) of each block's rfft2, divided by B*B."""
-        n, c, k, _ = blocks.shape
-        b = self.block
         if self.faithful:
-            # torch.fft, as the paper: the original phase term acos(cos(d) * (1 - 1e-7)) amplifies
-            # float32 rounding near d = 0, so only the same transform reproduces its gradients.
-            z = torch.view_as_real(torch.fft.rfft2(blocks.reshape(n, c, k, b, b))) / b**2
-            z = z.reshape(n, c, k, -1, 2)
-            return z[..., 0], z[..., 1]
-        m = self._basis(blocks.dtype)  # one GEMM: faster than FFTs of 8x8
-        z = blocks @ m
-        f = m.shape[1] // 2
+            # torch.fft on the colour-converted pixels, as the paper: the original phase term
+            # acos(cos(d) * (1 - 1e-7)) amplifies float32 rounding near d = 0, so only the same
+            # transform reproduces its gradients.
+            n, c, k, _ = z.shape
+            b = self.block
+            spec = torch.view_as_real(torch.fft.rfft2(z.reshape(n, c, k, b, b))) / b**2
+            spec = spec.reshape(n, c, k, -1, 2)
+            return spec[..., 0], spec[..., 1]
+        f = z.shape[-1] // 2  # z = [real | imag] from the one GEMM of _transform
         return z[..., :f], z[..., f:]
 
-    def _reference(self, b0: torch.Tensor) -> dict[str, torch.Tensor]:
-        re0, im0 = self._spectrum(b0)
+    def _reference(self, z0: torch.Tensor) -> dict[str, torch.Tensor]:
+        re0, im0 = self._spectrum(z0)
         # The paper adds EPS to real and imaginary part before taking the norm; kept for fidelity.
         amp0 = torch.sqrt((re0 + EPS) ** 2 + (im0 + EPS) ** 2)
         ref = {"amp0": amp0, "s": self._thresholds(amp0[..., 0], amp0)}
@@ -522,8 +565,8 @@ class WatsonDFT(_WatsonBase):
             ref["u0"], ref["v0"] = _unit(re0 + EPS, im0)
         return ref
 
-    def _compare(self, b1: torch.Tensor, ref: dict[str, torch.Tensor]) -> torch.Tensor:
-        re1, im1 = self._spectrum(b1)
+    def _compare(self, z1: torch.Tensor, ref: dict[str, torch.Tensor]) -> torch.Tensor:
+        re1, im1 = self._spectrum(z1)
         w_phase = self.w_phase_tild.to(re1.dtype).exp().flatten(1) * self._phase_mask.to(re1.dtype)
         if self.faithful and "inv_s" in ref:  # frozen metric: hand-written backward, original ops
             return WatsonDFTInput.apply(re1, im1, ref["amp0"], ref["inv_s"], ref["ph0"],
