@@ -243,6 +243,18 @@ def test_identical_images_give_the_epsilon_floor(pair):
     assert torch.isfinite(a.grad).all()
 
 
+@pytest.mark.parametrize("faithful", [False, True])
+@pytest.mark.parametrize("name", NAMES)
+def test_identical_images_are_the_minimum_with_a_zero_finite_gradient(name, faithful, pair):
+    y, x = pair
+    loss = CLASSES[name](pretrained=False, faithful=faithful, reduction="none").eval()
+    a = x.clone().requires_grad_(True)
+    same = loss(a, x)
+    same.sum().backward()
+    assert torch.isfinite(a.grad).all() and a.grad.abs().max() < 1e-6  # a minimum: zero gradient
+    assert (same < loss(y, x)).all() and (same < loss((x + 0.01).clamp(0, 1), x)).all()
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_double_module_and_float64_input_compute_in_float64(name, pair):
     y, x = pair
