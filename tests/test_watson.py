@@ -11,7 +11,7 @@ from conftest import photo_batch
 
 import genloss
 from genloss import functional as GF
-from genloss.losses.watson import WatsonDCT, WatsonDFT, _block_rows
+from genloss.losses.watson import WatsonDCT, WatsonDFT, _block_rows, _shift_index
 from genloss.transforms.blocks import block_dct_matrix, block_rdft_matrix, pad_to_multiple, to_blocks
 from genloss.transforms.color import as_grey, rgb_to_ycbcr
 
@@ -75,11 +75,11 @@ def test_shift_gather_equals_pad_crop_pad_and_block_split(size, max_shift):
     def rows(blocks):  # (N, C, K, 64) -> (N, K, C*64)
         return blocks.permute(0, 2, 1, 3).reshape(2, blocks.shape[2], -1)
 
-    assert torch.equal(_block_rows(x, None, pad, 8), rows(to_blocks(pad_to_multiple(x, 8), 8)))
+    assert torch.equal(_block_rows(x, None, 8), rows(to_blocks(pad_to_multiple(x, 8), 8)))
     for oy in range(max_shift):
         for ox in range(max_shift):
             expected = rows(to_blocks(pad_to_multiple(padded[..., oy : oy + h, ox : ox + w], 8), 8))
-            got = _block_rows(x, torch.tensor([oy, ox]), pad, 8)
+            got = _block_rows(x, _shift_index(x.shape, torch.tensor([oy, ox]), pad, 8), 8)
             assert torch.equal(got, expected), (oy, ox)
 
 

@@ -83,33 +83,44 @@ def _functorch_wrapped(*tensors: torch.Tensor) -> bool:
     return any(is_functorch_wrapped_tensor(t) for t in tensors)
 
 
-def _block_rows(x: torch.Tensor, offset: torch.Tensor | None, pad: int, block: int) -> torch.Tensor:
+def _shift_index(shape: torch.Size, offset: torch.Tensor, pad: int, block: int) -> torch.Tensor:
+    """Flat gather index for :func:`_block_rows`: shift by ``offset - pad`` px, replicate borders, blocks.
+
+    For an (N, C, H, W) image, ``x.reshape(N, C*H*W)[:, index]`` equals
+    ``F.pad(x, (pad,) * 4, mode='replicate')[..., oy:oy + H, ox:ox + W]`` padded to a multiple of
+    the block size and split into (block, channel, pixel) rows. Computed on the device from the
+    offset tensor (no host read of the offset, no data-dependent slicing, so ``torch.compile``
+    traces it), once per call for both images.
+    """
+    _, c, h, w = shape
+    hp, wp = h + (-h) % block, w + (-w) % block
+    device = offset.device
+    # source row/column of every output row/column: the block padding repeats the last row/column
+    # of the shifted image, the shift's own padding repeats the image border
+    rows = (torch.arange(hp, device=device).clamp_max(h - 1) + (offset[0] - pad)).clamp(0, h - 1)
+    cols = (torch.arange(wp, device=device).clamp_max(w - 1) + (offset[1] - pad)).clamp(0, w - 1)
+    # ordered (block row, block column, channel, row in block, column in block)
+    chan = torch.arange(c, device=device) * (h * w)
+    idx = (rows.view(hp // block, 1, 1, block, 1) * w + cols.view(1, wp // block, 1, 1, block)
+           + chan.view(1, 1, c, 1, 1))
+    return idx.reshape(-1)
+
+
+def _block_rows(x: torch.Tensor, index: torch.Tensor | None, block: int) -> torch.Tensor:
     """(N, C, H, W) -> (N, K, C*B*B): the pixels of each BxB block, all channels in one row.
 
-    Sizes that are not multiples of B are replicate-padded at the bottom/right. With an
-    ``offset`` (2,) the image is first shifted by ``offset - pad`` px with replicate borders, i.e.
-    ``F.pad(x, (pad,) * 4, mode='replicate')[..., oy:oy + H, ox:ox + W]``, computed as one gather
-    whose indices come from the offset tensor on the device: no host read of the offset, no
-    data-dependent slicing (``torch.compile`` traces it), one pass instead of pad, crop and permute.
+    Without ``index``: sizes that are not multiples of B are replicate-padded at the bottom/right
+    (one permute copy). With an ``index`` from :func:`_shift_index`: the shifted blocks, one gather.
     The (block, channel, pixel) row layout lets one matrix product do colour conversion and block
     transform together.
     """
-    n, c, h, w = x.shape
-    if offset is None:
+    n, c = x.shape[:2]
+    if index is None:
         x = pad_to_multiple(x, block)
         hb, wb = x.shape[-2] // block, x.shape[-1] // block
         x = x.reshape(n, c, hb, block, wb, block).permute(0, 2, 4, 1, 3, 5)
         return x.reshape(n, hb * wb, c * block * block)
-    hp, wp = h + (-h) % block, w + (-w) % block
-    # source row/column of every output row/column: the block padding repeats the last row/column
-    # of the shifted image, the shift's own padding repeats the image border
-    rows = (torch.arange(hp, device=x.device).clamp_max(h - 1) + (offset[0] - pad)).clamp(0, h - 1)
-    cols = (torch.arange(wp, device=x.device).clamp_max(w - 1) + (offset[1] - pad)).clamp(0, w - 1)
-    # flat source index, ordered (block row, block column, channel, row in block, column in block)
-    chan = torch.arange(c, device=x.device) * (h * w)
-    idx = (rows.view(hp // block, 1, 1, block, 1) * w + cols.view(1, wp // block, 1, 1, block)
-           + chan.view(1, 1, c, 1, 1))
-    return x.reshape(n, c * h * w).index_select(-1, idx.reshape(-1)).view(n, -1, c * block * block)
+    return x.reshape(n, -1).index_select(-1, index).view(n, -1, c * block * block)
 
 
 def _colour_folded(basis: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
@@ -199,7 +210,7 @@ class _WatsonBase(ImageLoss):
         """A transform buffer in the compute dtype (no copy in the usual float32 and float64 cases)."""
         return getattr(self, f"_{name}_f64" if dtype == torch.float64 else f"_{name}_f32").to(dtype)
 
-    def _transform(self, x: torch.Tensor, offset: torch.Tensor | None) -> torch.Tensor:
+    def _transform(self, x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
         """Colour conversion, (shift,) block split and block transform: (N, C_in, H, W) -> (N, C, K, F).
 
         One gather/permute and one GEMM (with the YCbCr offset as its bias for RGB). The result is a
@@ -207,7 +218,7 @@ class _WatsonBase(ImageLoss):
         work on the view without copies.
         """
         n, c_in = x.shape[:2]
-        rows = _block_rows(x, offset, self.max_shift // 2, self.block)  # (N, K, C_in*B*B)
+        rows = _block_rows(x, index, self.block)  # (N, K, C_in*B*B)
         flat = rows.reshape(-1, rows.shape[-1])
         if self.colorspace == "RGB":
             z = torch.addmm(self._buffer("rgb_bias", x.dtype), flat, self._buffer("rgb", x.dtype))
@@ -258,6 +269,7 @@ class _WatsonBase(ImageLoss):
         self._check_parameter_dtype()
         # The random shift is the paper's training-time augmentation: never in eval mode.
         offset = self._draw_offset(input.device)
+        index = None if offset is None else _shift_index(input.shape, offset, self.max_shift // 2, self.block)
         # Everything that depends only on the target (its transform, the masked thresholds) needs
         # no graph when neither the target nor the parameters need gradients: the usual case of a
         # frozen metric used as a training loss. This halves the work autograd has to do. Under
@@ -266,10 +278,10 @@ class _WatsonBase(ImageLoss):
         fast = (self.fast_backward and not target.requires_grad and not _functorch_wrapped(input, target)
                 and not any(p.requires_grad for p in self.parameters()))
         with torch.set_grad_enabled(torch.is_grad_enabled() and not fast):
-            ref = self._reference(self._transform(target, offset))
+            ref = self._reference(self._transform(target, index))
             if fast:
                 ref["inv_s"] = ref.pop("s").reciprocal()
-        dist = self._compare(self._transform(input, offset), ref)  # (N, C)
+        dist = self._compare(self._transform(input, index), ref)  # (N, C)
         if self.channel_logits is None:  # LA: one channel, weight 1
             return dist[:, 0]
         return (dist * torch.softmax(self.channel_logits.to(dist.dtype), 0)).sum(1)
