@@ -16,6 +16,7 @@ import math
 
 import torch
 
+#: the epsilon of the paper's code, kept for fidelity (it also keeps gradients finite at 0)
 EPS = 1e-10
 
 

@@ -32,14 +32,10 @@ import torch
 from torch import nn
 
 from .. import weights as _weights
-from ..transforms.blocks import block_dct_matrix, block_rdft_matrix, pad_to_multiple, to_blocks
-from ..transforms.color import as_grey, rgb_to_ycbcr
-from ..transforms.shift import shift_image
-from ._watson_kernels import WatsonDFTInput, WatsonDFTStable, WatsonPoolDCT
+from ..transforms.blocks import block_dct_matrix, block_rdft_matrix, pad_to_multiple
+from ..transforms.color import LUMA_WEIGHTS, YCBCR_MATRIX, YCBCR_OFFSET
+from ._watson_kernels import EPS, WatsonDFTInput, WatsonDFTStable, WatsonPoolDCT
 from .base import ImageLoss, grey_channels
-
-#: the epsilon of the paper's code, kept for fidelity (it also keeps gradients finite at 0)
-EPS = 1e-10
 
 #: JPEG luminance quantisation table as Watson's DCT sensitivity init (Watson 1993)
 WATSON_DCT_TABLE = (
@@ -56,8 +52,86 @@ WATSON_DCT_TABLE = (
 _CHANNEL_PREFIXES = ("ly", "lcb", "lcr")
 
 
+#: luminance masking floor of the default (non-faithful) mode
+DEFAULT_LUMINANCE_FLOOR = 0.1
+
+
 def _logit(p: float) -> float:
     return math.log(p / (1 - p))
+
+
+def _check_floor(luminance_floor: float | None, faithful: bool) -> float | None:
+    """The floor to use: ``None`` in faithful mode (the original has none), 0.1 unless given."""
+    if faithful:
+        if luminance_floor is not None:
+            # silently ignoring an explicit floor would give numbers the caller did not ask for
+            raise ValueError("luminance_floor cannot be combined with faithful=True (the original has no floor)")
+        return None
+    if luminance_floor is None:
+        return DEFAULT_LUMINANCE_FLOOR
+    if not 0.0 <= luminance_floor < 1.0:
+        raise ValueError(f"luminance_floor must be in [0, 1), got {luminance_floor}")
+    return float(luminance_floor)
+
+
+def _functorch_wrapped(*tensors: torch.Tensor) -> bool:
+    """True inside torch.func transforms (grad, vmap), where autograd.Functions without vmap rules fail."""
+    if torch.compiler.is_compiling():  # dynamo cannot trace the check, and compiled graphs hold no wrappers
+        return False
+    from torch._C._functorch import is_functorch_wrapped_tensor
+
+    return any(is_functorch_wrapped_tensor(t) for t in tensors)
+
+
+def _shift_index(shape: torch.Size, offset: torch.Tensor, pad: int, block: int) -> torch.Tensor:
+    """Flat gather index for :func:`_block_rows`: shift by ``offset - pad`` px, replicate borders, blocks.
+
+    For an (N, C, H, W) image, ``x.reshape(N, C*H*W)[:, index]`` equals
+    ``F.pad(x, (pad,) * 4, mode='replicate')[..., oy:oy + H, ox:ox + W]`` padded to a multiple of
+    the block size and split into (block, channel, pixel) rows. Computed on the device from the
+    offset tensor (no host read of the offset, no data-dependent slicing, so ``torch.compile``
+    traces it), once per call for both images.
+    """
+    _, c, h, w = shape
+    hp, wp = h + (-h) % block, w + (-w) % block
+    device = offset.device
+    # source row/column of every output row/column: the block padding repeats the last row/column
+    # of the shifted image, the shift's own padding repeats the image border
+    rows = (torch.arange(hp, device=device).clamp_max(h - 1) + (offset[0] - pad)).clamp(0, h - 1)
+    cols = (torch.arange(wp, device=device).clamp_max(w - 1) + (offset[1] - pad)).clamp(0, w - 1)
+    # ordered (block row, block column, channel, row in block, column in block)
+    chan = torch.arange(c, device=device) * (h * w)
+    idx = (rows.view(hp // block, 1, 1, block, 1) * w + cols.view(1, wp // block, 1, 1, block)
+           + chan.view(1, 1, c, 1, 1))
+    return idx.reshape(-1)
+
+
+def _block_rows(x: torch.Tensor, index: torch.Tensor | None, block: int) -> torch.Tensor:
+    """(N, C, H, W) -> (N, K, C*B*B): the pixels of each BxB block, all channels in one row.
+
+    Without ``index``: sizes that are not multiples of B are replicate-padded at the bottom/right
+    (one permute copy). With an ``index`` from :func:`_shift_index`: the shifted blocks, one gather.
+    The (block, channel, pixel) row layout lets one matrix product do colour conversion and block
+    transform together.
+    """
+    n, c = x.shape[:2]
+    if index is None:
+        x = pad_to_multiple(x, block)
+        hb, wb = x.shape[-2] // block, x.shape[-1] // block
+        x = x.reshape(n, c, hb, block, wb, block).permute(0, 2, 4, 1, 3, 5)
+        return x.reshape(n, hb * wb, c * block * block)
+    return x.reshape(n, -1).index_select(-1, index).view(n, -1, c * block * block)
+
+
+def _colour_folded(basis: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+    """(C_in*P, C_out*F) matrix applying the per-pixel colour matrix ``mix`` (C_out, C_in), then ``basis`` (P, F).
+
+    Both maps are linear, so ``rows @ W`` on (block, channel, pixel) rows is the block transform
+    of the colour-converted image in one GEMM (one kernel instead of a colour pass plus a GEMM).
+    """
+    c_out, c_in = mix.shape
+    p, f = basis.shape
+    return torch.einsum("oc,pf->cpof", mix, basis).reshape(c_in * p, c_out * f)
 
 
 class _WatsonBase(ImageLoss):
@@ -74,21 +148,19 @@ class _WatsonBase(ImageLoss):
         reduction: str = "sum",
         deterministic: bool = False,
         faithful: bool = False,
-        luminance_floor: float = 0.1,
+        luminance_floor: float | None = None,
         max_shift: int = 8,
         weights_dir: str | os.PathLike | None = None,
         value_range: tuple[float, float] = (0.0, 1.0),
     ) -> None:
         super().__init__(colorspace=colorspace, reduction=reduction, value_range=value_range)
-        if not 0.0 <= luminance_floor < 1.0:
-            raise ValueError(f"luminance_floor must be in [0, 1), got {luminance_floor}")
-        if max_shift < 0:
-            raise ValueError(f"max_shift must be >= 0, got {max_shift}")
+        self.luminance_floor = _check_floor(luminance_floor, faithful)
+        if isinstance(max_shift, bool) or not isinstance(max_shift, int) or max_shift < 0:
+            raise ValueError(f"max_shift must be an int >= 0, got {max_shift!r}")
         self.channels = grey_channels(self.colorspace)
         self.n_channels = 3 if self.colorspace == "RGB" else 1
         self.deterministic = deterministic
         self.faithful = faithful
-        self.luminance_floor = luminance_floor
         self.max_shift = max_shift
         self.pretrained = pretrained
         #: hand-written backward for frozen metrics (faster, once differentiable); False: plain autograd
@@ -100,6 +172,7 @@ class _WatsonBase(ImageLoss):
         self.w_logit = nn.Parameter(torch.full((c,), _logit(self._init_w)))
         self.beta = nn.Parameter(torch.full((c,), self._init_beta))
         self._init_frequency_parameters()
+        self._register_transforms()
         if pretrained:
             prefix = "rgb" if self.colorspace == "RGB" else "gray"
             self.load_original_state_dict(_weights.load_state_dict(f"{prefix}_{self._file_stem}_trial0.pth",
@@ -108,6 +181,50 @@ class _WatsonBase(ImageLoss):
 
     def _init_frequency_parameters(self) -> None:  # pragma: no cover
         raise NotImplementedError
+
+    def _basis_f64(self) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def _register_transforms(self) -> None:
+        """Colour conversion + block transform as matrices (and the YCbCr offset as a bias), as buffers.
+
+        Built here, not on first use, and as buffers: they follow ``.to(device)``, so forward never
+        copies a host tensor to the GPU (a blocking copy that synchronises the stream). Each in
+        float32 and float64, because ``module.double()`` would otherwise turn a float32-rounded
+        matrix into the one that float64 inputs use; nothing is saved in the state dict.
+        """
+        basis = self._basis_f64()  # (B*B, F)
+        if self.colorspace == "RGB":
+            mix = torch.tensor(YCBCR_MATRIX, dtype=torch.float64)
+            offset = torch.tensor(YCBCR_OFFSET, dtype=torch.float64)
+            transforms = {"rgb": _colour_folded(basis, mix),
+                          "rgb_bias": (offset.view(3, 1) * basis.sum(0)).reshape(-1)}
+        else:
+            luma = torch.tensor(LUMA_WEIGHTS, dtype=torch.float64).view(1, 3)
+            transforms = {"grey": basis, "grey3": _colour_folded(basis, luma)}
+        for name, t in transforms.items():
+            self.register_buffer(f"_{name}_f32", t.float().contiguous(), persistent=False)
+            self.register_buffer(f"_{name}_f64", t.contiguous(), persistent=False)
+
+    def _buffer(self, name: str, dtype: torch.dtype) -> torch.Tensor:
+        """A transform buffer in the compute dtype (no copy in the usual float32 and float64 cases)."""
+        return getattr(self, f"_{name}_f64" if dtype == torch.float64 else f"_{name}_f32").to(dtype)
+
+    def _transform(self, x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+        """Colour conversion, (shift,) block split and block transform: (N, C_in, H, W) -> (N, C, K, F).
+
+        One gather/permute and one GEMM (with the YCbCr offset as its bias for RGB). The result is a
+        (N, K, C, F) tensor viewed as (N, C, K, F): elementwise ops and the reductions over (K, F)
+        work on the view without copies.
+        """
+        n, c_in = x.shape[:2]
+        rows = _block_rows(x, index, self.block)  # (N, K, C_in*B*B)
+        flat = rows.reshape(-1, rows.shape[-1])
+        if self.colorspace == "RGB":
+            z = torch.addmm(self._buffer("rgb_bias", x.dtype), flat, self._buffer("rgb", x.dtype))
+        else:
+            z = flat @ self._buffer("grey" if c_in == 1 else "grey3", x.dtype)
+        return z.view(n, rows.shape[1], self.n_channels, -1).transpose(1, 2)
 
     # -- parameters in their constrained form ---------------------------------------------------
     @property
@@ -128,38 +245,53 @@ class _WatsonBase(ImageLoss):
         return torch.softmax(self.channel_logits, 0)
 
     # -- pipeline --------------------------------------------------------------------------------
-    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
-        if self.colorspace == "RGB":
-            return rgb_to_ycbcr(x)
-        return as_grey(x)
+    def _draw_offset(self, device: torch.device) -> torch.Tensor | None:
+        """The paper's training-time random shift: an offset (2,) in [0, max_shift), or None.
 
-    def _blocks(self, x: torch.Tensor, offset: tuple[int, int] | None) -> torch.Tensor:
-        x = self._prepare(x)
-        if offset is not None:
-            x = shift_image(x, *offset, self.max_shift)
-        return to_blocks(pad_to_multiple(x, self.block), self.block)
+        Drawn on the input's device with torch's generator (seedable with ``torch.manual_seed``)
+        and used only through index arithmetic, so the GPU never synchronises and
+        ``torch.compile`` traces training mode without a graph break.
+        """
+        if not self.training or self.deterministic or self.max_shift < 2:
+            return None
+        return torch.randint(0, self.max_shift, (2,), device=device)
+
+    def _check_parameter_dtype(self) -> None:
+        # .half() on the module would round the tuned parameters and the basis to 16 bit, and the
+        # computation would then silently run on those rounded values: refuse instead.
+        if self.alpha.dtype not in (torch.float32, torch.float64):
+            raise TypeError(
+                f"{type(self).__name__} parameters are {self.alpha.dtype}; Watson losses compute in float32 or "
+                "float64 (16-bit inputs are accepted as they are): keep the module in float32 (.float())"
+            )
 
     def per_image(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        offset = None
+        self._check_parameter_dtype()
         # The random shift is the paper's training-time augmentation: never in eval mode.
-        if self.training and not self.deterministic and self.max_shift >= 2:
-            offset = tuple(torch.randint(0, self.max_shift, (2,)).tolist())
+        offset = self._draw_offset(input.device)
+        index = None if offset is None else _shift_index(input.shape, offset, self.max_shift // 2, self.block)
         # Everything that depends only on the target (its transform, the masked thresholds) needs
         # no graph when neither the target nor the parameters need gradients: the usual case of a
-        # frozen metric used as a training loss. This halves the work autograd has to do.
-        target_grad = (target.requires_grad or not self.fast_backward
-                       or any(p.requires_grad for p in self.parameters()))
-        with torch.set_grad_enabled(torch.is_grad_enabled() and target_grad):
-            ref = self._reference(self._blocks(target, offset))
-            if not target_grad:
+        # frozen metric used as a training loss. This halves the work autograd has to do. Under
+        # torch.func transforms (grad, vmap) the hand-written autograd.Functions do not apply
+        # (they have no vmap rule): those take the plain autograd path, which every transform supports.
+        fast = (self.fast_backward and not target.requires_grad and not _functorch_wrapped(input, target)
+                and not any(p.requires_grad for p in self.parameters()))
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not fast):
+            ref = self._reference(self._transform(target, index))
+            if fast:
                 ref["inv_s"] = ref.pop("s").reciprocal()
-        dist = self._compare(self._blocks(input, offset), ref)  # (N, C)
-        return (dist * self.channel_weights.to(dist.dtype)).sum(1)
+        dist = self._compare(self._transform(input, index), ref)  # (N, C)
+        if self.channel_logits is None:  # LA: one channel, weight 1
+            return dist[:, 0]
+        return (dist * torch.softmax(self.channel_logits.to(dist.dtype), 0)).sum(1)
 
-    def _reference(self, b0: torch.Tensor) -> dict[str, torch.Tensor]:  # pragma: no cover
+    def _reference(self, z0: torch.Tensor) -> dict[str, torch.Tensor]:  # pragma: no cover
+        """Target-side quantities from the target's transform z0 (N, C, K, F)."""
         raise NotImplementedError
 
-    def _compare(self, b1: torch.Tensor, ref: dict[str, torch.Tensor]) -> torch.Tensor:  # pragma: no cover
+    def _compare(self, z1: torch.Tensor, ref: dict[str, torch.Tensor]) -> torch.Tensor:  # pragma: no cover
+        """Distances (N, C) of the input's transform z1 (N, C, K, F) to the target."""
         raise NotImplementedError
 
     def _thresholds(self, dc: torch.Tensor, amp0: torch.Tensor) -> torch.Tensor:
@@ -171,9 +303,12 @@ class _WatsonBase(ImageLoss):
         else:
             mean_dc = dc.mean(dim=2, keepdim=True)
             ratio = ((dc + EPS) / (mean_dc + EPS)).clamp_min(self.luminance_floor)
-        alpha = self.alpha.to(dc.dtype).view(1, -1, 1)
-        w = self.w.to(dc.dtype)
-        t = self.t.to(dc.dtype).flatten(1)  # (C, F)
+        # Parameters are cast before their exp/sigmoid: a float32 module on float64 images then
+        # computes exactly as a float64 module (no silent float32 step).
+        dtype = dc.dtype
+        alpha = self.alpha.to(dtype).view(1, -1, 1)
+        w = torch.sigmoid(self.w_logit.to(dtype))
+        t = self.t_tild.to(dtype).exp().flatten(1)  # (C, F)
         lum = ratio.pow(alpha).unsqueeze(-1)  # (N, C, K, 1)
         t_l = t.unsqueeze(1) * lum
         # |c0|**w * t_l**(1 - w), with t_l**(1-w) = t**(1-w) * lum**(1-w) computed on the small factors
@@ -241,27 +376,72 @@ class _WatsonBase(ImageLoss):
     def extra_repr(self) -> str:
         return (
             f"{super().extra_repr()}, pretrained={self.pretrained}, deterministic={self.deterministic}, "
-            f"faithful={self.faithful}, luminance_floor={self.luminance_floor}"
+            f"faithful={self.faithful}, luminance_floor={self.luminance_floor}, max_shift={self.max_shift}"
         )
 
 
 class WatsonDCT(_WatsonBase):
-    """Watson's perceptual distance on the 8x8 block DCT.
+    """Watson's perceptual distance on the 8x8 block DCT (Watson-DCT of Czolbe et al., 2020).
+
+    Each image is converted to YCbCr (RGB) or grey (LA), split into 8x8 blocks and transformed
+    with the orthonormal DCT-II. Per block and frequency the difference of the coefficients is
+    divided by a visibility threshold (frequency sensitivity, luminance masking by the block's DC,
+    contrast masking by the target's coefficient) and Minkowski-pooled into one distance per
+    channel and image; RGB mixes the Y, Cb, Cr distances with learned softmax weights.
 
     Args:
-        colorspace: ``'RGB'`` (input (N, 3, H, W), compared in YCbCr) or ``'LA'`` (input
-            (N, 1, H, W), or (N, 3, H, W) converted to BT.601 grey).
-        reduction: ``'sum'`` | ``'mean'`` | ``'none'`` over the batch (``'none'``: shape [N]).
-        deterministic: if ``False``, both images are shifted by the same random offset of up to
-            8 px before the block split (the paper's training setting).
-        faithful: reproduce the paper's code exactly (batch-wide luminance normalisation, no
-            luminance floor), e.g. for its published numbers.
-        luminance_floor: lower bound of the luminance masking ratio (ignored when ``faithful``).
+        colorspace: ``'RGB'`` (compared in YCbCr) or ``'LA'`` (one grey channel: 1-channel input,
+            or 3-channel input converted with the BT.601 luma weights).
+        pretrained: load the authors' tuned parameters (``rgb_watson_dct_trial0.pth`` or
+            ``gray_watson_dct_trial0.pth``) and freeze them; ``False``: the paper's initial
+            values (JPEG table, alpha 0.649, w 0.7, beta 4), trainable.
+        reduction: ``'sum'`` (the paper's) | ``'mean'`` | ``'none'`` over the batch.
+        deterministic: ``False`` (the paper's training setting): in training mode both images are
+            shifted by the same random offset in ``[-max_shift/2, max_shift/2)`` px (replicate
+            borders) before the block split, so the block grid does not stay fixed. ``True``, or
+            eval mode (``loss.eval()``), never shifts.
+        faithful: reproduce the paper's code exactly: luminance masking normalised by the mean DC
+            of the whole batch (so an image's value depends on its batch) and no luminance floor
+            (a pure black block explodes the distance). Use it for the paper's published numbers.
+        luminance_floor: lower bound of the luminance masking ratio ``dc / mean(dc)`` in [0, 1)
+            (default ``None``: 0.1). Not allowed with ``faithful=True`` (the original has none).
+        max_shift: range of the training-time random shift in px (the paper's 8); 0 or 1: none.
+        weights_dir: folder with the tuned weight files (default: genloss' weight lookup).
+        value_range: ``(lo, hi)`` of the input images, mapped exactly onto [0, 1].
 
-    Input: float images in [0, 1], H, W >= 8. Sizes that are not multiples of 8 are
-    replicate-padded at the bottom/right to the next multiple (the padded pixels repeat the
-    border's error, so all pixels keep a gradient). Works on any device and in float64;
-    16-bit inputs are computed in float32.
+    Shape:
+        - input, target: (N, 3, H, W) for RGB, (N, 1, H, W) or (N, 3, H, W) for LA, with
+          H, W >= 8. Sizes that are not multiples of 8 are replicate-padded at the bottom/right
+          to the next multiple (the padded pixels repeat the border's error, so every pixel keeps
+          a gradient).
+        - output: scalar for ``'sum'``/``'mean'``, (N,) for ``'none'``.
+
+    Returns:
+        The distance, >= 0 (unbounded above; ~1-10 per 64x64 RGB image for visible distortions
+        with the tuned weights). Float32, or float64 for float64 input (16-bit input is computed
+        in float32). Identical images do not give exactly 0: the paper's epsilon terms
+        (``|d|/s + 1e-10`` and ``+ 1e-10`` per coefficient in the pooling) leave
+        ``(K F 1e-10) ** (1/beta)``, e.g. 0.0013 for the tuned RGB model on a 64x64 photograph
+        (0.025 untrained) against ~4 for a 1-px shift of the same photograph.
+
+    Raises:
+        TypeError: non-tensor or non-float input; a module converted to 16 bit (``.half()``).
+        ValueError: wrong rank, channel count or shapes, images smaller than 8x8, NaN/Inf, values
+            outside ``value_range``; invalid options (also ``luminance_floor`` with ``faithful``).
+
+    References:
+        Czolbe, Krause, Cox, Igel, *A Loss Function for Generative Neural Networks Based on
+        Watson's Perceptual Model*, NeurIPS 2020 (code: SteffenCzolbe/PerceptualSimilarity);
+        Watson, *DCT quantization matrices visually optimized for individual images*, 1993.
+
+    Example:
+        >>> import torch
+        >>> from genloss import WatsonDCT
+        >>> loss = WatsonDCT(pretrained=False, reduction="none").eval()
+        >>> x = torch.rand(2, 3, 20, 16)
+        >>> d = loss(x.clamp(0.1, 0.9), x)
+        >>> d.shape, bool((d > 0).all())
+        (torch.Size([2]), True)
     """
 
     _init_alpha = 0.649
@@ -270,28 +450,79 @@ class WatsonDCT(_WatsonBase):
 
     _file_stem = "watson_dct"
 
+    def _basis_f64(self) -> torch.Tensor:
+        return block_dct_matrix(self.block, torch.float64, torch.device("cpu")).clone()
+
     def _init_frequency_parameters(self) -> None:
         table = torch.tensor(WATSON_DCT_TABLE).log()
         self.t_tild = nn.Parameter(table.expand(self.n_channels, 8, 8).clone())
 
-    def _reference(self, b0: torch.Tensor) -> dict[str, torch.Tensor]:
-        c0 = b0 @ block_dct_matrix(self.block, b0.dtype, b0.device)  # (N, C, K, 64)
+    def _reference(self, c0: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"c0": c0, "s": self._thresholds(c0[..., 0], c0.abs())}
 
-    def _compare(self, b1: torch.Tensor, ref: dict[str, torch.Tensor]) -> torch.Tensor:
-        c1 = b1 @ block_dct_matrix(self.block, b1.dtype, b1.device)
+    def _compare(self, c1: torch.Tensor, ref: dict[str, torch.Tensor]) -> torch.Tensor:
         if "inv_s" in ref:  # frozen metric: hand-written backward
             return WatsonPoolDCT.apply(c1, ref["c0"], ref["inv_s"], self.beta.detach().to(c1.dtype))
         return self._pool(ref["c0"] - c1, ref["s"])
 
 
 class WatsonDFT(_WatsonBase):
-    """Watson's perceptual distance on the 8x8 block real DFT: amplitude term plus phase term.
+    """Watson's perceptual distance on the 8x8 block real DFT (Watson-DFT of Czolbe et al., 2020).
 
-    Same arguments and input conventions as :class:`WatsonDCT`. The amplitude of each
-    one-sided frequency goes through Watson's masking and pooling; the phases add
-    ``sum w_phase * angle(c0, c1)`` with learned weights (zero for the four real-valued
-    frequencies, whose phase carries no information).
+    The amplitudes of each block's one-sided 2-D DFT (``rfft2 / 64``) go through Watson's masking
+    and Minkowski pooling as in :class:`WatsonDCT`; the phases add ``sum w_phase * angle(c0, c1)``
+    with learned weights (zero at the four real-valued frequencies, whose phase carries no
+    information). By default the angle is computed from the chord of the unit phase vectors,
+    which is the paper's ``acos(cos(d) (1 - 1e-7))`` without its float32 cancellation (accurate
+    gradients for nearly aligned phases, see :func:`stable_phase_angle`); ``faithful=True`` uses
+    the original formula and ``torch.fft``.
+
+    Args:
+        colorspace: ``'RGB'`` (compared in YCbCr) or ``'LA'`` (one grey channel: 1-channel input,
+            or 3-channel input converted with the BT.601 luma weights).
+        pretrained: load the authors' tuned parameters (``rgb_watson_fft_trial0.pth`` or
+            ``gray_watson_fft_trial0.pth``) and freeze them; ``False``: the paper's initial
+            values (all thresholds 1, alpha 0.1, w 0.2, beta 1, phase weights e^-2), trainable.
+        reduction: ``'sum'`` (the paper's) | ``'mean'`` | ``'none'`` over the batch.
+        deterministic: ``False`` (the paper's training setting): in training mode both images are
+            shifted by the same random offset in ``[-max_shift/2, max_shift/2)`` px (replicate
+            borders) before the block split. ``True``, or eval mode, never shifts.
+        faithful: reproduce the paper's code exactly: batch-wide luminance normalisation, no
+            luminance floor, ``torch.fft`` and the original phase formula.
+        luminance_floor: lower bound of the luminance masking ratio in [0, 1) (default ``None``:
+            0.1). Not allowed with ``faithful=True``.
+        max_shift: range of the training-time random shift in px (the paper's 8); 0 or 1: none.
+        weights_dir: folder with the tuned weight files (default: genloss' weight lookup).
+        value_range: ``(lo, hi)`` of the input images, mapped exactly onto [0, 1].
+
+    Shape:
+        - input, target: (N, 3, H, W) for RGB, (N, 1, H, W) or (N, 3, H, W) for LA, with
+          H, W >= 8; sizes that are not multiples of 8 are replicate-padded at the bottom/right.
+        - output: scalar for ``'sum'``/``'mean'``, (N,) for ``'none'``.
+
+    Returns:
+        The distance, >= 0 (unbounded above; its scale is larger than Watson-DCT's, e.g. ~1700
+        for a 1-px shift of a 64x64 RGB photograph with the tuned weights). Float32, or float64
+        for float64 input. Identical images do not give exactly 0: the pooling's epsilons leave
+        ``(K F 1e-10) ** (1/beta)`` and each phase adds ``acos(1 - 1e-7) = 4.5e-4`` times its
+        weight, e.g. 0.011 for the tuned RGB model on a 64x64 photograph (0.14 untrained).
+
+    Raises:
+        TypeError: non-tensor or non-float input; a module converted to 16 bit (``.half()``).
+        ValueError: wrong rank, channel count or shapes, images smaller than 8x8, NaN/Inf, values
+            outside ``value_range``; invalid options (also ``luminance_floor`` with ``faithful``).
+
+    References:
+        Czolbe, Krause, Cox, Igel, *A Loss Function for Generative Neural Networks Based on
+        Watson's Perceptual Model*, NeurIPS 2020 (code: SteffenCzolbe/PerceptualSimilarity).
+
+    Example:
+        >>> import torch
+        >>> from genloss import WatsonDFT
+        >>> loss = WatsonDFT(pretrained=False, colorspace="LA").eval()
+        >>> x = torch.rand(1, 1, 8, 8)
+        >>> loss(x.flip(-1), x).shape
+        torch.Size([])
     """
 
     _init_alpha = 0.1
@@ -299,6 +530,12 @@ class WatsonDFT(_WatsonBase):
     _init_beta = 1.0
 
     _file_stem = "watson_fft"
+
+    def _basis_f64(self) -> torch.Tensor:
+        if self.faithful:  # the pixels: torch.fft follows in _spectrum, as in the paper's code
+            return torch.eye(self.block**2, dtype=torch.float64)
+        # rfft2 of each block, divided by B*B (the paper's normalisation), as [real | imag] columns
+        return block_rdft_matrix(self.block, torch.float64, torch.device("cpu")) / self.block**2
 
     def _init_frequency_parameters(self) -> None:
         k = self.block // 2 + 1
@@ -315,23 +552,22 @@ class WatsonDFT(_WatsonBase):
         """Phase weights, shape (C, B, B//2+1), zero at the real-valued frequencies."""
         return self.w_phase_tild.exp() * self._phase_mask.view(self.block, -1)
 
-    def _spectrum(self, blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _spectrum(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Real and imaginary parts (N, C, K, B*(B//2+1)) of each block's rfft2, divided by B*B."""
-        n, c, k, _ = blocks.shape
-        b = self.block
         if self.faithful:
-            # torch.fft, as the paper: the original phase term acos(cos(d) * (1 - 1e-7)) amplifies
-            # float32 rounding near d = 0, so only the same transform reproduces its gradients.
-            z = torch.view_as_real(torch.fft.rfft2(blocks.reshape(n, c, k, b, b))) / b**2
-            z = z.reshape(n, c, k, -1, 2)
-            return z[..., 0], z[..., 1]
-        m = block_rdft_matrix(b, blocks.dtype, blocks.device) / b**2  # one GEMM: faster than FFTs of 8x8
-        z = blocks @ m
-        f = m.shape[1] // 2
+            # torch.fft on the colour-converted pixels, as the paper: the original phase term
+            # acos(cos(d) * (1 - 1e-7)) amplifies float32 rounding near d = 0, so only the same
+            # transform reproduces its gradients.
+            n, c, k, _ = z.shape
+            b = self.block
+            spec = torch.view_as_real(torch.fft.rfft2(z.reshape(n, c, k, b, b))) / b**2
+            spec = spec.reshape(n, c, k, -1, 2)
+            return spec[..., 0], spec[..., 1]
+        f = z.shape[-1] // 2  # z = [real | imag] from the one GEMM of _transform
         return z[..., :f], z[..., f:]
 
-    def _reference(self, b0: torch.Tensor) -> dict[str, torch.Tensor]:
-        re0, im0 = self._spectrum(b0)
+    def _reference(self, z0: torch.Tensor) -> dict[str, torch.Tensor]:
+        re0, im0 = self._spectrum(z0)
         # The paper adds EPS to real and imaginary part before taking the norm; kept for fidelity.
         amp0 = torch.sqrt((re0 + EPS) ** 2 + (im0 + EPS) ** 2)
         ref = {"amp0": amp0, "s": self._thresholds(amp0[..., 0], amp0)}
@@ -341,9 +577,9 @@ class WatsonDFT(_WatsonBase):
             ref["u0"], ref["v0"] = _unit(re0 + EPS, im0)
         return ref
 
-    def _compare(self, b1: torch.Tensor, ref: dict[str, torch.Tensor]) -> torch.Tensor:
-        re1, im1 = self._spectrum(b1)
-        w_phase = self.w_phase_tild.exp().flatten(1) * self._phase_mask
+    def _compare(self, z1: torch.Tensor, ref: dict[str, torch.Tensor]) -> torch.Tensor:
+        re1, im1 = self._spectrum(z1)
+        w_phase = self.w_phase_tild.to(re1.dtype).exp().flatten(1) * self._phase_mask.to(re1.dtype)
         if self.faithful and "inv_s" in ref:  # frozen metric: hand-written backward, original ops
             return WatsonDFTInput.apply(re1, im1, ref["amp0"], ref["inv_s"], ref["ph0"],
                                         self.beta.detach().to(re1.dtype), w_phase.detach().to(re1.dtype),
@@ -358,7 +594,7 @@ class WatsonDFT(_WatsonBase):
             angle = torch.acos(torch.cos(ref["ph0"] - ph1) * PHASE_K)
         else:
             angle = stable_phase_angle(ref["u0"], ref["v0"], *_unit(re1 + EPS, im1))
-        phase = (angle * w_phase.to(angle.dtype).unsqueeze(1).unsqueeze(0)).sum(dim=(2, 3))
+        phase = (angle * w_phase.unsqueeze(1).unsqueeze(0)).sum(dim=(2, 3))
         return dist + phase
 
 

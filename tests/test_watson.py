@@ -1,0 +1,331 @@
+"""Watson-DCT and Watson-DFT: eval determinism, the training shift, torch.func, torch.compile, options, twins."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import photo_batch
+
+import genloss
+from genloss import functional as GF
+from genloss.losses.watson import WatsonDCT, WatsonDFT, _block_rows, _shift_index
+from genloss.transforms.blocks import block_dct_matrix, block_rdft_matrix, pad_to_multiple, to_blocks
+from genloss.transforms.color import as_grey, rgb_to_ycbcr
+
+CLASSES = {"Watson-DCT": WatsonDCT, "Watson-DFT": WatsonDFT}
+NAMES = list(CLASSES)
+
+
+@pytest.fixture(scope="module")
+def pair():
+    x = photo_batch(["astronaut", "coffee"], 24)
+    y = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)  # a real blur
+    return y, x
+
+
+def _la(t: torch.Tensor) -> torch.Tensor:
+    return (0.299 * t[:, :1] + 0.587 * t[:, 1:2] + 0.114 * t[:, 2:]).contiguous()
+
+
+def _pair_for(cs, pair):
+    y, x = pair
+    return (y, x) if cs == "RGB" else (_la(y), _la(x))
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+# --- eval determinism and the training-time shift -----------------------------------------------
+@pytest.mark.parametrize("name", NAMES)
+def test_eval_mode_is_deterministic_and_training_mode_shifts(name, pair, reference_weights):
+    y, x = pair
+    loss = genloss.get_loss(name)  # tuned, deterministic=False: the paper's training setting
+    assert loss.training
+    torch.manual_seed(0)
+    train = {float(loss(y, x)) for _ in range(8)}
+    assert len(train) > 1  # the random shift changes the block grid
+    loss.eval()
+    assert loss(y, x) == loss(y, x)
+    torch.testing.assert_close(loss(y, x), genloss.get_loss(name, deterministic=True)(y, x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_training_shift_is_seedable(name, pair):
+    y, x = pair
+    loss = CLASSES[name](pretrained=False)
+    torch.manual_seed(3)
+    a = [loss(y, x) for _ in range(4)]
+    torch.manual_seed(3)
+    b = [loss(y, x) for _ in range(4)]
+    assert a == b
+
+
+@pytest.mark.parametrize("size", [(8, 8), (24, 24), (13, 21), (9, 30)])
+@pytest.mark.parametrize("max_shift", [2, 3, 8])
+def test_shift_gather_equals_pad_crop_pad_and_block_split(size, max_shift):
+    h, w = size
+    x = torch.rand(2, 3, h, w, dtype=torch.float64)
+    pad = max_shift // 2
+    padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
+
+    def rows(blocks):  # (N, C, K, 64) -> (N, K, C*64)
+        return blocks.permute(0, 2, 1, 3).reshape(2, blocks.shape[2], -1)
+
+    assert torch.equal(_block_rows(x, None, 8), rows(to_blocks(pad_to_multiple(x, 8), 8)))
+    for oy in range(max_shift):
+        for ox in range(max_shift):
+            expected = rows(to_blocks(pad_to_multiple(padded[..., oy : oy + h, ox : ox + w], 8), 8))
+            got = _block_rows(x, _shift_index(x.shape, torch.tensor([oy, ox]), pad, 8), 8)
+            assert torch.equal(got, expected), (oy, ox)
+
+
+@pytest.mark.parametrize("cs,channels", [("RGB", 3), ("LA", 1), ("LA", 3)])
+@pytest.mark.parametrize("name", NAMES)
+def test_one_gemm_transform_equals_colour_conversion_then_block_transform(name, cs, channels):
+    """The colour matrix folded into the block basis gives the shared colour conversion's blocks."""
+    x = torch.rand(2, channels, 16, 24, dtype=torch.float64)
+    loss = CLASSES[name](pretrained=False, colorspace=cs).double()
+    conv = rgb_to_ycbcr(x) if cs == "RGB" else as_grey(x)
+    blocks = to_blocks(conv, 8)
+    if name == "Watson-DCT":
+        expected = blocks @ block_dct_matrix(8, torch.float64, x.device)
+    else:
+        expected = blocks @ block_rdft_matrix(8, torch.float64, x.device) / 64
+    torch.testing.assert_close(loss._transform(x, None), expected, rtol=1e-12, atol=1e-12)
+    if name == "Watson-DFT":  # faithful: the colour-converted pixels, then torch.fft as the paper
+        faithful = CLASSES[name](pretrained=False, colorspace=cs, faithful=True).double()
+        re, im = faithful._spectrum(faithful._transform(x, None))
+        spec = torch.view_as_real(torch.fft.rfft2(blocks.reshape(*blocks.shape[:3], 8, 8))) / 64
+        torch.testing.assert_close(re, spec[..., 0].flatten(3), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(im, spec[..., 1].flatten(3), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_training_shift_gradient_matches_the_explicit_shift(name, pair, monkeypatch):
+    """The gathered shift is differentiable and equals shifting both images by hand in eval mode."""
+    y, x = pair
+    loss = CLASSES[name](pretrained=False, max_shift=8).requires_grad_(False)
+    offset = torch.tensor([6, 1])  # (+2, -3) px
+    monkeypatch.setattr(loss, "_draw_offset", lambda device: offset.to(device))
+    a = y.clone().requires_grad_(True)
+    loss(a, x).backward()
+
+    def shifted(t):
+        return F.pad(t, (4, 4, 4, 4), mode="replicate")[..., 6 : 6 + t.shape[-2], 1 : 1 + t.shape[-1]]
+
+    monkeypatch.undo()
+    b = y.clone().requires_grad_(True)
+    expected = loss.eval()(shifted(b), shifted(x))
+    expected.backward()
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-6)
+
+
+# --- torch.func ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("cs", ["RGB", "LA"])
+@pytest.mark.parametrize("faithful", [False, True])
+@pytest.mark.parametrize("name", NAMES)
+def test_torch_func_grad_and_vmap_match_backward_and_a_loop(name, faithful, cs, pair, reference_weights):
+    y, x = _pair_for(cs, pair)
+    loss = genloss.get_loss(name, colorspace=cs, faithful=faithful).eval()  # frozen: the fast backward
+    g = torch.func.grad(lambda a: loss(a, x))(y)
+    a = y.clone().requires_grad_(True)
+    loss(a, x).backward()
+    # the hand-written backward and autograd round differently: float32 rounding level
+    assert _rel(g, a.grad) < 1e-5
+    per_image = torch.func.vmap(lambda a, b: loss(a[None], b[None]))(y, x)
+    loop = torch.stack([loss(y[i : i + 1], x[i : i + 1]) for i in range(len(y))])
+    torch.testing.assert_close(per_image, loop, rtol=1e-6, atol=0)
+    grads = torch.func.vmap(torch.func.grad(lambda a, b: loss(a[None], b[None])))(y, x)
+    for i in range(len(y)):
+        ai = y[i : i + 1].clone().requires_grad_(True)
+        loss(ai, x[i : i + 1]).backward()
+        assert _rel(grads[i], ai.grad[0]) < 1e-5
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_torch_func_grad_of_untrained_parameters(name, pair):
+    """torch.func.grad with respect to the parameters (a loss being tuned) equals backward."""
+    y, x = pair
+    loss = CLASSES[name](pretrained=False, deterministic=True)
+    params = {k: v.detach() for k, v in loss.named_parameters()}
+    g = torch.func.grad(lambda p: torch.func.functional_call(loss, p, (y, x)))(params)
+    loss(y, x).backward()
+    for k, p in loss.named_parameters():
+        torch.testing.assert_close(g[k], p.grad, rtol=1e-5, atol=1e-6, msg=k)
+
+
+# --- torch.compile -------------------------------------------------------------------------------
+def _compiled_matches(loss, y, x, backend: str, grad_tol: float = 1e-5) -> None:
+    compiled = torch.compile(loss, fullgraph=True, backend=backend)  # fullgraph: a graph break raises
+    a = y.clone().requires_grad_(True)
+    value = compiled(a, x)
+    value.backward()
+    b = y.clone().requires_grad_(True)
+    eager = loss(b, x)
+    eager.backward()
+    torch.testing.assert_close(value, eager, rtol=1e-5, atol=0)
+    assert _rel(a.grad, b.grad) < grad_tol
+
+
+@pytest.mark.parametrize("pretrained", [False, True])
+@pytest.mark.parametrize("cs", ["RGB", "LA"])
+@pytest.mark.parametrize("faithful", [False, True])
+@pytest.mark.parametrize("name", NAMES)
+def test_compile_traces_eval_mode_in_one_graph(name, faithful, cs, pretrained, pair, reference_weights):
+    """Every configuration traces without a graph break (aot_eager: the whole dynamo + AOT trace)."""
+    torch._dynamo.reset()
+    y, x = _pair_for(cs, pair)
+    loss = genloss.get_loss(name, colorspace=cs, faithful=faithful, pretrained=pretrained).eval()
+    _compiled_matches(loss, y, x, "aot_eager")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_compile_with_inductor_gives_the_eager_value(name, pair, reference_weights):
+    torch._dynamo.reset()
+    y, x = pair
+    loss = genloss.get_loss(name).eval()
+    _compiled_matches(loss, y, x, "inductor", grad_tol=1e-4)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_compile_traces_training_mode_with_the_random_shift(name, pair):
+    torch._dynamo.reset()
+    y, x = pair
+    loss = CLASSES[name](pretrained=False).requires_grad_(False)
+    compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
+    torch.manual_seed(0)
+    values = {float(compiled(y, x)) for _ in range(8)}
+    assert len(values) > 1
+    loss.eval()
+    shifts = set()
+    for oy in range(8):
+        for ox in range(8):
+            r = F.pad(y, (4,) * 4, mode="replicate")[..., oy : oy + 24, ox : ox + 24]
+            t = F.pad(x, (4,) * 4, mode="replicate")[..., oy : oy + 24, ox : ox + 24]
+            shifts.add(round(float(loss(r, t)), 3))
+    assert {round(v, 3) for v in values} <= shifts  # each value is one of the 64 shifted losses
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_forward_and_backward_read_no_tensor_data_on_the_host(name, pair, monkeypatch):
+    """CPU proxy of 'no GPU synchronisation': no .item(), .tolist(), numpy or bool(tensor) in the loss.
+
+    (The value check of ImageLoss reads its aminmax via float(); on CUDA it is asynchronous.)
+    """
+    y, x = pair
+    loss = CLASSES[name](pretrained=False).requires_grad_(False)  # training mode: the shift too
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("host read of tensor data")
+
+    a = y.clone().requires_grad_(True)
+    for attr in ("item", "tolist", "numpy", "__bool__"):
+        monkeypatch.setattr(torch.Tensor, attr, refuse)
+    loss(a, x).backward()
+    monkeypatch.undo()
+    assert torch.isfinite(a.grad).all()
+
+
+# --- values, dtypes, options ---------------------------------------------------------------------
+def test_identical_images_give_the_epsilon_floor(pair):
+    """d = 0: every coefficient contributes (1e-10)**beta + 1e-10 to the pooled sum (the paper's epsilons)."""
+    _, x = pair
+    loss = WatsonDCT(pretrained=False, reduction="none").eval()  # beta = 4, softmax(0) = 1/3 per channel
+    k, f = (24 // 8) ** 2, 64
+    expected = (k * f * (1e-40 + 1e-10)) ** 0.25
+    torch.testing.assert_close(loss(x, x), torch.full((2,), expected), rtol=1e-4, atol=0)
+    a = x.clone().requires_grad_(True)
+    loss(a, x).sum().backward()
+    assert torch.isfinite(a.grad).all()
+
+
+@pytest.mark.parametrize("faithful", [False, True])
+@pytest.mark.parametrize("name", NAMES)
+def test_identical_images_are_the_minimum_with_a_zero_finite_gradient(name, faithful, pair):
+    y, x = pair
+    loss = CLASSES[name](pretrained=False, faithful=faithful, reduction="none").eval()
+    a = x.clone().requires_grad_(True)
+    same = loss(a, x)
+    same.sum().backward()
+    assert torch.isfinite(a.grad).all() and a.grad.abs().max() < 1e-6  # a minimum: zero gradient
+    assert (same < loss(y, x)).all() and (same < loss((x + 0.01).clamp(0, 1), x)).all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_double_module_and_float64_input_compute_in_float64(name, pair):
+    y, x = pair
+    loss = CLASSES[name](pretrained=False).eval()
+    v64 = loss(y.double(), x.double())
+    assert v64.dtype == torch.float64
+    torch.testing.assert_close(loss.double()(y.double(), x.double()), v64, rtol=1e-12, atol=0)
+    assert loss._buffer("rgb", torch.float64).dtype == torch.float64
+    torch.testing.assert_close(loss.float()(y, x), v64.float(), rtol=1e-4, atol=0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_half_module_is_refused(name, pair):
+    y, x = pair
+    loss = CLASSES[name](pretrained=False).eval().half()
+    with pytest.raises(TypeError, match="float32"):
+        loss(y, x)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_gradcheck_of_the_fast_backward(name):
+    torch.manual_seed(0)
+    loss = CLASSES[name](pretrained=False, colorspace="LA").eval().double().requires_grad_(False)
+    x = torch.rand(2, 1, 8, 16, dtype=torch.float64)
+    y = (x + 0.1 * torch.randn_like(x)).clamp(0, 1).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a: loss(a, x), (y,))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_invalid_options_are_refused(name):
+    cls = CLASSES[name]
+    with pytest.raises(ValueError, match="faithful"):
+        cls(pretrained=False, faithful=True, luminance_floor=0.1)
+    with pytest.raises(ValueError, match="luminance_floor"):
+        cls(pretrained=False, luminance_floor=1.5)
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="max_shift"):
+            cls(pretrained=False, max_shift=bad)
+    assert cls(pretrained=False, faithful=True).luminance_floor is None
+    assert cls(pretrained=False).luminance_floor == 0.1
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_state_dict_round_trip_and_buffers_follow_the_module(name, pair):
+    y, x = pair
+    torch.manual_seed(0)
+    a = CLASSES[name](pretrained=False, deterministic=True)
+    with torch.no_grad():
+        for p in a.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    b = CLASSES[name](pretrained=False, deterministic=True)
+    b.load_state_dict(a.state_dict())
+    assert not any(k.startswith("_basis") for k in a.state_dict())  # derived, not saved
+    torch.testing.assert_close(b(y, x), a(y, x), rtol=0, atol=0)
+
+
+# --- functional twins ----------------------------------------------------------------------------
+@pytest.mark.parametrize("fn,name", [(GF.watson_dct, "Watson-DCT"), (GF.watson_dft, "Watson-DFT")])
+def test_functional_twin_equals_the_module_in_eval_mode(fn, name, pair):
+    y, x = pair
+    cls = CLASSES[name]
+    torch.testing.assert_close(fn(y, x, pretrained=False, reduction="none"),
+                               cls(pretrained=False, reduction="none").eval()(y, x), rtol=0, atol=0)
+    la = fn(_la(y), _la(x), colorspace="LA", pretrained=False, faithful=True)
+    torch.testing.assert_close(la, cls(colorspace="LA", pretrained=False, faithful=True).eval()(_la(y), _la(x)))
+    # the twin's options are the class' options minus the training-only ones
+    cls_params = dict(inspect.signature(cls).parameters)
+    for training_only in ("deterministic", "max_shift"):
+        cls_params.pop(training_only)
+    fn_params = dict(list(inspect.signature(fn).parameters.items())[2:])
+    assert list(fn_params) == list(cls_params)
+    assert {k: p.default for k, p in fn_params.items()} == {k: p.default for k, p in cls_params.items()}
+    with pytest.raises(TypeError):
+        fn(y, x, pretrained=False, deterministic=True)
