@@ -33,19 +33,19 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..._validation import full_precision
+from ...transforms.color import LUMA_WEIGHTS, as_grey
+from ...transforms.grid import pixel_grid, sample
 from ._learned import check_flow_pair
-from .base import FlowEstimator, register_flow
+from .base import FlowEstimator
 
 #: Rec. 601 luma weights, the greyscale conversion of OpenCV's ``COLOR_RGB2GRAY`` as well
-LUMA = (0.299, 0.587, 0.114)
+LUMA = LUMA_WEIGHTS
 
 
 def to_grey(x: torch.Tensor) -> torch.Tensor:
-    """(N, 1 or 3, H, W) -> (N, 1, H, W) luma."""
-    if x.shape[1] == 1:
-        return x
-    w = torch.tensor(LUMA, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x * w).sum(1, keepdim=True)
+    """(N, 1 or 3, H, W) -> (N, 1, H, W) luma (:func:`genloss.transforms.color.as_grey`)."""
+    return as_grey(x)
 
 
 def _gaussian_taps(sigma: float) -> list[float]:
@@ -85,12 +85,7 @@ def _gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _warp_border(x: torch.Tensor, flow: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
     """Backward warp with border padding; ``base`` is the (1, 2, H, W) pixel grid, reused across iterations."""
-    _, _, h, w = x.shape
-    pos = base + flow
-    gx = pos[:, 0] * (2.0 / max(w - 1, 1)) - (1.0 if w > 1 else 0.0)
-    gy = pos[:, 1] * (2.0 / max(h - 1, 1)) - (1.0 if h > 1 else 0.0)
-    grid = torch.stack((gx, gy), dim=-1)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return sample(x, flow, padding_mode="border", base=base)
 
 
 class CoarseToFineFlow(FlowEstimator):
@@ -169,10 +164,7 @@ class CoarseToFineFlow(FlowEstimator):
         n, _, h, w = a.shape
         # both images in one tensor: every pyramid op is one kernel call instead of two
         grey = to_grey(torch.cat((a, b)).to(work))
-        if torch.is_autocast_enabled(grey.device.type):
-            with torch.autocast(device_type=grey.device.type, enabled=False):
-                flow = self._estimate(grey, n)
-        else:
+        with full_precision(grey.device.type):
             flow = self._estimate(grey, n)
         return flow.to(out_dtype)
 
@@ -198,8 +190,7 @@ class CoarseToFineFlow(FlowEstimator):
             if self.symmetric_gradients:
                 g2x, g2y = _gradients(i2)
                 stack2 = torch.cat((i2, g2x, g2y), dim=1)  # warped together: one grid_sample per iteration
-            base = torch.stack(torch.meshgrid(torch.arange(lh, device=dev, dtype=dt),
-                                              torch.arange(lw, device=dev, dtype=dt), indexing="ij")[::-1])[None]
+            base = pixel_grid(lh, lw, device=dev, dtype=dt)
             iters = self.iterations * 2 if level == len(pyramid) - 1 else self.iterations
             if not self.symmetric_gradients:
                 # image 1's gradients only: the structure tensor is filtered once per level and each
@@ -235,9 +226,3 @@ class CoarseToFineFlow(FlowEstimator):
                 if smooth is not None:
                     flow = self._smooth(flow, sxx, sxy, syy, smooth)
         return flow
-
-
-@register_flow("coarse2fine")
-def coarse2fine(**kwargs) -> CoarseToFineFlow:
-    """The default flow of CorrWise: batched pyramidal Lucas-Kanade in PyTorch, no weights."""
-    return CoarseToFineFlow(**kwargs)

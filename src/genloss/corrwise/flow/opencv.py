@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ._learned import check_flow_pair
-from .base import FlowEstimator, register_flow
+from .base import FlowEstimator
 from .classical import to_grey
 
 
@@ -124,15 +124,3 @@ class FarnebackFlow(_OpenCVFlow):
         p = self.params
         return self._cv2.calcOpticalFlowFarneback(a, b, None, p["pyr_scale"], p["levels"], p["winsize"],
                                                   p["iterations"], p["poly_n"], p["poly_sigma"], self.flags)
-
-
-@register_flow("dis")
-def dis(**kwargs) -> DISFlow:
-    """OpenCV DIS flow (CPU, loops over the batch)."""
-    return DISFlow(**kwargs)
-
-
-@register_flow("farneback")
-def farneback(**kwargs) -> FarnebackFlow:
-    """OpenCV Farneback flow (CPU, loops over the batch)."""
-    return FarnebackFlow(**kwargs)
