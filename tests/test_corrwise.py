@@ -11,7 +11,7 @@ from genloss import CorrWise, get_loss, list_losses
 from genloss.corrwise import Alignment, backward_warp, forward_backward_consistency, forward_warp, resize_flow
 from genloss.corrwise import regularizers as R
 from genloss.corrwise.synthetic import synthetic_pair
-from genloss.data.photos import load_photos
+from genloss.data.photos import load_photos, shift
 from genloss.registry import make_loss
 from genloss.weights import WeightsUnavailableError
 
@@ -334,3 +334,173 @@ def test_cuda(translated):
     loss = CorrWise(nn.L1Loss())(pred.cuda().requires_grad_(), target.cuda())
     assert loss.device.type == "cuda"
     torch.testing.assert_close(loss.cpu(), CorrWise(nn.L1Loss())(pred, target), atol=1e-3, rtol=0)
+
+
+# -- no silent wrong numbers (value range, 16-bit, broken flows, empty images) ------------------------
+def _moved(size: int, dx: float, dy: float, names: tuple[str, ...] = ("astronaut", "coffee")):
+    """(prediction, target): photographs and the same moved by (dx, dy) px (bilinear, border copies)."""
+    target = load_photos(list(names), size)
+    return shift(target, dx, dy), target
+
+
+def test_value_range_maps_only_the_flow_input():
+    """A photo moved by a known 2 px: aligned/plain L1 about 0.05-0.2 in [0, 1], and exactly the same ratio for the
+    same images in [0, 255] with value_range=(0, 255) (clamping them to [0, 1] for the flow gave 1.00)."""
+    pred, target = _moved(64, 2.0, 0.0)
+    ratio = CorrWise(nn.L1Loss())(pred, target) / F.l1_loss(pred, target)
+    assert ratio < 0.25
+    pred255, target255 = 255 * pred, 255 * target
+    cw255 = CorrWise(nn.L1Loss(), value_range=(0, 255))
+    loss255 = cw255(pred255, target255)
+    torch.testing.assert_close(loss255 / F.l1_loss(pred255, target255), ratio, rtol=1e-3, atol=0)
+    # the base loss sees the images in their own units: the loss is 255 times the [0, 1] one
+    torch.testing.assert_close(loss255, 255 * CorrWise(nn.L1Loss())(pred, target), rtol=1e-3, atol=0)
+    with pytest.raises(ValueError, match="value_range"):
+        CorrWise(nn.L1Loss())(pred255, target255)
+    with pytest.raises(ValueError, match="value_range"):
+        CorrWise(nn.L1Loss(), value_range=(-1, 1))(pred255, target255)
+    signed = CorrWise(nn.L1Loss(), value_range=(-1, 1))(2 * pred - 1, 2 * target - 1)
+    torch.testing.assert_close(signed, 2 * CorrWise(nn.L1Loss())(pred, target), rtol=1e-3, atol=0)
+    with pytest.raises(ValueError, match="lo < hi"):
+        CorrWise(nn.L1Loss(), value_range=(1, 0))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_images_are_refused(bad):
+    pred, target = _moved(32, 1.0, 0.0)
+    pred = pred.clone()
+    pred[0, 0, 3, 3] = bad
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        CorrWise(nn.L1Loss())(pred, target)
+
+
+@pytest.mark.parametrize("size", [64, 256, 512])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_16_bit_images_match_float32(size, dtype):
+    """A photograph moved by (2, 3) px: 16-bit images give the float32 value within 1% (was NaN)."""
+    pred, target = _moved(size, 2.0, 3.0, ("astronaut",))
+    ref = CorrWise(nn.L1Loss())(pred, target)
+    low = CorrWise(nn.L1Loss())(pred.to(dtype), target.to(dtype))
+    assert torch.isfinite(low)
+    torch.testing.assert_close(low.float(), ref, rtol=0.01, atol=0)
+    # the warp itself samples in float32 and casts back: a 2.5 px flow at 512 px in 16 bit
+    flow = const_flow(1, 2.5, -1.5, size)
+    warped = backward_warp(target.to(dtype), flow.to(dtype))
+    assert warped.dtype == dtype
+    exact = backward_warp(target, flow)
+    assert (warped.float() - exact).abs().mean() < 0.01 * exact.mean()
+    splat, weight = forward_warp(target.to(dtype), flow.to(dtype))
+    assert splat.dtype == dtype and torch.isfinite(splat).all()
+
+
+class _BrokenFlow(nn.Module):
+    """A user's estimator that fails: NaN (or Inf) in part of the flow."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        flow = torch.zeros(a.shape[0], 2, *a.shape[2:], dtype=a.dtype)
+        flow[:, :, :4] = self.value
+        return flow
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("kwargs", [{}, {"backward_warp": False}, {"symmetric": True}, {"occlusion": True}])
+def test_non_finite_flow_is_an_error_in_every_direction(value, kwargs):
+    pred, target = _moved(32, 1.0, 0.0)
+    with pytest.raises(ValueError, match="returned NaN or Inf"):
+        CorrWise(nn.L1Loss(), flow=_BrokenFlow(value), **kwargs)(pred, target)
+    all_nan = lambda a, b: torch.full((a.shape[0], 2, *a.shape[2:]), float("nan"))  # noqa: E731
+    with pytest.raises(ValueError, match="returned NaN or Inf"):
+        CorrWise(nn.L1Loss(), flow=all_nan, **kwargs).align(pred, target)
+
+
+def test_zero_height_or_width_is_refused():
+    cw = CorrWise(nn.L1Loss())
+    for shape in ((1, 3, 0, 8), (1, 3, 8, 0)):
+        with pytest.raises(ValueError, match="zero height or width"):
+            cw(torch.rand(shape), torch.rand(shape))
+
+
+# -- options: strict forwarding, the registry, configs -------------------------------------------------
+def test_flow_options_are_forwarded_strictly():
+    assert CorrWise(nn.L1Loss(), flow_kwargs={"iterations": 3}).flow.iterations == 3
+    with pytest.raises(TypeError, match=r"'iteration' \(did you mean 'iterations'\?\).*valid options: min_size"):
+        CorrWise(nn.L1Loss(), flow_kwargs={"iteration": 3})
+    with pytest.raises(TypeError, match="'variant'"):  # fixed by the 'raft' entry: not an option
+        CorrWise(nn.L1Loss(), flow="raft", flow_kwargs={"variant": "small", "weights": None})
+    with pytest.raises(ValueError, match="flow_kwargs only apply"):
+        CorrWise(nn.L1Loss(), flow=lambda a, b: a, flow_kwargs={"iterations": 3})
+    # a config's corrwise section
+    assert CorrWise.from_config(nn.L1Loss(), {"scale_clip": 0.0, "flow_kwargs": {"iterations": 1}}).scale_clip == 0
+    with pytest.raises(TypeError, match=r"'scale_clp' \(did you mean 'scale_clip'\?\)"):
+        CorrWise.from_config(nn.L1Loss(), {"scale_clp": 0.0})
+    with pytest.raises(TypeError, match="'smooth'"):
+        CorrWise.from_config(nn.L1Loss(), {"flow_kwargs": {"smooth": 1.0}})
+
+
+def test_a_registered_user_estimator_is_used_by_name():
+    from genloss.corrwise import FlowEstimator, get_flow, list_flows, register_flow
+
+    class ConstantFlow(FlowEstimator):
+        """A constant translation, for the test."""
+
+        def __init__(self, *, dx: float = 0.0, dy: float = 0.0) -> None:
+            super().__init__()
+            self.dx, self.dy = dx, dy
+
+        def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return const_flow(a.shape[0], self.dx, self.dy, a.shape[2]).to(a)
+
+    register_flow("test-constant", ConstantFlow)
+    assert "test-constant" in list_flows() and get_flow("TEST-constant", dx=1.0).dx == 1.0
+    with pytest.raises(TypeError, match=r"'dz'.*valid options: dx, dy"):
+        get_flow("test-constant", dz=1.0)
+    with pytest.raises(ValueError, match="built-in"):
+        register_flow("coarse2fine", ConstantFlow)
+    with pytest.raises(TypeError, match="nn.Module subclass"):
+        register_flow("test-fn", lambda a, b: a)
+    pred, target = _moved(32, 2.0, 0.0)  # true flow (2, 0) from the target into the prediction
+    right = CorrWise(interior_l1, flow="test-constant", flow_kwargs={"dx": 2.0}, scale_clip=0.0)(pred, target)
+    wrong = CorrWise(interior_l1, flow="test-constant", flow_kwargs={"dx": -2.0}, scale_clip=0.0)(pred, target)
+    assert right < 1e-6 < wrong
+
+
+def test_listing_flows_imports_no_estimator():
+    import subprocess
+    import sys
+
+    code = ("import sys; from genloss.corrwise import list_flows, get_flow; names = list_flows(); "
+            "assert 'raft' in names and 'dis' in names; "
+            "assert not [m for m in sys.modules if m.startswith('genloss.corrwise.flow.') and m[22:] != 'base'], "
+            "sorted(sys.modules); get_flow('coarse2fine'); "
+            "bad = [m for m in ('torchvision', 'cv2', 'genloss.corrwise.flow.raft', 'genloss.corrwise.flow.opencv') "
+            "if m in sys.modules]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- fast and sync-free: torch.compile traces the whole default forward --------------------------------
+def test_compile_fullgraph_gives_the_eager_value():
+    """fullgraph=True fails on any graph break (.item(), bool(tensor), numpy, data-dependent Python branching),
+    i.e. on every host read in the forward of CorrWise with the default flow. The aot_eager backend traces the
+    same graph as inductor (which takes minutes to compile C++ on a shared CPU) and also traces the backward."""
+    pred, target = _moved(32, 1.5, 0.5)
+    cw = CorrWise(nn.L1Loss()).eval()
+    eager = cw(pred, target)
+    compiled = torch.compile(cw, fullgraph=True, backend="aot_eager")
+    p = pred.clone().requires_grad_()
+    value = compiled(p, target)
+    torch.testing.assert_close(value, eager, rtol=1e-5, atol=1e-7)
+    value.backward()
+    q = pred.clone().requires_grad_()
+    cw(q, target).backward()
+    torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-7)
+
+
+def test_sub_pixel_motion_is_realigned():
+    """A 128 x 128 photograph moved by 2.5 px (bilinear sampling) is realigned to at most 0.25 of plain L1."""
+    pred, target = _moved(128, 2.5, 2.5, ("astronaut", "coffee", "chelsea", "rocket"))
+    ratio = CorrWise(nn.L1Loss())(pred, target) / F.l1_loss(pred, target)
+    assert ratio <= 0.25, ratio
