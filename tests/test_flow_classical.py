@@ -159,3 +159,21 @@ def test_coarse2fine_on_cuda_matches_cpu(pairs):
     a, b, _ = pairs["affine"]
     est = CoarseToFineFlow()
     torch.testing.assert_close(est(a.cuda(), b.cuda()).cpu(), est(a, b), atol=1e-3, rtol=0)
+
+
+def test_separable_filter_paths_agree():
+    """The depthwise-convolution path (used on GPUs) and the shifted-slice path (CPU) give the same result."""
+    from genloss.corrwise.flow.classical import _gaussian_taps, _separable_filter
+
+    x = torch.rand(3, 5, 17, 23, dtype=torch.float64)
+    for sigma in (0.7, 1.5, 2.0):
+        taps = _gaussian_taps(sigma)
+        torch.testing.assert_close(_separable_filter(x, taps, conv=True), _separable_filter(x, taps, conv=False))
+
+
+def test_strict_options_and_lazy_registry():
+    with pytest.raises(TypeError, match=r"'iteration' \(did you mean 'iterations'\?\); valid options: min_size"):
+        get_flow("coarse2fine", iteration=2)
+    with pytest.raises(TypeError, match="'preset'"):
+        get_flow("farneback", preset="fast")
+    assert get_flow("dis", preset="fast").preset == "fast"
