@@ -504,3 +504,15 @@ def test_sub_pixel_motion_is_realigned():
     pred, target = _moved(128, 2.5, 2.5, ("astronaut", "coffee", "chelsea", "rocket"))
     ratio = CorrWise(nn.L1Loss())(pred, target) / F.l1_loss(pred, target)
     assert ratio <= 0.25, ratio
+
+
+def test_torch_func_grad_and_vmap_match_backward_and_a_loop():
+    pred, target = _moved(32, 1.5, 0.5)
+    cw = CorrWise(nn.L1Loss()).eval()
+    grad = torch.func.grad(lambda x: cw(x, target[:1]))(pred[:1])
+    q = pred[:1].clone().requires_grad_()
+    cw(q, target[:1]).backward()
+    torch.testing.assert_close(grad, q.grad, rtol=1e-5, atol=1e-7)
+    values = torch.func.vmap(lambda a, b: cw(a[None], b[None]))(pred, target)
+    loop = torch.stack([cw(pred[i:i + 1], target[i:i + 1]) for i in range(pred.shape[0])])
+    torch.testing.assert_close(values, loop)
