@@ -19,7 +19,7 @@ from ..transforms.grid import flow_to_grid
 def normalized_flow(flow: torch.Tensor) -> torch.Tensor:
     """Flow in units of the frame size: x / (W - 1), y / (H - 1) (the paper's scaling)."""
     h, w = flow.shape[2:]
-    return torch.cat((flow[:, :1] / max(w - 1, 1), flow[:, 1:] / max(h - 1, 1)), dim=1)
+    return torch.cat((flow[:, :1] * (1.0 / max(w - 1, 1)), flow[:, 1:] * (1.0 / max(h - 1, 1))), dim=1)
 
 
 def sobel(x: torch.Tensor, padding: str = "replicate") -> tuple[torch.Tensor, torch.Tensor]:

@@ -115,6 +115,9 @@ class CoarseToFineFlow(FlowEstimator):
         symmetric_gradients: linearise with the average gradient of image 1 and warped image 2
             (default; more accurate on larger motion) instead of image 1's only (the structure tensor
             is then filtered once per level, which is faster).
+        presmooth_sigma: standard deviation of a Gaussian blur of both greyscale images before the
+            pyramid (0 disables it). The default 0.5 (3 taps) lowers the end-point error at 128 and
+            256 px by 5-12% (same mean at 64) and the sub-pixel bias on bilinearly moved images.
         check_range: reject images clearly outside [0, 1].
 
     Defaults were chosen on translated, affinely and smoothly warped photographs (see
@@ -128,14 +131,14 @@ class CoarseToFineFlow(FlowEstimator):
 
     def __init__(self, min_size: int = 12, max_levels: int = 6, iterations: int = 2, window_sigma: float = 1.5,
                  smooth_sigma: float = 2.0, regularization: float = 1e-6, symmetric_gradients: bool = True,
-                 check_range: bool = True) -> None:
+                 presmooth_sigma: float = 0.5, check_range: bool = True) -> None:
         super().__init__()
         if min_size < 4:
             raise ValueError(f"min_size must be at least 4, got {min_size}")
         if max_levels < 1 or iterations < 1:
             raise ValueError(f"max_levels and iterations must be >= 1, got {max_levels} and {iterations}")
-        if window_sigma <= 0 or smooth_sigma < 0 or regularization <= 0:
-            raise ValueError("window_sigma and regularization must be > 0 and smooth_sigma >= 0")
+        if window_sigma <= 0 or smooth_sigma < 0 or regularization <= 0 or presmooth_sigma < 0:
+            raise ValueError("window_sigma and regularization must be > 0, smooth_sigma and presmooth_sigma >= 0")
         self.min_size = int(min_size)
         self.max_levels = int(max_levels)
         self.iterations = int(iterations)
@@ -143,11 +146,13 @@ class CoarseToFineFlow(FlowEstimator):
         self.smooth_sigma = float(smooth_sigma)
         self.regularization = float(regularization)
         self.symmetric_gradients = bool(symmetric_gradients)
+        self.presmooth_sigma = float(presmooth_sigma)
         self.check_range = check_range
 
     def extra_repr(self) -> str:
         return (f"min_size={self.min_size}, max_levels={self.max_levels}, iterations={self.iterations}, "
-                f"window_sigma={self.window_sigma}, smooth_sigma={self.smooth_sigma}")
+                f"window_sigma={self.window_sigma}, smooth_sigma={self.smooth_sigma}, "
+                f"presmooth_sigma={self.presmooth_sigma}")
 
     @staticmethod
     def _smooth(flow: torch.Tensor, sxx: torch.Tensor, sxy: torch.Tensor, syy: torch.Tensor,
@@ -179,6 +184,10 @@ class CoarseToFineFlow(FlowEstimator):
 
     def _estimate(self, grey: torch.Tensor, n: int) -> torch.Tensor:
         h, w = grey.shape[2:]
+        if self.presmooth_sigma > 0:
+            # a slight blur of both images evens out the interpolation blur that separates a
+            # sub-pixel-shifted image from its warp back (the bias that locks LK to whole pixels)
+            grey = _separable_filter(grey, _gaussian_taps(self.presmooth_sigma))
         pyramid = [grey]
         for _ in range(self.num_levels(h, w) - 1):
             ph, pw = pyramid[-1].shape[2:]
