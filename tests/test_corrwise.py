@@ -516,3 +516,23 @@ def test_torch_func_grad_and_vmap_match_backward_and_a_loop():
     values = torch.func.vmap(lambda a, b: cw(a[None], b[None]))(pred, target)
     loop = torch.stack([cw(pred[i:i + 1], target[i:i + 1]) for i in range(pred.shape[0])])
     torch.testing.assert_close(values, loop)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_forward_backward_never_synchronises():
+    """After the first calls (whose value checks are readable, see genloss._validation), CorrWise with the default
+    flow runs forward and backward without a GPU -> CPU synchronisation (sync debug mode raises on one)."""
+    from genloss import _validation
+
+    pred, target = (x.cuda() for x in _moved(64, 1.5, 0.5))
+    cw = CorrWise(nn.L1Loss())
+    for _ in range(_validation.CUDA_SYNC_CHECKS + 2):  # spend the readable checks; fill the caches
+        cw(pred.clone().requires_grad_(), target).backward()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        p = pred.clone().requires_grad_()
+        cw(p, target).backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert p.grad is not None

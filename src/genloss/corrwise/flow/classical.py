@@ -28,13 +28,14 @@ The maximal motion it recovers is about ``2 ** (levels - 1) * 2`` pixels (Lucas-
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 import torch.nn.functional as F
 
 from ..._validation import full_precision
-from ...transforms.color import LUMA_WEIGHTS, as_grey
+from ...transforms.color import LUMA_WEIGHTS
 from ...transforms.grid import pixel_grid, sample
 from ..warp import resize_flow
 from ._learned import check_flow_pair
@@ -45,8 +46,15 @@ LUMA = LUMA_WEIGHTS
 
 
 def to_grey(x: torch.Tensor) -> torch.Tensor:
-    """(N, 1 or 3, H, W) -> (N, 1, H, W) luma (:func:`genloss.transforms.color.as_grey`)."""
-    return as_grey(x)
+    """(N, 1 or 3, H, W) -> (N, 1, H, W) luma, the weights of :func:`genloss.transforms.color.rgb_to_grey`.
+
+    Written with python-scalar weights: ``rgb_to_grey`` builds a weight tensor from a list, a
+    host-to-device copy that waits for the CUDA stream on every call of the estimator.
+    """
+    if x.shape[1] == 1:
+        return x
+    r, g, b = LUMA_WEIGHTS
+    return x[:, 0:1] * r + x[:, 1:2] * g + x[:, 2:3] * b
 
 
 def _gaussian_taps(sigma: float) -> list[float]:
@@ -55,6 +63,13 @@ def _gaussian_taps(sigma: float) -> list[float]:
     taps = [math.exp(-0.5 * (i / sigma) ** 2) for i in range(-radius, radius + 1)]
     total = sum(taps)
     return [t / total for t in taps]
+
+
+@functools.lru_cache(maxsize=64)
+def _taps_tensor(taps: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The taps as a tensor on ``device``, copied once per process: a host-to-device copy of a pageable list
+    waits for the CUDA stream, which once per filter call would synchronise every iteration."""
+    return torch.tensor(taps, dtype=dtype, device=device)
 
 
 def _separable_filter(x: torch.Tensor, taps: list[float], conv: bool | None = None) -> torch.Tensor:
@@ -69,7 +84,7 @@ def _separable_filter(x: torch.Tensor, taps: list[float], conv: bool | None = No
     h, w = x.shape[2:]
     if conv if conv is not None else x.device.type != "cpu":
         c = x.shape[1]
-        k = torch.tensor(taps, dtype=x.dtype).to(x.device, non_blocking=True)
+        k = _taps_tensor(tuple(taps), x.device, x.dtype)
         p = F.pad(x, (r, r, r, r), mode="replicate")
         p = F.conv2d(p, k.view(1, 1, 1, -1).expand(c, 1, 1, len(taps)), groups=c)
         return F.conv2d(p, k.view(1, 1, -1, 1).expand(c, 1, len(taps), 1), groups=c)
