@@ -6,7 +6,7 @@ in one run and interleaved (round-robin over methods, so a busy shared machine s
 
 * ``flow ms``: the flow estimate alone (``torch.no_grad``), one call on the batch;
 * ``corrwise ms``: ``CorrWise(nn.L1Loss(), flow=method)`` forward + backward to the prediction;
-* ratios of both against DIS;
+* ratios of both against DIS and of CorrWise against Farneback, side by side;
 * end-point error (pixels, mean over four scikit-image photographs, interior: border of size/8 excluded)
   on the four synthetic motions of ``genloss.corrwise.synthetic`` (integer and sub-pixel translation,
   small affine, smooth random field; magnitudes scale with the size).
@@ -15,6 +15,11 @@ Learned estimators whose weights are not available are timed with random weights
 their end-point error is then not meaningful and not shown.
 
     python benchmarks/corrwise.py [--quick] [--methods coarse2fine,dis] [--sizes 64,128] [--threads 2]
+                                  [--device cuda]
+
+On CUDA the images and the PyTorch estimators live on the GPU (OpenCV's still run on the CPU and copy
+their flow over) and every timed call is bracketed by CUDA events, with one ``torch.cuda.synchronize``
+after the end event, outside the timed region.
 """
 
 from __future__ import annotations
@@ -49,7 +54,16 @@ def build(name: str) -> tuple[nn.Module, str]:
         return get_flow(name, weights=None), "random weights"
 
 
-def timed(fn: Callable[..., object], *args: object) -> float:
+def timed(fn: Callable[..., object], *args: object, device: torch.device = torch.device("cpu")) -> float:
+    """Milliseconds of ``fn(*args)``: wall clock on the CPU, CUDA events (no sync inside the region) on a GPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # start from an idle device: earlier work is not timed
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn(*args)
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end)
     t = time.perf_counter()
     fn(*args)
     return (time.perf_counter() - t) * 1000
@@ -71,7 +85,11 @@ def main() -> None:
     ap.add_argument("--methods", default=None, help="comma-separated flow names (default: every available one)")
     ap.add_argument("--sizes", default="64,128,256", help="comma-separated sizes among 64,128,256")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda[:i]")
     args = ap.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is available")
     if args.threads:
         torch.set_num_threads(args.threads)
     available = list_flows()
@@ -81,13 +99,16 @@ def main() -> None:
             raise SystemExit(f"unknown flow method {m!r}; available: {', '.join(available)}")
     sizes = [int(s) for s in args.sizes.split(",")]
     repeats = 3 if args.quick else 7
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; repeats {repeats} (median)")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {where}; repeats {repeats} (median)")
 
     estimators = {m: build(m) for m in methods}
+    for est, _ in estimators.values():
+        est.to(device)
     rows = []
     for size in sizes:
         batch = SETTINGS[size]
-        photos = load_photos(PHOTOS, size + size // 2)
+        photos = load_photos(PHOTOS, size + size // 2).to(device)
         pairs = {k: synthetic_pair(photos, k, size) for k in MOTIONS}
         epe: dict[str, dict[str, float]] = {}
         for m, (est, note) in estimators.items():
@@ -101,22 +122,22 @@ def main() -> None:
         target, pred = a.repeat(reps, 1, 1, 1)[:batch], b.repeat(reps, 1, 1, 1)[:batch]
         losses = {m: CorrWise(nn.L1Loss(), flow=est) for m, (est, _) in estimators.items()}
 
-
         times: dict[str, dict[str, list[float]]] = {m: {"flow": [], "cw": []} for m in methods}
         for m in methods:  # warm-up (first calls allocate and pick kernels)
             flow_only(estimators[m][0], target, pred)
             corrwise(losses[m], pred, target)
         for _ in range(repeats):
             for m in methods:
-                times[m]["flow"].append(timed(flow_only, estimators[m][0], target, pred))
-                times[m]["cw"].append(timed(corrwise, losses[m], pred, target))
+                times[m]["flow"].append(timed(flow_only, estimators[m][0], target, pred, device=device))
+                times[m]["cw"].append(timed(corrwise, losses[m], pred, target, device=device))
         for m in methods:
             rows.append((size, batch, m, statistics.median(times[m]["flow"]), statistics.median(times[m]["cw"]),
                          epe.get(m), estimators[m][1]))
 
     dis_time = {(r[0]): (r[3], r[4]) for r in rows if r[2] == "dis"}
+    fb_time = {(r[0]): r[4] for r in rows if r[2] == "farneback"}
     head = (f"{'size':>4} {'batch':>5} {'method':<12} {'flow ms':>9} {'corrwise ms':>11} {'flow/DIS':>8} "
-            f"{'cw/DIS':>7} " + " ".join(f"{k[:8]:>8}" for k in MOTIONS) + f" {'EPE mean':>8}  note")
+            f"{'cw/DIS':>7} {'cw/Farn':>7} " + " ".join(f"{k[:8]:>8}" for k in MOTIONS) + f" {'EPE mean':>8}  note")
     print("\nTime per call (median) and end-point error in pixels (interior, mean over 4 photographs)")
     print(head)
     print("-" * len(head))
@@ -124,6 +145,7 @@ def main() -> None:
         ref = dis_time.get(size)
         rf = f"{tf / ref[0]:8.2f}" if ref else f"{'-':>8}"
         rc = f"{tc / ref[1]:7.2f}" if ref else f"{'-':>7}"
+        rc += f" {tc / fb_time[size]:7.2f}" if size in fb_time else f" {'-':>7}"
         errs = " ".join(f"{e[k]:8.3f}" for k in MOTIONS) + f" {statistics.mean(e.values()):8.3f}" if e else \
             " ".join(f"{'n/a':>8}" for _ in MOTIONS) + f" {'n/a':>8}"
         print(f"{size:>4} {batch:>5} {m:<12} {tf:9.1f} {tc:11.1f} {rf} {rc} {errs}  {note}")

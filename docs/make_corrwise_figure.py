@@ -52,12 +52,13 @@ def main() -> None:
     target[:, :, y0:y0 + p, x0:x0 + p] = patch
     pred[:, :, y0:y0 + p, x0 + shift:x0 + shift + p] = patch
 
-    cw = CorrWise(nn.L1Loss(), occlusion=True, return_info=True)
-    loss, info = cw(pred, target)
+    cw = CorrWise(nn.L1Loss(), occlusion=True)
+    aligned = cw.align(pred, target)
+    loss = aligned.loss
     plain = nn.L1Loss()(pred, target)
-    flow = info["flow"][0].numpy()
-    mask = info["mask"][0, 0].numpy()
-    warped = info["warped"][0].permute(1, 2, 0).clamp(0, 1).numpy()
+    flow = aligned.flow[0].numpy()
+    mask = aligned.mask[0, 0].numpy()
+    warped = aligned.warped[0].permute(1, 2, 0).clamp(0, 1).numpy()  # clamp: display only
 
     def rgb(t: torch.Tensor) -> np.ndarray:
         return t[0].permute(1, 2, 0).clamp(0, 1).numpy()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from ..transforms.grid import pixel_grid
 from .warp import backward_warp
 
 
@@ -49,8 +50,6 @@ def forward_backward_consistency(flow_ab: torch.Tensor, flow_ba: torch.Tensor, a
 def inside_frame(flow: torch.Tensor) -> torch.Tensor:
     """(N, 1, H, W) bool: where ``p + flow[p]`` lies inside the frame (within half a pixel of its border)."""
     _, _, h, w = flow.shape
-    ys = torch.arange(h, device=flow.device, dtype=flow.dtype).view(1, h, 1)
-    xs = torch.arange(w, device=flow.device, dtype=flow.dtype).view(1, 1, w)
-    x = xs + flow[:, 0]
-    y = ys + flow[:, 1]
+    pos = pixel_grid(h, w, device=flow.device, dtype=flow.dtype) + flow
+    x, y = pos[:, 0], pos[:, 1]
     return ((x >= -0.5) & (x <= w - 0.5) & (y >= -0.5) & (y <= h - 0.5)).unsqueeze(1)

@@ -13,12 +13,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..transforms.grid import flow_to_grid
+
 
 def normalized_flow(flow: torch.Tensor) -> torch.Tensor:
     """Flow in units of the frame size: x / (W - 1), y / (H - 1) (the paper's scaling)."""
     h, w = flow.shape[2:]
-    scale = torch.tensor([1.0 / max(w - 1, 1), 1.0 / max(h - 1, 1)], device=flow.device, dtype=flow.dtype)
-    return flow * scale.view(1, 2, 1, 1)
+    return torch.cat((flow[:, :1] * (1.0 / max(w - 1, 1)), flow[:, 1:] * (1.0 / max(h - 1, 1))), dim=1)
 
 
 def sobel(x: torch.Tensor, padding: str = "replicate") -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,12 +98,8 @@ def out_of_frame_penalty(flow: torch.Tensor) -> torch.Tensor:
     Zero for flows that stay inside the image; what the paper's ``edge_penalty`` describes ("the out of
     bounds flow loss").
     """
-    h, w = flow.shape[2:]
-    ys = torch.arange(h, device=flow.device, dtype=flow.dtype).view(1, h, 1)
-    xs = torch.arange(w, device=flow.device, dtype=flow.dtype).view(1, 1, w)
-    gx = (xs + flow[:, 0]) * (2.0 / max(w - 1, 1)) - 1.0
-    gy = (ys + flow[:, 1]) * (2.0 / max(h - 1, 1)) - 1.0
-    excess = (gx.abs() - 1).clamp_min(0) + (gy.abs() - 1).clamp_min(0)
+    grid = flow_to_grid(flow)  # (N, H, W, 2) in [-1, 1] inside the frame
+    excess = (grid.abs() - 1).clamp_min(0).sum(-1)
     return 0.5 * excess.flatten(1).mean(1)
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .warp import backward_warp, pixel_grid
+from ..transforms.grid import pixel_grid
+from .warp import backward_warp
 
 #: the synthetic motions: integer and sub-pixel translation, a small affine motion, a smooth random field
 MOTIONS = ("translation", "subpixel", "affine", "smooth")
@@ -64,7 +65,9 @@ def synthetic_pair(photos: torch.Tensor, kind: str, size: int, margin: int | Non
     flow = motion_field(kind, n, size + 2 * margin, size + 2 * margin, scale=size / 64, seed=seed)
     image1 = backward_warp(big, flow, padding_mode="border")
     crop = (slice(None), slice(None), slice(margin, margin + size), slice(margin, margin + size))
-    return image1[crop].clamp(0, 1), big[crop].contiguous(), flow[crop].contiguous()
+    # no clamp: bilinear sampling with border padding is a convex combination of the photos' pixels, so
+    # image1 stays in their range; a clamp could only hide photos given in another range
+    return image1[crop].contiguous(), big[crop].contiguous(), flow[crop].contiguous()
 
 
 def end_point_error(flow: torch.Tensor, truth: torch.Tensor, border: int = 0) -> torch.Tensor:

@@ -10,13 +10,22 @@ in pixels, channel 0 = x, channel 1 = y, defined on the pixels of a *reference* 
   maps image A to frame B, ``forward_warp(A, f)`` is A moved into B's frame. Pixels of B that no
   pixel of A lands on are holes; the returned weight map says where they are.
 
-Pixel centres are at integer coordinates, ``0 .. W-1`` and ``0 .. H-1`` (``align_corners=True``).
+Pixel centres are at integer coordinates, ``0 .. W-1`` and ``0 .. H-1`` (``align_corners=True``); the
+grid and the pixel -> ``grid_sample`` conversion live in :mod:`genloss.transforms.grid`.
+
+Precision: grids and sampling run in at least float32 and the result is cast back. In float16 a
+pixel position of 255 has a spacing of 0.125 px, and bfloat16 cannot even represent 255 + 0.5, so a
+16-bit grid would misplace every sample (and the normalised grid loses the sub-pixel part entirely).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from ..transforms.grid import flow_to_grid, pixel_grid
+
+__all__ = ["PADDING_MODES", "backward_warp", "flow_to_grid", "forward_warp", "pixel_grid", "resize_flow"]
 
 PADDING_MODES = ("zeros", "border", "reflection")
 
@@ -34,35 +43,6 @@ def _check_flow(image: torch.Tensor, flow: torch.Tensor) -> None:
         raise ValueError(f"image and flow are on different devices ({image.device} and {flow.device})")
 
 
-def pixel_grid(height: int, width: int, *, device: torch.device | None = None,
-               dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Pixel coordinates (1, 2, H, W): channel 0 is x (column), channel 1 is y (row)."""
-    ys = torch.arange(height, device=device, dtype=dtype)
-    xs = torch.arange(width, device=device, dtype=dtype)
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack((gx, gy)).unsqueeze(0)
-
-
-def flow_to_grid(flow: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
-    """Relative pixel flow (N, 2, H, W) -> absolute sampling grid (N, H, W, 2) in [-1, 1] for ``grid_sample``.
-
-    Args:
-        flow: flow in pixels, defined on an H x W frame.
-        size: (H_src, W_src) of the image that will be sampled; defaults to the flow's (H, W).
-
-    The grid is for ``align_corners=True``: pixel ``0`` maps to -1 and pixel ``W_src - 1`` to +1. A
-    dimension of size 1 maps to 0 (its only pixel).
-    """
-    _, _, h, w = flow.shape
-    hs, ws = size if size is not None else (h, w)
-    pos = pixel_grid(h, w, device=flow.device, dtype=flow.dtype) + flow
-    # clamp_min(1): a one-pixel-wide image has its only pixel at 0, which maps to the grid centre
-    scale = torch.tensor([2.0 / max(ws - 1, 1), 2.0 / max(hs - 1, 1)], device=flow.device, dtype=flow.dtype)
-    grid = pos * scale.view(1, 2, 1, 1) - torch.tensor([1.0 if ws > 1 else 0.0, 1.0 if hs > 1 else 0.0],
-                                                       device=flow.device, dtype=flow.dtype).view(1, 2, 1, 1)
-    return grid.permute(0, 2, 3, 1)
-
-
 def backward_warp(image: torch.Tensor, flow: torch.Tensor, padding_mode: str = "reflection",
                   mode: str = "bilinear") -> torch.Tensor:
     """Sample ``image`` at ``p + flow[p]`` (bilinear): ``image`` resampled into the flow's frame.
@@ -75,15 +55,22 @@ def backward_warp(image: torch.Tensor, flow: torch.Tensor, padding_mode: str = "
         mode: ``'bilinear'`` (differentiable in image and flow) or ``'nearest'``.
 
     Returns:
-        (N, C, H', W') tensor on ``image``'s device, in the promoted dtype of image and flow.
-        Differentiable with respect to ``image`` and ``flow``.
+        (N, C, H', W') tensor on ``image``'s device, in the promoted dtype of image and flow (computed
+        in at least float32). Differentiable with respect to ``image`` and ``flow``.
     """
     _check_flow(image, flow)
     if padding_mode not in PADDING_MODES:
         raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
-    dtype = torch.promote_types(image.dtype, flow.dtype)
-    grid = flow_to_grid(flow.to(dtype), size=(image.shape[2], image.shape[3]))
-    return F.grid_sample(image.to(dtype), grid, mode=mode, padding_mode=padding_mode, align_corners=True)
+    out_dtype = torch.promote_types(image.dtype, flow.dtype)
+    work = _work_dtype(out_dtype)
+    grid = flow_to_grid(flow.to(work), size=(image.shape[2], image.shape[3]))
+    out = F.grid_sample(image.to(work), grid, mode=mode, padding_mode=padding_mode, align_corners=True)
+    return out.to(out_dtype)
+
+
+def _work_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for 16-bit data (see the module docstring), the dtype itself otherwise."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def forward_warp(image: torch.Tensor, flow: torch.Tensor, weight: torch.Tensor | None = None,
@@ -113,7 +100,8 @@ def forward_warp(image: torch.Tensor, flow: torch.Tensor, weight: torch.Tensor |
     if image.shape[2:] != flow.shape[2:]:
         raise ValueError(f"forward_warp needs image and flow of the same size, got {tuple(image.shape[2:])} "
                          f"and {tuple(flow.shape[2:])}")
-    dtype = torch.promote_types(image.dtype, flow.dtype)
+    out_dtype = torch.promote_types(image.dtype, flow.dtype)
+    dtype = _work_dtype(out_dtype)
     n, c, h, w = image.shape
     image, flow = image.to(dtype), flow.to(dtype)
     pos = pixel_grid(h, w, device=flow.device, dtype=dtype) + flow
@@ -141,7 +129,7 @@ def forward_warp(image: torch.Tensor, flow: torch.Tensor, weight: torch.Tensor |
     total = out[:, c:]
     warped = out[:, :c] / total.clamp_min(eps)
     warped = torch.where(total >= eps, warped, torch.zeros_like(warped))
-    return warped, total
+    return warped.to(out_dtype), total.to(out_dtype)
 
 
 def resize_flow(flow: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -153,6 +141,5 @@ def resize_flow(flow: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     h, w = flow.shape[2:]
     if (h, w) == tuple(size):
         return flow
-    out = F.interpolate(flow, size=size, mode="bilinear", align_corners=False)
-    scale = torch.tensor([size[1] / w, size[0] / h], device=flow.device, dtype=flow.dtype)
-    return out * scale.view(1, 2, 1, 1)
+    out = F.interpolate(flow, size=tuple(size), mode="bilinear", align_corners=False)
+    return torch.cat((out[:, :1] * (size[1] / w), out[:, 1:] * (size[0] / h)), dim=1)

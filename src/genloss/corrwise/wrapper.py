@@ -7,24 +7,68 @@ Losses*, CVPR 2022. See ``docs/corrwise.md`` for when to use it and every option
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._validation import check_pair
+from .._options import check_options
+from .._validation import (
+    ValueRange,
+    check_pair,
+    check_value_range,
+    check_values,
+    full_precision,
+    to_unit_range,
+)
 from . import regularizers as R
-from .flow.base import get_flow
+from .flow.base import check_flow_options, get_flow
 from .occlusion import forward_backward_consistency
 from .warp import PADDING_MODES, resize_flow
 from .warp import backward_warp as _backward_warp
 from .warp import forward_warp as _forward_warp
 
+__all__ = ["DEFAULT_FLOW", "Alignment", "CorrWise"]
+
 #: the flow estimator used when ``flow=None``: classical, batched, no weights (works offline)
 DEFAULT_FLOW = "coarse2fine"
 
+#: flows longer than this (pixels) are refused with NaN/Inf: no image is a million pixels wide, so
+#: such a value is an estimator failure, never a motion
+FLOW_LIMIT = 1e6
+
 FlowFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """What :meth:`CorrWise.align` computed: the loss, its parts, and the flow, warp and mask behind it.
+
+    Directions: ``flow`` is defined on the target's pixels for backward warping (``p`` of the target
+    matches ``p + flow[p]`` of the prediction) and on the prediction's pixels for forward warping.
+    ``warped`` is the prediction in the target's frame (before masking), ``mask`` (N, 1, H, W) is 1
+    where the pixel is compared and 0 where it is masked (``None`` without masking). With
+    ``symmetric=True`` the ``*_reverse`` fields hold the same for the target warped into the
+    prediction's frame; otherwise they are ``None``.
+    """
+
+    #: what ``forward`` returns: ``base_loss`` plus the regularisation terms
+    loss: torch.Tensor
+    #: the base loss of the aligned pair (the sum of both directions with ``symmetric``)
+    base_loss: torch.Tensor
+    #: the weighted regularisation terms by name (``flow_magnitude``, ``flow_smoothness``, ``out_of_frame``)
+    regularization: Mapping[str, torch.Tensor]
+    #: estimated flow (N, 2, H, W) in pixels, before ``scale_clip``
+    flow: torch.Tensor
+    #: the prediction warped into the target's frame (N, C, H, W)
+    warped: torch.Tensor
+    #: (N, 1, H, W) compare mask in the target's frame, or ``None``
+    mask: torch.Tensor | None = None
+    flow_reverse: torch.Tensor | None = None
+    warped_reverse: torch.Tensor | None = None
+    mask_reverse: torch.Tensor | None = None
 
 
 class CorrWise(nn.Module):
@@ -51,21 +95,15 @@ class CorrWise(nn.Module):
             (``'coarse2fine'``, ``'dis'``, ``'farneback'``, ``'raft'``, ``'raft-small'``, ``'pwcnet'``);
             or any module/callable ``flow(image1, image2) -> (N, 2, H, W)`` in pixels with genloss'
             convention (pixel ``p`` of ``image1`` corresponds to ``p + flow[p]`` in ``image2``). It
-            receives the images detached and clamped to [0, 1]; images whose channel count is not 1 or
-            3 are averaged to one channel for it.
+            receives the images detached and mapped from ``value_range`` onto [0, 1] (never clamped);
+            images whose channel count is not 1 or 3 are averaged to one channel for it. A user's
+            estimator class can be registered by name with :func:`genloss.corrwise.register_flow`.
         backward_warp: ``True`` (default, the paper's): estimate the flow on the target's pixels and
             *sample* the prediction there (``grid_sample``). ``False``: estimate the flow on the
             prediction's pixels and *splat* the prediction forward into the target's frame
             (differentiable bilinear splatting, normalised by the splatted weight). Target pixels that
             nothing lands on (holes) are always masked (see ``occlusion`` for how).
         return_warped: also return the warped prediction: ``(loss, warped)``.
-        return_info: also return a dict: ``(loss, info)`` (or ``(loss, warped, info)`` with
-            ``return_warped``). Keys: ``'flow'`` (estimated flow, before scaling; on the target's pixels
-            for backward warping, the prediction's for forward warping), ``'warped'`` (prediction in
-            the target's frame, before masking), ``'mask'`` ((N, 1, H, W) in the target's frame: 1 =
-            compared, 0 = masked; ``None`` without masking), ``'base_loss'``, ``'regularization'``
-            (dict of the weighted terms), and with ``symmetric`` the same for the reverse direction
-            (``'flow_reverse'``, ``'warped_reverse'``, ``'mask_reverse'``).
         padding_mode: what backward warping reads outside the prediction: ``'reflection'``
             (default, the paper's), ``'border'`` or ``'zeros'``.
         scale_clip: the paper's epsilon, in [0, 1): the flow is multiplied by ``1 - scale_clip``
@@ -105,16 +143,57 @@ class CorrWise(nn.Module):
             Only for reproducing published settings.
         device: compute flow, warp and loss on this device and return the loss on the input's device
             (the paper's ``device``); the estimator is moved there. ``None``: the inputs' device.
-        flow_kwargs: keyword arguments for :func:`get_flow` when ``flow`` is a name.
+        flow_kwargs: keyword arguments for :func:`get_flow` when ``flow`` is a name, forwarded strictly
+            to the estimator's class (a misspelt option is a ``TypeError`` listing the valid ones).
+        value_range: ``(lo, hi)``, the range of the images (default (0, 1); (0, 255) for 8-bit data,
+            (-1, 1) for tanh outputs). Images clearly outside it (by more than 5% of its width), NaN
+            and Inf are refused. Only the flow estimator sees the images mapped onto [0, 1]; the base
+            loss receives them in their own units, so it must accept that range itself (e.g.
+            ``get_loss('SSIM', value_range=(0, 255))``).
 
     The regularisers use the flow in units of the image size (the paper's scaling), computed before
     ``scale_clip``. With ``symmetric`` they are averaged over the two directions. They are added to
     the base loss: to a scalar as the batch mean, to an [N] result per image. Of a detached flow they
     would be constants, so a positive weight with ``detach_flow=True`` raises.
 
-    Shapes: ``input`` (prediction) and ``target`` are (N, C, H, W) float tensors of the same shape on
-    the same device (any C the base loss accepts). Works on CPU and CUDA; all flow and warp tensors
-    are created on the inputs' device.
+    Shape:
+        ``input`` (prediction) and ``target``: (N, C, H, W) float tensors of the same shape on the
+        same device (any C the base loss accepts, H, W >= 1). The flow and mask fields of
+        :meth:`align` are (N, 2, H, W) and (N, 1, H, W).
+
+    Returns:
+        ``forward`` returns a tensor: what the base loss returns (a scalar, [N], or elementwise) plus
+        the regularisers, >= 0 for non-negative base losses, 0 for identical images with a pixelwise
+        loss. With ``return_warped=True`` (the paper's option): ``(loss, warped)``. The flow, warp,
+        mask and the loss' parts come from :meth:`align`. Dtype: 16-bit images are computed in float32
+        (the genloss dtype rule), float64 stays float64; warps always sample in at least float32.
+
+    Raises:
+        TypeError: non-tensor or non-float images, a non-callable ``base_loss`` or ``flow``, an
+            unknown ``flow_kwargs`` option.
+        ValueError: bad shapes (not 4-D, zero height or width, mismatched pair), images outside
+            ``value_range`` or containing NaN/Inf, a flow estimator that returns the wrong shape or
+            NaN/Inf values, invalid options. On CUDA the value checks become device-side assertions
+            after the first calls (no synchronisation; see :mod:`genloss._validation`).
+
+    References:
+        D. Geng, M. Hamilton, A. Owens, *Comparing Correspondences: Video Prediction with
+        Correspondence-wise Losses*, CVPR 2022 (code: github.com/dangeng/CorrWiseLosses).
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from genloss.corrwise import CorrWise
+        >>> target = torch.rand(2, 3, 32, 32)
+        >>> prediction = torch.roll(target, shifts=1, dims=3)
+        >>> loss = CorrWise(nn.L1Loss())
+        >>> loss(prediction, target).shape
+        torch.Size([])
+        >>> a = loss.align(prediction, target)
+        >>> a.flow.shape, a.warped.shape, a.mask is None
+        (torch.Size([2, 2, 32, 32]), torch.Size([2, 3, 32, 32]), True)
+        >>> CorrWise(nn.L1Loss(), value_range=(0, 255))(255 * prediction, 255 * target).shape
+        torch.Size([])
     """
 
     def __init__(
@@ -124,7 +203,6 @@ class CorrWise(nn.Module):
         *,
         backward_warp: bool = True,
         return_warped: bool = False,
-        return_info: bool = False,
         padding_mode: str = "reflection",
         scale_clip: float = 0.1,
         symmetric: bool = False,
@@ -142,6 +220,7 @@ class CorrWise(nn.Module):
         faithful_edge_penalty: bool = False,
         device: str | torch.device | None = None,
         flow_kwargs: Mapping[str, Any] | None = None,
+        value_range: tuple[float, float] = (0.0, 1.0),
     ) -> None:
         super().__init__()
         if not callable(base_loss):
@@ -167,11 +246,13 @@ class CorrWise(nn.Module):
         if occlusion_alpha1 < 0 or occlusion_alpha2 < 0:
             raise ValueError("occlusion_alpha1 and occlusion_alpha2 must be >= 0")
         self.flow_size = self._check_size(flow_size)
+        self.value_range: ValueRange = check_value_range(value_range)
 
         self.base_loss = base_loss
         if flow is None:
             flow = DEFAULT_FLOW
         if isinstance(flow, str):
+            check_flow_options(flow, dict(flow_kwargs or {}))
             flow = get_flow(flow, **dict(flow_kwargs or {}))
         elif flow_kwargs:
             raise ValueError("flow_kwargs only apply when flow is a name")
@@ -180,7 +261,6 @@ class CorrWise(nn.Module):
         self.flow = flow
         self.backward_warp = bool(backward_warp)
         self.return_warped = bool(return_warped)
-        self.return_info = bool(return_info)
         self.padding_mode = padding_mode
         self.scale_clip = float(scale_clip)
         self.symmetric = bool(symmetric)
@@ -198,6 +278,28 @@ class CorrWise(nn.Module):
         self.device = torch.device(device) if device is not None else None
         if self.device is not None and isinstance(self.flow, nn.Module):
             self.flow.to(self.device)
+
+    @classmethod
+    def from_config(cls, base_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                    options: Mapping[str, Any] | None = None) -> CorrWise:
+        """Build from a config's ``corrwise`` mapping, strictly: an unknown key is a ``TypeError`` naming it.
+
+        Args:
+            base_loss: the loss to align.
+            options: CorrWise's keyword arguments (``flow_kwargs`` are checked against the estimator).
+
+        Raises:
+            TypeError: an unknown or misspelt option (the message lists the valid ones).
+
+        Example:
+            >>> from torch import nn
+            >>> from genloss.corrwise import CorrWise
+            >>> CorrWise.from_config(nn.L1Loss(), {"scale_clip": 0.0}).scale_clip
+            0.0
+        """
+        opts = dict(options or {})
+        check_options("CorrWise", cls, opts, exclude=("base_loss",))
+        return cls(base_loss, **opts)
 
     @staticmethod
     def _check_size(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
@@ -218,7 +320,9 @@ class CorrWise(nn.Module):
         x = x.detach() if self.detach_flow else x
         if x.shape[1] not in (1, 3):
             x = x.mean(1, keepdim=True)
-        x = x.clamp(0, 1)
+        # the estimators work on [0, 1]: map the declared range exactly (never clamp: clamping a
+        # [0, 255] image turns it into a flat white frame and the flow silently becomes zero)
+        x = to_unit_range(x, self.value_range)
         if self.flow_size is not None and tuple(x.shape[2:]) != self.flow_size:
             x = F.interpolate(x, size=self.flow_size, mode="bilinear", align_corners=False, antialias=True)
         return x
@@ -237,51 +341,84 @@ class CorrWise(nn.Module):
             got = tuple(flow.shape) if isinstance(flow, torch.Tensor) else type(flow).__name__
             raise ValueError(f"the flow estimator must return a tensor of shape {(n, 2, *a.shape[2:])} "
                              f"(pixels, x then y), got {got}")
+        self._check_flow_values(flow)
         flow = resize_flow(flow.to(image1.dtype), tuple(image1.shape[2:]))
         return flow.detach() if self.detach_flow else flow
 
+    def _check_flow_values(self, flow: torch.Tensor) -> None:
+        """Refuse NaN/Inf flow (sync-free on CUDA): warping by it would silently give a wrong loss."""
+        try:
+            check_values(flow, "flow", (-FLOW_LIMIT, FLOW_LIMIT))
+        except ValueError as e:
+            name = type(self.flow).__name__
+            raise ValueError(f"the flow estimator {name} returned NaN or Inf values ({e}); the loss would be "
+                             "meaningless. Check its inputs and weights") from None
+
     # -- loss ---------------------------------------------------------------------------------------
-    def forward(self, input: torch.Tensor, target: torch.Tensor) -> Any:
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Correspondence-wise loss of prediction ``input`` against ``target``.
 
         Args:
-            input: prediction, (N, C, H, W) float tensor (values in [0, 1] for genloss base losses).
+            input: prediction, (N, C, H, W) float tensor with values in ``value_range``.
             target: reference, same shape and device.
 
         Returns:
-            the base loss' output (plus regularisers); with ``return_warped`` / ``return_info`` a tuple
-            ``(loss, warped)``, ``(loss, info)`` or ``(loss, warped, info)``.
+            the base loss' output plus the regularisers; ``(loss, warped)`` with ``return_warped``.
         """
-        pred, target = check_pair(input, target)
+        a = self.align(input, target)
+        return (a.loss, a.warped) if self.return_warped else a.loss
+
+    def align(self, prediction: torch.Tensor, target: torch.Tensor) -> Alignment:
+        """Align ``prediction`` to ``target`` and compare them; every intermediate result in an :class:`Alignment`.
+
+        Args:
+            prediction: (N, C, H, W) float tensor with values in ``value_range``.
+            target: reference, same shape and device.
+
+        Returns:
+            an :class:`Alignment`; its ``loss`` is what :meth:`forward` returns (differentiable with
+            respect to the prediction).
+
+        Raises:
+            ValueError, TypeError: as :class:`CorrWise`.
+        """
+        pred, target = check_pair(prediction, target)
+        check_values(pred, "input", self.value_range)
+        check_values(target, "target", self.value_range)
         out_device = pred.device
         if self.device is not None:
             pred, target = pred.to(self.device), target.to(self.device)
-        n = pred.shape[0]
+        with full_precision(pred.device.type):
+            a = self._align(pred, target)
+        if a.loss.device != out_device:
+            a = Alignment(**{**a.__dict__, "loss": a.loss.to(out_device)})
+        return a
 
-        # flow_tp: on the target's pixels into the prediction; flow_pt: the reverse. Both directions
-        # are needed for occlusion or symmetry, and then come from one batched call.
+    def _flows(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """``(flow_tp, flow_pt)``: target -> prediction and the reverse, each only where needed."""
+        n = pred.shape[0]
         need_tp = self.backward_warp or self.symmetric or self.occlusion
         need_pt = (not self.backward_warp) or self.symmetric or self.occlusion
-        if need_tp and need_pt:
+        if need_tp and need_pt:  # both directions from one batched call
             both = self.estimate_flow(torch.cat((target, pred)), torch.cat((pred, target)))
-            flow_tp, flow_pt = both[:n], both[n:]
-        elif need_tp:
-            flow_tp, flow_pt = self.estimate_flow(target, pred), None
-        else:
-            flow_tp, flow_pt = None, self.estimate_flow(pred, target)
+            return both[:n], both[n:]
+        if need_tp:
+            return self.estimate_flow(target, pred), None
+        return None, self.estimate_flow(pred, target)
 
+    def _align(self, pred: torch.Tensor, target: torch.Tensor) -> Alignment:
+        n = pred.shape[0]
+        flow_tp, flow_pt = self._flows(pred, target)
         loss, warped, mask, flow = self._direction(pred, target, flow_tp, flow_pt)
-        info: dict[str, Any] = {"flow": flow, "warped": warped, "mask": mask}
         reg_images = [(flow, target if self.backward_warp else pred)]
+        reverse: dict[str, torch.Tensor | None] = {}
         if self.symmetric:
             loss_r, warped_r, mask_r, flow_r = self._direction(target, pred, flow_pt, flow_tp)
-            info.update(flow_reverse=flow_r, warped_reverse=warped_r, mask_reverse=mask_r)
+            reverse = {"flow_reverse": flow_r, "warped_reverse": warped_r, "mask_reverse": mask_r}
             loss = loss + loss_r
             reg_images.append((flow_r, pred if self.backward_warp else target))
-        info["base_loss"] = loss
-
+        base = loss
         terms = self._regularizers(reg_images)
-        info["regularization"] = terms
         if terms:
             reg = sum(terms.values())
             if loss.dim() == 0:
@@ -291,11 +428,8 @@ class CorrWise(nn.Module):
             else:
                 raise ValueError(f"flow regularisers need a base loss that returns a scalar or one value per image, "
                                  f"got shape {tuple(loss.shape)}")
-        if loss.device != out_device:
-            loss = loss.to(out_device)
-        if self.return_info:
-            return (loss, warped, info) if self.return_warped else (loss, info)
-        return (loss, warped) if self.return_warped else loss
+        return Alignment(loss=loss, base_loss=base, regularization=terms, flow=flow, warped=warped, mask=mask,
+                         **reverse)
 
     def _direction(
         self, moving: torch.Tensor, fixed: torch.Tensor, flow_fm: torch.Tensor | None, flow_mf: torch.Tensor | None

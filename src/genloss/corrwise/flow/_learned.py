@@ -12,20 +12,24 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..._validation import check_image
+from ..._validation import check_image, check_values
 
 #: a weight source: a file, a state dict, a registered weight-file name, or ``None`` (random init)
 WeightSource = str | os.PathLike | Mapping[str, torch.Tensor] | None
 
-# Inputs are documented as [0, 1]; these bounds only catch another convention ([-1, 1] or [0, 255])
-# while tolerating the small over/undershoot of unclamped generator outputs.
-_RANGE_LOW, _RANGE_HIGH = -0.5, 1.5
+# Inputs are documented as [0, 1]; these bounds (plus check_values' 5% tolerance) only catch another
+# convention ([-1, 1] or [0, 255]) while tolerating the over/undershoot of unclamped generator outputs.
+_RANGE = (-0.5, 1.5)
 
 
 def check_flow_pair(
     image1: object, image2: object, *, check_range: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validate a pair of (N, C, H, W) images in [0, 1], C in {1, 3}; return them in a common float dtype."""
+    """Validate a pair of (N, C, H, W) images in [0, 1], C in {1, 3}; return them in a common float dtype.
+
+    NaN/Inf and the range are checked with :func:`genloss._validation.check_values` (sync-free on CUDA
+    after the first calls, traced under ``torch.compile``); ``check_range=False`` skips that check.
+    """
     a = check_image(image1, "image1", channels=(1, 3))
     b = check_image(image2, "image2", channels=(1, 3))
     if a.shape != b.shape:
@@ -33,17 +37,15 @@ def check_flow_pair(
     if a.device != b.device:
         raise ValueError(f"image1 and image2 are on different devices ({a.device} and {b.device})")
     if check_range:
-        lo = torch.minimum(a.min(), b.min()).item()
-        hi = torch.maximum(a.max(), b.max()).item()
-        if lo < _RANGE_LOW or hi > _RANGE_HIGH:
-            if lo < _RANGE_LOW:
-                hint = " (images in [-1, 1]? pass (x + 1) / 2)"
-            else:
-                hint = " (images in [0, 255]? pass x / 255)"
-            raise ValueError(
-                f"flow estimators expect images in [0, 1], got values in [{lo:.3g}, {hi:.3g}]{hint}; "
-                "pass check_range=False to the estimator to skip this check"
-            )
+        for x, name in ((a, "image1"), (b, "image2")):
+            try:
+                check_values(x, name, _RANGE)
+            except ValueError as e:
+                raise ValueError(
+                    f"flow estimators expect images in [0, 1] (images in [0, 255]? pass x / 255; in [-1, 1]? "
+                    f"pass (x + 1) / 2; CorrWise does this with value_range=...; check_range=False skips the "
+                    f"check): {e}"
+                ) from None
     dtype = torch.promote_types(a.dtype, b.dtype)
     return a.to(dtype), b.to(dtype)
 

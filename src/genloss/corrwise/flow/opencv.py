@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ._learned import check_flow_pair
-from .base import FlowEstimator, register_flow
+from .base import FlowEstimator
 from .classical import to_grey
 
 
@@ -36,6 +36,9 @@ def _import_cv2() -> Any:
 
 def _to_uint8_grey(x: torch.Tensor) -> np.ndarray:
     """(N, C, H, W) in [0, 1] -> (N, H, W) uint8 luma, C-contiguous, on the CPU."""
+    # The clamp is kept: it does not hide bad input (check_flow_pair has refused images outside [0, 1]
+    # beyond the tolerance, NaN and Inf), it only keeps the tolerated overshoot of generator outputs
+    # (e.g. -0.02 or 1.03) from wrapping around in the uint8 cast (-0.02 * 255 -> 251).
     g = to_grey(x.detach().float()).squeeze(1).clamp(0, 1).mul(255.0).round().to(torch.uint8)
     return np.ascontiguousarray(g.cpu().numpy())
 
@@ -124,15 +127,3 @@ class FarnebackFlow(_OpenCVFlow):
         p = self.params
         return self._cv2.calcOpticalFlowFarneback(a, b, None, p["pyr_scale"], p["levels"], p["winsize"],
                                                   p["iterations"], p["poly_n"], p["poly_sigma"], self.flags)
-
-
-@register_flow("dis")
-def dis(**kwargs) -> DISFlow:
-    """OpenCV DIS flow (CPU, loops over the batch)."""
-    return DISFlow(**kwargs)
-
-
-@register_flow("farneback")
-def farneback(**kwargs) -> FarnebackFlow:
-    """OpenCV Farneback flow (CPU, loops over the batch)."""
-    return FarnebackFlow(**kwargs)

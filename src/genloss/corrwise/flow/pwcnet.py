@@ -31,6 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ... import weights as W
+from ..._validation import full_precision
+from ...transforms.grid import flow_to_grid
 from ._learned import (
     WeightSource,
     check_flow_pair,
@@ -43,7 +45,7 @@ from ._learned import (
     to_rgb,
     unwrap_state_dict,
 )
-from .base import FlowEstimator, register_flow
+from .base import FlowEstimator
 
 __all__ = ["PWCNet", "PWCNetFlow", "backward_warp_masked", "convert_sniklaus_state_dict", "cost_volume"]
 
@@ -98,15 +100,8 @@ def backward_warp_masked(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     As the port: a pixel whose bilinear footprint is not entirely inside the image (warped all-ones
     channel below 0.999) is set to zero rather than blended with the zero padding.
     """
-    n, _, h, w = x.shape
-    ys, xs = torch.meshgrid(
-        torch.arange(h, device=x.device, dtype=x.dtype), torch.arange(w, device=x.device, dtype=x.dtype), indexing="ij"
-    )
-    px = xs + flow[:, 0]
-    py = ys + flow[:, 1]
-    # pixel -> [-1, 1] for align_corners=False: the same sample positions as the port's
-    # align_corners=True normalisation, and defined for 1-pixel-wide maps too
-    grid = torch.stack([(2 * px + 1) / w - 1, (2 * py + 1) / h - 1], dim=-1)
+    # align_corners=False: a 1-pixel-wide level reads zeros half a pixel outside, as the port
+    grid = flow_to_grid(flow, align_corners=False)
     ones = torch.ones_like(x[:, :1])
     warped = F.grid_sample(torch.cat([x, ones], 1), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     mask = (warped[:, -1:] > 0.999).to(x.dtype)
@@ -368,7 +363,7 @@ class PWCNetFlow(FlowEstimator):
         dtype, _ = module_dtype_device(self.net)
         h, w = a.shape[-2:]
         hs, ws = (SIZE_MULTIPLE * -(-s // SIZE_MULTIPLE) for s in (h, w))
-        with torch.autocast(device_type=a.device.type, enabled=False):
+        with full_precision(a.device.type):
             # RGB -> BGR: the Caffe-trained weights take BGR in [0, 1]
             a = to_rgb(a).flip(1).to(dtype)
             b = to_rgb(b).flip(1).to(dtype)
@@ -380,9 +375,3 @@ class PWCNetFlow(FlowEstimator):
             scale = torch.tensor([w / ws, h / hs], dtype=flow.dtype, device=flow.device).view(1, 2, 1, 1)
             flow = flow * scale
         return flow.to(out_dtype)
-
-
-@register_flow("pwcnet")
-def pwcnet(**kwargs) -> PWCNetFlow:
-    """PWC-Net; keyword options as :class:`PWCNetFlow` (weights=, weights_dir=, check_range=)."""
-    return PWCNetFlow(**kwargs)

@@ -36,6 +36,8 @@ import torch.nn.functional as F
 from torchvision.models import optical_flow as tv_flow
 
 from ... import weights as W
+from ..._validation import full_precision
+from ...transforms.grid import pixel_grid
 from ._learned import (
     WeightSource,
     check_flow_pair,
@@ -48,7 +50,7 @@ from ._learned import (
     to_rgb,
     unwrap_state_dict,
 )
-from .base import FlowEstimator, register_flow
+from .base import FlowEstimator
 
 __all__ = [
     "RAFT_THINGS",
@@ -454,7 +456,7 @@ class RAFTFlow(FlowEstimator):
         check_module_device(self.net, a, "RAFT")
         out_dtype = a.dtype
         dtype, _ = module_dtype_device(self.net)
-        with torch.autocast(device_type=a.device.type, enabled=False):
+        with full_precision(a.device.type):
             # RAFT expects RGB in [-1, 1]
             a = to_rgb(a).to(dtype) * 2 - 1
             b = to_rgb(b).to(dtype) * 2 - 1
@@ -495,12 +497,7 @@ class RAFTFlow(FlowEstimator):
         hidden, context = context.split([hidden_size, context.shape[1] - hidden_size], dim=1)
         hidden, context = torch.tanh(hidden), torch.relu(context)
 
-        ys, xs = torch.meshgrid(
-            torch.arange(h // 8, device=image1.device, dtype=image1.dtype),
-            torch.arange(w // 8, device=image1.device, dtype=image1.dtype),
-            indexing="ij",
-        )
-        coords0 = torch.stack([xs, ys]).unsqueeze(0).expand(n, -1, -1, -1)
+        coords0 = pixel_grid(h // 8, w // 8, device=image1.device, dtype=image1.dtype).expand(n, -1, -1, -1)
         coords1 = coords0.clone()
         for _ in range(self.iterations):
             coords1 = coords1.detach()  # as RAFT: no gradient through the look-up positions
@@ -509,15 +506,3 @@ class RAFTFlow(FlowEstimator):
             coords1 = coords1 + delta
         mask = None if net.mask_predictor is None else net.mask_predictor(hidden)
         return _convex_upsample(coords1 - coords0, mask)
-
-
-@register_flow("raft")
-def raft(**kwargs) -> RAFTFlow:
-    """RAFT-large; keyword options as :class:`RAFTFlow` (weights=, iterations=, weights_dir=, ...)."""
-    return RAFTFlow(variant="large", **kwargs)
-
-
-@register_flow("raft-small")
-def raft_small(**kwargs) -> RAFTFlow:
-    """RAFT-small; keyword options as :class:`RAFTFlow`."""
-    return RAFTFlow(variant="small", **kwargs)

@@ -1,0 +1,69 @@
+"""The pixel grid and the pixel <-> normalised coordinate conversion, shared by every warp and flow estimator.
+
+genloss' convention: pixel centres at integer coordinates ``0 .. W-1`` (x, channel 0) and ``0 .. H-1``
+(y, channel 1); ``grid_sample`` coordinates with ``align_corners=True`` put pixel 0 at -1 and pixel
+``W - 1`` at +1. A dimension of size 1 has its only pixel at the grid centre (0).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["flow_to_grid", "pixel_grid", "pixel_to_normalized", "sample"]
+
+
+def pixel_grid(height: int, width: int, *, device: torch.device | str | None = None,
+               dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Pixel coordinates of shape (1, 2, H, W): channel 0 is x (column), channel 1 is y (row).
+
+    Built by broadcasting two ``arange`` (no ``meshgrid`` copy); the result is contiguous.
+    """
+    xs = torch.arange(width, device=device, dtype=dtype).view(1, 1, width).expand(1, height, width)
+    ys = torch.arange(height, device=device, dtype=dtype).view(1, height, 1).expand(1, height, width)
+    return torch.stack((xs, ys), dim=1)
+
+
+def pixel_to_normalized(pos: torch.Tensor, size: tuple[int, int], *, align_corners: bool = True) -> torch.Tensor:
+    """Absolute pixel positions (N, 2, H, W) -> ``grid_sample`` grid (N, H, W, 2).
+
+    Args:
+        pos: x (channel 0) and y (channel 1) positions in pixels of an image of ``size``.
+        size: (H, W) of the image that will be sampled.
+        align_corners: the ``grid_sample`` convention the grid is for. ``True``: pixel 0 -> -1,
+            pixel ``W - 1`` -> +1 (a size-1 dimension maps to 0). ``False``: ``(2 p + 1) / W - 1``,
+            the same sample positions, but a position half a pixel or more outside a size-1
+            dimension reads the padding (PWC-Net's warping relies on this).
+    """
+    hs, ws = size
+    if align_corners:
+        # python-float scales and offsets: no small tensors to build (cheaper, and nothing to trace)
+        sx, ox = (2.0 / (ws - 1), 1.0) if ws > 1 else (0.0, 0.0)
+        sy, oy = (2.0 / (hs - 1), 1.0) if hs > 1 else (0.0, 0.0)
+    else:
+        sx, ox = 2.0 / ws, 1.0 - 1.0 / ws
+        sy, oy = 2.0 / hs, 1.0 - 1.0 / hs
+    return torch.stack((pos[:, 0] * sx - ox, pos[:, 1] * sy - oy), dim=-1)
+
+
+def flow_to_grid(flow: torch.Tensor, size: tuple[int, int] | None = None,
+                 base: torch.Tensor | None = None, *, align_corners: bool = True) -> torch.Tensor:
+    """Relative pixel flow (N, 2, H, W) -> absolute sampling grid (N, H, W, 2) in [-1, 1] for ``grid_sample``.
+
+    Args:
+        flow: flow in pixels, defined on an H x W frame.
+        size: (H_src, W_src) of the image that will be sampled; defaults to the flow's (H, W).
+        base: the (1, 2, H, W) :func:`pixel_grid` of the flow's frame, to reuse across calls.
+        align_corners: the convention of the ``grid_sample`` call (see :func:`pixel_to_normalized`).
+    """
+    h, w = flow.shape[2:]
+    if base is None:
+        base = pixel_grid(h, w, device=flow.device, dtype=flow.dtype)
+    return pixel_to_normalized(base + flow, size if size is not None else (h, w), align_corners=align_corners)
+
+
+def sample(image: torch.Tensor, flow: torch.Tensor, *, padding_mode: str = "border", mode: str = "bilinear",
+           base: torch.Tensor | None = None) -> torch.Tensor:
+    """``image`` read at ``p + flow[p]`` (``grid_sample``, ``align_corners=True``), in the dtype of ``image``."""
+    grid = flow_to_grid(flow, (image.shape[2], image.shape[3]), base)
+    return F.grid_sample(image, grid, mode=mode, padding_mode=padding_mode, align_corners=True)
