@@ -352,10 +352,10 @@ def corrwise_alignment(config: DemoConfig) -> dict[str, Any]:
     target, prediction, true_flow = known_motion(config.corrwise_size)
     l1 = genloss.get_loss("L1")
     try:
-        viz = CorrWise(l1, return_info=True, scale_clip=0.0, occlusion=True)
+        viz = CorrWise(l1, scale_clip=0.0, occlusion=True)
         t0 = time.perf_counter()
         with torch.no_grad():
-            _, info = viz(prediction, target)
+            info = viz.align(prediction, target)
         flow_seconds = time.perf_counter() - t0
         default = CorrWise(l1)
         blurred = gaussian_blur(target, 1.5)
@@ -368,14 +368,14 @@ def corrwise_alignment(config: DemoConfig) -> dict[str, Any]:
                 rows.append((label, float(l1(img, target)), float(default(img, target))))
     except Exception as e:  # noqa: BLE001 - the rest of the report is still useful
         return {"error": f"CorrWise failed on the demo pair: {type(e).__name__}: {e}"}
-    flow = info["flow"]
-    mask = info["mask"] if info.get("mask") is not None else torch.ones_like(target[:, :1])
+    flow = info.flow
+    mask = info.mask if info.mask is not None else torch.ones_like(target[:, :1])
     m = 8  # the outermost pixels see content that left the frame
     inner = (slice(None), slice(None), slice(m, -m), slice(m, -m))
     epe = float(torch.linalg.vector_norm(flow - true_flow, dim=1, keepdim=True)[inner].mean())
     return {
         "target": target, "prediction": prediction, "true_flow": true_flow, "flow": flow,
-        "warped": info["warped"], "mask": mask, "epe": epe, "flow_seconds": flow_seconds,
+        "warped": info.warped, "mask": mask, "epe": epe, "flow_seconds": flow_seconds,
         "max_motion": float(torch.linalg.vector_norm(true_flow, dim=1).max()),
         "masked_fraction": float(1 - mask.float().mean()), "rows": rows,
         "flow_name": type(viz.flow).__name__ if hasattr(viz, "flow") else "default",

@@ -469,7 +469,7 @@ def build_loss(spec: str | dict[str, Any], *, image_size: Sequence[int] | None =
         raise ValueError(f"loss.corrwise must be a mapping of CorrWise arguments (or true/false), got {cw!r}")
     from .. import CorrWise
 
-    return CorrWise(base, **cw)
+    return CorrWise.from_config(base, cw)
 
 
 def loss_value(out: Any) -> torch.Tensor:

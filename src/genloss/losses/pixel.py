@@ -17,6 +17,8 @@ def _custom_backward_ok(a: torch.Tensor, b: torch.Tensor) -> bool:
     """
     if b.requires_grad or not a.requires_grad or not torch.is_grad_enabled():
         return False
+    if torch.compiler.is_compiling():  # the compiler fuses the plain form; it cannot trace the check below
+        return False
     from torch._C._functorch import is_functorch_wrapped_tensor
 
     return not is_functorch_wrapped_tensor(a)

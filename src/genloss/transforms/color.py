@@ -34,8 +34,10 @@ def rgb_to_grey(x: torch.Tensor) -> torch.Tensor:
     """(N, 3, H, W) RGB -> (N, 1, H, W) BT.601 luma ``0.299 R + 0.587 G + 0.114 B``."""
     if x.shape[1] != 3:
         raise ValueError(f"rgb_to_grey expects 3 channels, got {x.shape[1]}")
-    w = torch.tensor(LUMA_WEIGHTS, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x * w).sum(dim=1, keepdim=True)
+    # Python-scalar weights: a weight tensor built from a list would be a host-to-device copy on
+    # every call, which waits for the CUDA stream.
+    r, g, b = LUMA_WEIGHTS
+    return x[:, 0:1] * r + x[:, 1:2] * g + x[:, 2:3] * b
 
 
 def as_grey(x: torch.Tensor) -> torch.Tensor:
@@ -49,12 +51,11 @@ def rgb_to_ycbcr(x: torch.Tensor) -> torch.Tensor:
     """(N, 3, H, W) RGB in [0, 1] -> YCbCr with Cb, Cr offset by 0.5 (JPEG convention)."""
     if x.shape[1] != 3:
         raise ValueError(f"rgb_to_ycbcr expects 3 channels, got {x.shape[1]}")
-    m = torch.tensor(YCBCR_MATRIX, dtype=x.dtype, device=x.device)
-    b = torch.tensor(YCBCR_OFFSET, dtype=x.dtype, device=x.device).view(3, 1)
-    # (3, 3) @ (N, 3, H*W): a broadcast matmul on the contiguous image, no permuted copies
-    return torch.baddbmm(b.expand(x.shape[0], 3, 1), m.expand(x.shape[0], 3, 3), x.reshape(x.shape[0], 3, -1)).view(
-        x.shape
-    )
+    # Python-scalar coefficients (no host-to-device copy per call, see rgb_to_grey)
+    rgb = (x[:, 0:1], x[:, 1:2], x[:, 2:3])
+    rows = [sum(c * ch for c, ch in zip(row, rgb, strict=True)) + off
+            for row, off in zip(YCBCR_MATRIX, YCBCR_OFFSET, strict=True)]
+    return torch.cat(rows, dim=1)
 
 
 #: RGB -> YUV (rows Y, U, V): the analog BT.601 YUV of ``tf.image.rgb_to_yuv``, which Barron's adaptive

@@ -35,26 +35,14 @@ import torch
 import torch.nn.functional as F
 
 from ..._validation import full_precision
-from ...transforms.color import LUMA_WEIGHTS
+from ...transforms.color import as_grey
 from ...transforms.grid import pixel_grid, sample
 from ..warp import resize_flow
 from ._learned import check_flow_pair
 from .base import FlowEstimator
 
-#: Rec. 601 luma weights, the greyscale conversion of OpenCV's ``COLOR_RGB2GRAY`` as well
-LUMA = LUMA_WEIGHTS
-
-
-def to_grey(x: torch.Tensor) -> torch.Tensor:
-    """(N, 1 or 3, H, W) -> (N, 1, H, W) luma, the weights of :func:`genloss.transforms.color.rgb_to_grey`.
-
-    Written with python-scalar weights: ``rgb_to_grey`` builds a weight tensor from a list, a
-    host-to-device copy that waits for the CUDA stream on every call of the estimator.
-    """
-    if x.shape[1] == 1:
-        return x
-    r, g, b = LUMA_WEIGHTS
-    return x[:, 0:1] * r + x[:, 1:2] * g + x[:, 2:3] * b
+#: (N, 1 or 3, H, W) -> (N, 1, H, W) BT.601 luma (the weights of OpenCV's ``COLOR_RGB2GRAY`` as well)
+to_grey = as_grey
 
 
 def _gaussian_taps(sigma: float) -> list[float]:
