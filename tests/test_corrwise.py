@@ -245,7 +245,7 @@ def test_every_genloss_loss_and_user_modules(translated):
     built = 0
     for name in list_losses():
         try:
-            base = make_loss(name, {"pretrained": False})
+            base = make_loss(name, {"pretrained": False, "image_size": tuple(pred.shape[1:])})
         except WeightsUnavailableError:
             continue  # ImageNet backbones are not available offline
         except ModuleNotFoundError:

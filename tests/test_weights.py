@@ -203,9 +203,7 @@ def test_next_mirror_is_tried_after_a_cut_reply(faulty_server, tmp_path, monkeyp
 
 def test_two_processes_downloading_the_same_file_get_one_intact_copy(faulty_server, tmp_path):
     # resolve: as a loss does it, use the file when present, else download it into the cache
-    # weights.py alone (stdlib + filelock): the processes start fast, without importing torch
-    code = ("import importlib.util, sys; spec = importlib.util.spec_from_file_location('w', sys.argv[2]); "
-            "W = sys.modules['w'] = importlib.util.module_from_spec(spec); spec.loader.exec_module(W); "
+    code = ("import sys; import genloss.weights as W; "
             "W.resolve(W.WeightFile('payload.bin', sys.argv[1], None, ''), progress=False)")
     env = {**os.environ, "GENLOSS_OFFLINE": "0", "GENLOSS_CACHE_DIR": str(tmp_path),
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1] / "src"),

@@ -19,6 +19,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
+from . import _env
+
 
 def _require_cli_extras() -> None:
     """Exit with one line naming the install command when the CLI's own dependencies are missing."""
@@ -46,12 +48,12 @@ except ImportError:  # pragma: no cover - older typer on the real click
     from click import exceptions as _click_errors
 
 #: environment variable that makes the CLI show tracebacks (as --debug does)
-ENV_DEBUG = "GENLOSS_DEBUG"
+ENV_DEBUG = _env.DEBUG
 _debug = False
 
 
 def _debugging() -> bool:
-    return _debug or os.environ.get(ENV_DEBUG, "").strip() not in ("", "0", "false", "False")
+    return _debug or _env.flag(ENV_DEBUG)
 
 
 #: click >= 8.2 reports a bare `genloss` (help shown, no command) as this usage error
