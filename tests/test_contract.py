@@ -300,3 +300,66 @@ def test_cuda_matches_cpu_without_host_synchronisation(name):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     torch.testing.assert_close(got.cpu(), want, rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------------
+# the flow registry: the same contract for every estimator (learned ones with random weights, offline)
+# ------------------------------------------------------------------------------------------------------
+from genloss.corrwise.flow.base import flow_info, get_flow, list_flows  # noqa: E402
+
+
+def _flow(name: str, **kw) -> torch.nn.Module:
+    torch.manual_seed(0)
+    if "weights" in flow_info(name).cls.__init__.__code__.co_varnames:
+        kw.setdefault("weights", None)  # random weights: no download
+    return get_flow(name, **kw).eval()
+
+
+def _moved_pair(size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    base = torch.rand(2, 3, size // 8, size // 8, generator=g)
+    big = torch.nn.functional.interpolate(base, size=(size + 8, size + 8), mode="bicubic", align_corners=False)
+    big = big.clamp(0, 1)
+    # image1[y] = image2[y - 1]: pixel p of image1 is at p + (0, -1) in image2 (the flow convention)
+    return big[..., 4 : 4 + size, 4 : 4 + size], big[..., 5 : 5 + size, 4 : 4 + size]
+
+
+@pytest.fixture(params=list_flows())
+def flow_name(request) -> str:
+    return request.param
+
+
+def test_flow_options_are_strict_and_signatures_explicit(flow_name):
+    cls = flow_info(flow_name).cls
+    params = inspect.signature(cls).parameters.values()
+    assert not any(p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) for p in params)
+    with pytest.raises(TypeError, match=r"'iteratoins'.*valid options"):
+        get_flow(flow_name, iteratoins=3)
+
+
+def test_flow_shape_dtype_and_finiteness(flow_name):
+    a, b = _moved_pair()
+    with torch.no_grad():
+        flow = _flow(flow_name)(a, b)
+    assert flow.shape == (2, 2, 64, 64) and flow.dtype == torch.float32
+    assert torch.isfinite(flow).all()
+
+
+def test_flow_refuses_images_of_another_range(flow_name):
+    a, b = _moved_pair()
+    with pytest.raises(ValueError, match="outside the expected range|\\[0, 255\\]"), torch.no_grad():
+        _flow(flow_name)(a * 255, b * 255)
+
+
+def test_classical_flows_find_the_motion_and_zero_for_identical_images(flow_name):
+    if flow_name not in ("coarse2fine", "dis", "farneback"):
+        pytest.skip("learned estimators have random weights offline")
+    a, b = _moved_pair()
+    est = _flow(flow_name)
+    with torch.no_grad():
+        same = est(a, a)
+        moved = est(a, b)
+    inner = (slice(None), slice(None), slice(8, -8), slice(8, -8))
+    assert same[inner].abs().mean() < 0.05
+    assert (moved[:, 1][inner[:1] + inner[2:]] + 1).abs().mean() < 0.3  # 1 px up
+    assert moved[:, 0][inner[:1] + inner[2:]].abs().mean() < 0.3
