@@ -1,17 +1,12 @@
 """MkDocs hooks for the genloss documentation (configured in mkdocs.yml, run by ``mkdocs build``).
 
-1. **Pending modules.** API pages name their objects with mkdocstrings' ``::: identifier`` blocks. A
-   block whose module is listed in :data:`PENDING_MODULES` and has no source file under ``src/`` yet
-   is replaced by a visible note, so that ``mkdocs build --strict`` checks everything else. Any other
-   missing or broken target still fails the build, and once a pending module exists its block is
-   rendered as usual.
-2. **Known docstring issues.** :data:`KNOWN_DOCSTRING_ISSUES` lists griffe warnings about docstrings
-   that are owned by other branches and reported to their owners; they are logged as INFO (prefixed
-   "known docstring issue") instead of failing the strict build. Every other warning fails it.
-3. **Sphinx roles.** Some docstrings use ``:class:`X``` / ``:func:`X``` (reStructuredText). The
-   Google-style renderer shows them verbatim; they are turned into code spans that link to the
-   documented object when there is one (``genloss.L1Loss`` is found under ``genloss.losses.pixel``);
-   ``:math:`x``` becomes plain code.
+**Sphinx roles.** Some docstrings use ``:class:`X``` / ``:func:`X``` (reStructuredText). The
+Google-style renderer shows them verbatim; they are turned into code spans that link to the
+documented object when there is one (``genloss.L1Loss`` is found under ``genloss.losses.pixel``);
+``:math:`x``` becomes plain code.
+
+Every warning (a griffe docstring warning, an unknown ``:::`` target) fails ``mkdocs build --strict``:
+docstring problems are fixed in the docstrings, not filtered here.
 
 Nothing here reads the network or imports genloss (the package is read as text).
 """
@@ -20,68 +15,13 @@ from __future__ import annotations
 
 import ast
 import html
-import logging
 import re
 from functools import cache
 from pathlib import Path
 
-log = logging.getLogger("mkdocs.hooks.genloss")
-
 SRC = Path(__file__).resolve().parent.parent / "src"
 
-#: modules documented in docs/api/ that are being written on other branches (drop them once merged)
-PENDING_MODULES = (
-)
-
-#: (source file, text of the warning) of griffe warnings reported to the files' owners; drop an entry
-#: once fixed. Google style documents one parameter per entry: "a, b: text" is read as one parameter.
-KNOWN_DOCSTRING_ISSUES = (
-    ("src/genloss/corrwise/wrapper.py", "'occlusion_alpha1, occlusion_alpha2' does not appear"),
-    ("src/genloss/losses/ssim.py", "'window, sigma, data_range' does not appear"),
-    ("src/genloss/losses/adaptive.py", "'alpha_lo, alpha_hi, scale_lo, scale_init' does not appear"),
-)
-
-_BLOCK = re.compile(r"^::: *(?P<ident>[\w.]+)[^\n]*\n(?P<options>(?:[ \t]+[^\n]*\n|[ \t]*\n(?=[ \t]))*)", re.M)
 _ROLE = re.compile(r":(?:py:)?(?P<role>class|func|meth|attr|data|mod|exc|obj|math):<code>(?P<target>[^<]+)</code>")
-
-
-def module_source_exists(module: str, src: Path | None = None) -> bool:
-    """Whether ``module`` (dotted name) has a source file or package under ``src`` (default: the repository's)."""
-    path = (SRC if src is None else src).joinpath(*module.split("."))
-    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
-
-
-def missing_pending(identifier: str, src: Path | None = None) -> str | None:
-    """The pending module that ``identifier`` lives in if that module has no source yet, else ``None``."""
-    src = SRC if src is None else src
-    for module in PENDING_MODULES:
-        if (identifier == module or identifier.startswith(module + ".")) and not module_source_exists(module, src):
-            return module
-    return None
-
-
-def _placeholder(match: re.Match[str]) -> str:
-    identifier = match.group("ident")
-    module = missing_pending(identifier)
-    if module is None:
-        return match.group(0)
-    log.info("API reference: %s skipped, module %s is not in this checkout yet", identifier, module)
-    return (
-        f'!!! note "`{identifier}`"\n'
-        f"    Reference not built: the module `{module}` is not part of this checkout yet.\n\n"
-    )
-
-
-class _KnownIssues(logging.Filter):
-    """Downgrade the griffe warnings listed in KNOWN_DOCSTRING_ISSUES to INFO (a strict build ignores INFO)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno == logging.WARNING:
-            message = record.getMessage()
-            if any(f"{path}:" in message and text in message for path, text in KNOWN_DOCSTRING_ISSUES):
-                record.levelno, record.levelname = logging.INFO, "INFO"
-                record.msg, record.args = f"known docstring issue: {message}", ()
-        return True
 
 
 @cache
@@ -149,19 +89,6 @@ def _role(match: re.Match[str], page_ids: frozenset[str]) -> str:
     shown = target.rpartition(".")[2] if short else target
     return (f'<autoref identifier="{html.escape(resolve(target, page_ids))}" optional>'
             f"<code>{html.escape(shown)}</code></autoref>")
-
-
-def on_config(config: object, **kwargs: object) -> object:
-    """Install the known-issue filter on griffe's logger (mkdocstrings logs griffe under mkdocs.plugins)."""
-    griffe_log = logging.getLogger("mkdocs.plugins.griffe")
-    if not any(isinstance(f, _KnownIssues) for f in griffe_log.filters):
-        griffe_log.addFilter(_KnownIssues())
-    return config
-
-
-def on_page_markdown(markdown: str, **kwargs: object) -> str:
-    """Replace the ``:::`` blocks of pending modules that do not exist yet by a note."""
-    return _BLOCK.sub(_placeholder, markdown)
 
 
 def on_page_content(html_text: str, **kwargs: object) -> str:

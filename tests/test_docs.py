@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import logging
 import re
 import subprocess
 import sys
@@ -62,12 +61,9 @@ def test_site_builds_in_strict_mode(site):
 def documented_identifier(package: ModuleType, name: str) -> str:
     """Where the API reference documents ``package.name``: the module that defines it.
 
-    Lazy names are resolved through the package's ``_LAZY`` table; a module that is still on another
-    branch (the docs hook's PENDING_MODULES, without source here) is named without importing it.
+    Lazy names are resolved through the package's ``_LAZY`` table.
     """
     module = getattr(package, "_LAZY", {}).get(name)
-    if module is not None and hooks.missing_pending(module):
-        return f"{module}.{name}"
     obj = getattr(importlib.import_module(module), name) if module else getattr(package, name)
     return f"{obj.__module__}.{obj.__qualname__}"
 
@@ -84,29 +80,27 @@ def test_every_public_name_is_in_the_api_reference(site):
     result, site_dir = site
     assert result.returncode == 0, result.stdout + result.stderr
     html = api_html(site_dir)
-    pages = "\n".join(p.read_text() for p in sorted(API_DIR.glob("*.md")))
     undocumented = []
     for package, name in public_names():
         identifier = documented_identifier(importlib.import_module(package), name)
-        pending = hooks.missing_pending(identifier)
-        if pending:  # rendered once the module lands: its page must already name it
-            found = re.search(rf"^::: *({re.escape(identifier)}|{re.escape(pending)})\s*$", pages, re.M)
-        else:
-            found = f'id="{identifier}"' in html
-        if not found:
+        if f'id="{identifier}"' not in html:
             undocumented.append(f"{package}.{name} ({identifier})")
     assert not undocumented, f"public names missing from docs/api/*.md: {undocumented}"
 
 
-def test_modules_still_on_other_branches_are_noted_on_their_page(site):
+@pytest.mark.parametrize("page, identifier", [
+    ("corrwise", "genloss.corrwise.wrapper.CorrWise"),
+    ("corrwise", "genloss.corrwise.wrapper.Alignment"),
+    ("corrwise", "genloss.corrwise.flow.base.get_flow"),
+    ("corrwise", "genloss.corrwise.flow.base.register_flow"),
+    ("weights", "genloss.hub.WeightFile"),
+    ("weights", "genloss.hub.default_files"),
+    ("weights", "genloss.weights.resolve"),
+])
+def test_api_pages_document_the_defining_modules(site, page, identifier):
     result, site_dir = site
-    html = api_html(site_dir)
-    for module in hooks.PENDING_MODULES:
-        if hooks.module_source_exists(module):
-            assert f'id="{module}' in html, f"{module} exists but its reference was not rendered"
-        else:
-            assert f"the module <code>{module}</code> is not part of this checkout yet" in html, module
-            assert f"API reference: {module}" in result.stderr, result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f'id="{identifier}"' in (site_dir / "api" / page / "index.html").read_text(), identifier
 
 
 BAD_DOCSTRING = '''
@@ -121,6 +115,31 @@ def scale(x: float, factor: float = 2.0) -> float:
         ``x * factor``.
     """
     return x * factor
+
+
+def blend(a: float, b: float) -> float:
+    """Average two numbers.
+
+    Args:
+        a, b: the numbers (Google style wants one entry per parameter).
+
+    Returns:
+        ``(a + b) / 2``.
+    """
+    return (a + b) / 2
+
+
+def check(x: float) -> float:
+    """Check a number.
+
+    Args:
+        x: the number.
+
+    Raises:
+        ValueError: negative; TypeError: not a number,
+        spelt over two lines.
+    """
+    return x
 '''
 
 
@@ -128,10 +147,13 @@ def scale(x: float, factor: float = 2.0) -> float:
     "page, expected",
     [
         ("::: docs_probe.scale\n", "'factr' does not appear in the function signature"),
+        ("::: docs_probe.blend\n", "'a, b' does not appear in the function signature"),
+        ("::: docs_probe.check\n", "Failed to get 'exception: description' pair"),
         ("::: genloss.losses.pixel.NoSuchLoss\n", "genloss.losses.pixel.NoSuchLoss"),
         ("::: genloss.losses.not_a_module.Loss\n", "genloss.losses.not_a_module.Loss"),
     ],
-    ids=["misdocumented-parameter", "unknown-object", "unknown-module"],
+    ids=["misdocumented-parameter", "parameters-sharing-an-entry", "malformed-raises", "unknown-object",
+         "unknown-module"],
 )
 def test_strict_build_fails_on_docstring_and_reference_problems(tmp_path, page, expected):
     """The repository's mkdocs configuration (with its hook) turns these into errors, not silent gaps."""
@@ -152,22 +174,6 @@ def test_strict_build_fails_on_docstring_and_reference_problems(tmp_path, page, 
     assert expected in result.stderr, result.stderr
 
 
-def test_pending_blocks_are_replaced_only_while_their_module_is_missing(tmp_path, monkeypatch):
-    present, missing = hooks.PENDING_MODULES[0], hooks.PENDING_MODULES[1]
-    path = tmp_path.joinpath(*present.split(".")).with_suffix(".py")
-    path.parent.mkdir(parents=True)
-    path.write_text('"""Present."""\n')
-    monkeypatch.setattr(hooks, "SRC", tmp_path)
-    markdown = (f"# Page\n\n::: {present}.Thing\n    options:\n      members: false\n\n"
-                f"::: {missing}\n    options:\n      heading_level: 3\n\ntext after\n"
-                "::: genloss.not_pending.Thing\n")
-    out = hooks.on_page_markdown(markdown)
-    assert f"::: {present}.Thing\n    options:\n      members: false\n" in out
-    assert f"::: {missing}" not in out and "heading_level" not in out
-    assert f"the module `{missing}` is not part of this checkout yet" in out
-    assert "text after\n::: genloss.not_pending.Thing\n" in out  # not pending: left for mkdocstrings to fail
-
-
 def test_sphinx_roles_become_links_to_the_documented_object():
     page_ids = frozenset({"genloss.registry.get_loss", "genloss.registry.LossInfo.build"})
     html = hooks.on_page_content(
@@ -181,18 +187,6 @@ def test_sphinx_roles_become_links_to_the_documented_object():
     assert hooks.resolve("build", page_ids) == "genloss.registry.LossInfo.build"
     assert hooks.resolve("genloss.functional.l1", frozenset()) == "genloss.functional._pixel.l1"
     assert hooks.resolve("SOMETHING_UNKNOWN", frozenset()) == "SOMETHING_UNKNOWN"
-
-
-def test_only_the_listed_docstring_issues_are_downgraded():
-    path, text = hooks.KNOWN_DOCSTRING_ISSUES[0]
-    known = logging.LogRecord("mkdocs.plugins.griffe", logging.WARNING, __file__, 1,
-                              f"griffe: {path}:88: Parameter {text} in the function signature", (), None)
-    other = logging.LogRecord("mkdocs.plugins.griffe", logging.WARNING, __file__, 1,
-                              f"griffe: {path}:90: Parameter 'x' does not appear in the function signature", (), None)
-    issue_filter = hooks._KnownIssues()
-    assert issue_filter.filter(known) and issue_filter.filter(other)
-    assert known.levelno == logging.INFO and known.getMessage().startswith("known docstring issue")
-    assert other.levelno == logging.WARNING
 
 
 def python_blocks(path: str, heading: str) -> str:
@@ -211,9 +205,4 @@ def test_quick_start_runs(path, heading, reference_weights):
     # as written, on a smaller batch to keep the test fast
     code, n = re.subn(r"torch\.rand\(8, 3, 64, 64", "torch.rand(2, 3, 32, 32", code)
     assert n == 2, code
-    try:
-        exec(compile(code, f"{path}: {heading}", "exec"), {"__name__": "quick_start"})
-    except ModuleNotFoundError as err:
-        if err.name and hooks.missing_pending(err.name):
-            pytest.skip(f"{err.name} is not in this checkout yet")
-        raise
+    exec(compile(code, f"{path}: {heading}", "exec"), {"__name__": "quick_start"})

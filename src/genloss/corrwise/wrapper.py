@@ -123,8 +123,9 @@ class CorrWise(nn.Module):
             replaced by the target's own pixels, so they contribute zero to a pixelwise loss and a
             perceptual loss sees identical content in both images there. (With a ``'mean'``
             reduction, masked pixels count as zeros in the average.) Default ``False``, as the paper.
-        occlusion_alpha1, occlusion_alpha2: the tolerances of the consistency check (UnFlow's 0.01
-            and 0.5 squared pixels).
+        occlusion_alpha1: the relative tolerance ``alpha1`` of the consistency check (UnFlow's 0.01).
+        occlusion_alpha2: the absolute tolerance ``alpha2`` of the consistency check, in squared
+            pixels (UnFlow's 0.5).
         detach_flow: compute the flow under ``torch.no_grad`` (default, the paper's ``detach=True``).
             ``False`` lets gradients flow through a differentiable estimator into the prediction (and
             into the estimator's parameters if they require grad); needed for the regularisers to

@@ -170,8 +170,10 @@ class AdaptiveLoss(ImageLoss):
             ``'barron'`` (his published ``partition_spline.npz``); they agree to ~3e-7. Built (or
             loaded) at construction.
         reduction: ``'sum'`` | ``'mean'`` | ``'none'`` over the batch.
-        alpha_lo, alpha_hi: range of the shapes, ``0 <= alpha_lo < alpha_hi <= 2``.
-        scale_lo, scale_init: lower bound and initial value of the scales, ``0 < scale_lo < scale_init``.
+        alpha_lo: lower end of the range of the shapes, ``0 <= alpha_lo < alpha_hi <= 2``.
+        alpha_hi: upper end of the range of the shapes, ``0 <= alpha_lo < alpha_hi <= 2``.
+        scale_lo: lower bound of the scales, ``0 < scale_lo < scale_init``.
+        scale_init: initial value of the scales, ``0 < scale_lo < scale_init``.
         value_range: (lo, hi) of the input images, mapped onto [0, 1].
 
     Shape:

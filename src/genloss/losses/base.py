@@ -68,8 +68,9 @@ class ImageLoss(nn.Module):
         The reduced loss (see the subclass for its range).
 
     Raises:
-        TypeError: non-tensor or integer input; ValueError: wrong rank, shape, channel count or size,
-        NaN/Inf, values outside ``value_range``, input and target on different devices.
+        TypeError: non-tensor or integer input.
+        ValueError: wrong rank, shape, channel count or size, NaN/Inf, values outside ``value_range``,
+            input and target on different devices.
 
     References:
         The validation follows piq's single validator; the reductions are the Watson paper's.
