@@ -5,6 +5,7 @@ lists the valid ones (never silently dropped)."""
 from __future__ import annotations
 
 import difflib
+import importlib
 import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -42,3 +43,14 @@ def check_options(
         f"{owner} got unknown option{'s' if len(unknown) > 1 else ''} {', '.join(hints)}; "
         f"valid options: {', '.join(valid) or '(none)'}"
     )
+
+
+def resolve_target(target: str | type) -> type:
+    """A registry entry's class: itself, or imported from its path ``'package.module:Class'``.
+
+    Registries (losses, flow estimators) store paths so that listing them imports nothing.
+    """
+    if not isinstance(target, str):
+        return target
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)

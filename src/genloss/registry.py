@@ -11,14 +11,13 @@ registration: a line in :data:`_BUILTIN`, or ``@register_loss(...)`` on a user's
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
-from ._options import check_options, valid_options
+from ._options import check_options, resolve_target, valid_options
 from .transforms.color import COLORSPACES, normalize_colorspace
 
 __all__ = [
@@ -54,10 +53,7 @@ class LossInfo:
     @property
     def cls(self) -> type[nn.Module]:
         """The loss class (imports its module on first access)."""
-        if not isinstance(self.target, str):
-            return self.target
-        module, _, attr = self.target.partition(":")
-        return getattr(importlib.import_module(module), attr)
+        return resolve_target(self.target)
 
     def options(self) -> list[str]:
         """Names of the constructor options :func:`get_loss` accepts for this loss."""

@@ -55,7 +55,17 @@ from torch import nn
 from .. import weights as _weights
 from ..transforms.color import as_grey
 from .base import ImageLoss, grey_channels
-from .deep import BACKBONES, LPIPS_SCALE, LPIPS_SHIFT, BackboneWeights, build_backbone, unit_normalize
+
+# the backbone is DeepLoss' (the same VGG16 slices), and like DeepLoss' it is kept out of the state dict
+from .deep import (
+    BACKBONES,
+    LPIPS_SCALE,
+    LPIPS_SHIFT,
+    BackboneWeights,
+    _drop_backbone_keys,
+    build_backbone,
+    unit_normalize,
+)
 
 #: the epsilon of the paper's code, kept for fidelity
 EPS = 1e-10
@@ -313,13 +323,6 @@ def _masked_threshold(c0: torch.Tensor, t: torch.Tensor, w: torch.Tensor) -> tor
     # softmax-weighted average of (t, masked) = masked + (t - masked) * sigmoid(t - masked)
     gap = t - masked
     return masked + gap * torch.sigmoid(gap)
-
-
-def _drop_backbone_keys(module: nn.Module, state_dict: dict, prefix: str, local_metadata: Any) -> None:
-    # The backbone is torchvision's fixed ImageNet network, restored from its files (as DeepLoss):
-    # the loss' own state is its 1477 Watson parameters, not 58 MB of VGG in every checkpoint.
-    for key in [k for k in state_dict if k.startswith(prefix + "backbone.")]:
-        del state_dict[key]
 
 
 def _accept_original_and_no_backbone(module: nn.Module, state_dict: dict, prefix: str, local_metadata: Any,

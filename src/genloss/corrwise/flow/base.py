@@ -15,7 +15,6 @@ are forwarded strictly to the class: a misspelt one raises a ``TypeError`` listi
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..._options import check_options
+from ..._options import check_options, resolve_target
 
 __all__ = ["FlowEstimator", "FlowInfo", "flow_class", "flow_info", "get_flow", "list_flows", "register_flow"]
 
@@ -52,10 +51,7 @@ class FlowInfo:
     @property
     def cls(self) -> type[nn.Module]:
         """The estimator class (imports its module on first access)."""
-        if not isinstance(self.target, str):
-            return self.target
-        module, _, attr = self.target.partition(":")
-        return getattr(importlib.import_module(module), attr)
+        return resolve_target(self.target)
 
 
 _PKG = "genloss.corrwise.flow"
