@@ -116,6 +116,16 @@ def test_unknown_option_raises_naming_it_and_the_valid_ones(name):
         loss_info(name).build(reductoin="sum", **_offline_options(name, image_size(name)))
 
 
+def test_flags_refuse_truthy_strings(name):
+    """'False' from argparse/JSON/env would be truthy: every bool option refuses anything but True/False."""
+    flags = [n for n, p in inspect.signature(loss_info(name).cls).parameters.items() if p.annotation in ("bool", bool)]
+    for flag in flags:
+        if flag in loss_info(name).preset:
+            continue
+        with pytest.raises(TypeError, match=f"{flag} must be True or False, got 'False'"):
+            loss_info(name).build(**{**_offline_options(name, image_size(name)), flag: "False"})
+
+
 def test_functional_twin_gives_the_class_value(name):
     info = loss_info(name)
     if info.family == "test":
@@ -310,7 +320,7 @@ from genloss.corrwise.flow.base import flow_info, get_flow, list_flows  # noqa: 
 
 def _flow(name: str, **kw) -> torch.nn.Module:
     torch.manual_seed(0)
-    if "weights" in flow_info(name).cls.__init__.__code__.co_varnames:
+    if "weights" in inspect.signature(flow_info(name).cls).parameters:
         kw.setdefault("weights", None)  # random weights: no download
     return get_flow(name, **kw).eval()
 
@@ -335,6 +345,23 @@ def test_flow_options_are_strict_and_signatures_explicit(flow_name):
     assert not any(p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) for p in params)
     with pytest.raises(TypeError, match=r"'iteratoins'.*valid options"):
         get_flow(flow_name, iteratoins=3)
+
+
+def test_flow_flags_refuse_truthy_strings_and_estimators_pickle(flow_name):
+    import copy
+    import pickle
+
+    cls = flow_info(flow_name).cls
+    for flag, p in inspect.signature(cls).parameters.items():
+        if p.annotation in ("bool", bool) and flag not in flow_info(flow_name).preset:
+            with pytest.raises(TypeError, match=f"{flag} must be True or False"):
+                get_flow(flow_name, **{flag: "False"})
+    est = _flow(flow_name)
+    a, b = _moved_pair()
+    with torch.no_grad():
+        want = est(a, b)
+        for clone in (copy.deepcopy(est), pickle.loads(pickle.dumps(est))):  # EMA copies, spawn, torch.save
+            torch.testing.assert_close(clone(a, b), want)
 
 
 def test_flow_shape_dtype_and_finiteness(flow_name):

@@ -536,3 +536,18 @@ def test_cuda_forward_backward_never_synchronises():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert p.grad is not None
+
+
+def test_small_images_and_bad_base_losses_get_clear_errors():
+    """OpenCV's DIS crashes the process on e.g. 11 x 64 images: refused before; a base loss that
+    returns a number instead of a tensor is named."""
+    x = torch.rand(1, 3, 11, 64)
+    with pytest.raises(ValueError, match="at least 12x12 pixels, got 11x64"):
+        CorrWise(torch.nn.L1Loss(), flow="dis")(x, x)
+    y = torch.rand(1, 3, 32, 32)
+    with pytest.raises(TypeError, match="base loss must return a torch.Tensor, got float"):
+        CorrWise(lambda a, b: 1.0)(y, y)
+    with pytest.raises(TypeError, match="symmetric must be True or False"):
+        CorrWise(torch.nn.L1Loss(), symmetric="False")
+    with pytest.raises(ValueError, match="CorrWise input has values"):
+        CorrWise(get_loss("L1", value_range=(0, 255)))(y * 255, y * 255)

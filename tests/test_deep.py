@@ -387,7 +387,7 @@ def test_bad_input_errors(reference_weights, golden_sd):
     rgb = genloss.get_loss("Deeploss-Squeeze", backbone_weights=golden_sd)
     grey = genloss.get_loss("Deeploss-Squeeze", colorspace="LA", backbone_weights=golden_sd)
     x = torch.rand(2, 3, 32, 32)
-    with pytest.raises(ValueError, match="input has 1 channels, expected 3"):
+    with pytest.raises(ValueError, match="input has 1 channel, expected 3"):
         rgb(x[:, :1], x[:, :1])
     with pytest.raises(ValueError, match="input has 2 channels, expected 1 or 3"):
         grey(x[:, :2], x[:, :2])

@@ -238,3 +238,8 @@ def test_corrupted_spline_cache_is_recomputed_not_fatal(tmp_path, monkeypatch, d
         assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
     finally:
         robust.genloss_partition_spline.cache_clear()
+
+
+def test_a_weights_dir_that_does_not_exist_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="weights_dir .*nope.* is not a folder"):
+        W.find_local("rgb_watson_dct_trial0.pth", weights_dir=tmp_path / "nope")

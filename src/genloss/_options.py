@@ -5,6 +5,7 @@ lists the valid ones (never silently dropped)."""
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import inspect
 from collections.abc import Callable, Iterable, Mapping
@@ -54,3 +55,27 @@ def resolve_target(target: str | type) -> type:
         return target
     module, _, attr = target.partition(":")
     return getattr(importlib.import_module(module), attr)
+
+
+def strict_bools(init: Callable[..., None]) -> Callable[..., None]:
+    """Wrap a constructor so that its ``bool`` options accept only ``True``/``False``.
+
+    A string such as ``'False'`` (from argparse, an environment variable, JSON) is truthy: taken as a
+    flag it would silently turn the option on. Options annotated ``bool`` refuse anything else with a
+    ``TypeError`` naming the option.
+    """
+    sig = inspect.signature(init)
+    flags = [n for n, p in sig.parameters.items() if p.annotation in ("bool", bool)]
+    if not flags or getattr(init, "_strict_bools", False):
+        return init
+
+    @functools.wraps(init)
+    def checked(self: Any, *args: Any, **kwargs: Any) -> None:
+        bound = sig.bind_partial(self, *args, **kwargs).arguments
+        for name in flags:
+            if name in bound and not isinstance(bound[name], bool):
+                raise TypeError(f"{type(self).__name__}: {name} must be True or False, got {bound[name]!r}")
+        init(self, *args, **kwargs)
+
+    checked._strict_bools = True  # type: ignore[attr-defined]
+    return checked

@@ -99,7 +99,7 @@ def check_image(
         allowed = (channels,) if isinstance(channels, int) else tuple(channels)
         if c not in allowed:
             want = " or ".join(str(a) for a in allowed)
-            raise ValueError(f"{name} has {c} channels, expected {want}")
+            raise ValueError(f"{name} has {c} channel{'' if c == 1 else 's'}, expected {want}")
     if min_size is not None:
         mh, mw = (min_size, min_size) if isinstance(min_size, int) else min_size
         if h < mh or w < mw:

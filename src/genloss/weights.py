@@ -82,6 +82,8 @@ def search_dirs(weights_dir: str | os.PathLike | None, spec: WeightFile | None =
     and for torchvision's files also ``$GENLOSS_BACKBONE_DIR`` and torchvision's own cache."""
     dirs: list[Path] = []
     if weights_dir is not None:
+        if not Path(weights_dir).expanduser().is_dir():
+            raise FileNotFoundError(f"weights_dir {str(weights_dir)!r} is not a folder")
         dirs.append(Path(weights_dir).expanduser())
     env = os.environ.get(ENV_WEIGHTS_DIR)
     if env:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._options import check_options
+from .._options import check_options, strict_bools
 from .._validation import (
     ValueRange,
     check_pair,
@@ -197,6 +197,7 @@ class CorrWise(nn.Module):
         torch.Size([])
     """
 
+    @strict_bools
     def __init__(
         self,
         base_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
@@ -384,8 +385,9 @@ class CorrWise(nn.Module):
             ValueError, TypeError: as :class:`CorrWise`.
         """
         pred, target = check_pair(prediction, target)
-        check_values(pred, "input", self.value_range)
-        check_values(target, "target", self.value_range)
+        # CorrWise checks the range itself (its flow estimator needs it), whatever its base loss declares
+        check_values(pred, "CorrWise input", self.value_range)
+        check_values(target, "CorrWise target", self.value_range)
         out_device = pred.device
         if self.device is not None:
             pred, target = pred.to(self.device), target.to(self.device)
@@ -456,7 +458,11 @@ class CorrWise(nn.Module):
             mask = (weight.detach() > 1e-3).to(warped.dtype)  # holes: nothing landed there
             flow = flow_mf
         compared = warped if mask is None else torch.lerp(fixed, warped, mask)
-        return self.base_loss(compared, fixed), warped, mask, flow
+        value = self.base_loss(compared, fixed)
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"the base loss must return a torch.Tensor, got {type(value).__name__} "
+                            f"({self.base_loss!r})")
+        return value, warped, mask, flow
 
     def _regularizers(self, flows_and_images: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
         terms: dict[str, torch.Tensor] = {}

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .._options import strict_bools
 from .._validation import (
     CheckBudget,
     ValueRange,
@@ -87,6 +88,11 @@ class ImageLoss(nn.Module):
 
     #: channel counts accepted by this loss (``None``: any)
     channels: int | Sequence[int] | None = None
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:  # every loss' flags refuse truthy strings such as 'False'
+            cls.__init__ = strict_bools(cls.__dict__["__init__"])
     #: smallest accepted (H, W)
     min_size: int | tuple[int, int] | None = None
 

@@ -45,17 +45,30 @@ def _to_uint8_grey(x: torch.Tensor) -> np.ndarray:
 
 class _OpenCVFlow(FlowEstimator):
     learned = False
+    #: smallest height and width OpenCV handles (``None``: any)
+    min_size: int | None = None
 
     def __init__(self, check_range: bool = True) -> None:
         super().__init__()
-        self._cv2 = _import_cv2()
+        _import_cv2()  # fail at construction, with the install hint, when OpenCV is missing
         self.check_range = check_range
+
+    @property
+    def _cv2(self) -> Any:
+        # not stored on the instance: a module (or an OpenCV object) cannot be copied or pickled
+        return _import_cv2()
 
     def _pair(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def forward(self, image1: torch.Tensor, image2: torch.Tensor) -> torch.Tensor:
         a, b = check_flow_pair(image1, image2, check_range=self.check_range)
+        h, w = a.shape[-2:]
+        if self.min_size is not None and min(h, w) < self.min_size:
+            raise ValueError(
+                f"{type(self).__name__} needs images of at least {self.min_size}x{self.min_size} pixels, got {h}x{w} "
+                "(OpenCV refuses smaller ones or crashes the process); use flow='coarse2fine' for small images"
+            )
         g1, g2 = _to_uint8_grey(a), _to_uint8_grey(b)
         flows = np.stack([self._pair(g1[i], g2[i]) for i in range(g1.shape[0])])  # (N, H, W, 2)
         return torch.from_numpy(flows).permute(0, 3, 1, 2).to(device=a.device, dtype=a.dtype)
@@ -76,6 +89,8 @@ class DISFlow(_OpenCVFlow):
     """
 
     PRESETS = ("ultrafast", "fast", "medium")
+    #: OpenCV 5's DIS raises below 12 px and segfaults on e.g. 11 x 64 images
+    min_size = 12
 
     def __init__(self, preset: str = "medium", variational_refinement_iterations: int | None = None,
                  check_range: bool = True) -> None:
@@ -84,12 +99,25 @@ class DISFlow(_OpenCVFlow):
             raise ValueError(f"preset must be one of {self.PRESETS}, got {preset!r}")
         self.preset = preset
         self.variational_refinement_iterations = variational_refinement_iterations
+        self._create()
+
+    def _create(self) -> None:
         cv2 = self._cv2
         code = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-                "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}[preset]
+                "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}[self.preset]
         self._dis = cv2.DISOpticalFlow_create(code)
-        if variational_refinement_iterations is not None:
-            self._dis.setVariationalRefinementIterations(int(variational_refinement_iterations))
+        if self.variational_refinement_iterations is not None:
+            self._dis.setVariationalRefinementIterations(int(self.variational_refinement_iterations))
+
+    def __getstate__(self) -> dict:
+        # the OpenCV object cannot be pickled (deepcopy, EMA copies, spawn): rebuilt from the options
+        state = self.__dict__.copy()
+        state.pop("_dis", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self._create()
 
     def extra_repr(self) -> str:
         return f"preset={self.preset!r}"
