@@ -292,7 +292,7 @@ def test_greyscale_accepts_one_or_three_channels(reference_weights, photo):
     w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
     grey, grey_t = (photo * w).sum(1, keepdim=True), (photo.flip(-1) * w).sum(1, keepdim=True)
     torch.testing.assert_close(loss(photo, photo.flip(-1)), loss(grey, grey_t))
-    with pytest.raises(ValueError, match="channels"):
+    with pytest.raises(ValueError, match="input has 1 channel, expected 3"):
         AdaptiveLoss(pretrained=True)(grey, grey_t)  # RGB loss, 1-channel input
 
 
@@ -311,7 +311,7 @@ def test_bad_inputs(reference_weights):
         AdaptiveLoss(pretrained=True, image_size=(3, 128, 128))
     with pytest.raises(ValueError, match="3x64x64"):
         AdaptiveLoss(pretrained=True)(x, x)
-    with pytest.raises(ValueError, match="channels"):
+    with pytest.raises(ValueError, match="image_size has 2 channels"):
         AdaptiveLoss(pretrained=False, image_size=(2, 16, 16))
     with pytest.raises(TypeError, match="image_size"):
         AdaptiveLoss(pretrained=False, image_size=16)
