@@ -131,6 +131,19 @@ def check_pair(
     return a.to(dtype), b.to(dtype)
 
 
+def in_functorch_transform(*tensors: torch.Tensor) -> bool:
+    """True inside ``torch.func`` transforms (grad, vmap): their tensors are wrapped, so hand-written
+    autograd.Functions (no vmap rules) and memory-format changes do not apply there.
+
+    False while ``torch.compile`` traces (dynamo cannot call the check, and compiled graphs hold no wrappers).
+    """
+    if torch.compiler.is_compiling():
+        return False
+    from torch._C._functorch import is_functorch_wrapped_tensor
+
+    return any(is_functorch_wrapped_tensor(t) for t in tensors)
+
+
 def _underlying(x: torch.Tensor) -> torch.Tensor:
     """The plain tensor under ``torch.func`` wrappers (grad/vmap), whose data can be read eagerly."""
     from torch._C._functorch import get_unwrapped, is_functorch_wrapped_tensor

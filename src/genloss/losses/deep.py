@@ -47,6 +47,7 @@ import torchvision
 from torch import nn
 
 from .. import weights as _weights
+from .._validation import in_functorch_transform
 from ..transforms.color import as_grey
 from .base import ImageLoss, grey_channels
 
@@ -135,6 +136,25 @@ class FeatureSlices(nn.Module):
             x = s(x)
             out.append(x)
         return out
+
+    def run(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every slice's output on ``x``, in ``x``'s dtype whatever the parameters' dtype, fast on the CPU.
+
+        Used by every loss on a backbone (DeepLoss, WatsonVGG):
+
+        * oneDNN's convolutions and pooling are ~2x faster in NHWC on the CPU (docs/deeploss.md), so
+          the input goes channels-last there (not under torch.func, whose vmap cannot change memory
+          formats, nor under torch.compile, which picks its own layouts);
+        * float64 images through a float32 backbone (or the reverse) run with the parameters cast for
+          this call only: nothing is cached or converted in place, so the module stays as the user left
+          it, and the cast is differentiable and works under torch.func and torch.compile.
+        """
+        if x.device.type == "cpu" and not torch.compiler.is_compiling() and not in_functorch_transform(x):
+            x = x.contiguous(memory_format=torch.channels_last)
+        params = dict(self.named_parameters())
+        if all(p.dtype == x.dtype for p in params.values()):
+            return self(x)
+        return torch.func.functional_call(self, {k: p.to(x.dtype) for k, p in params.items()}, (x,))
 
 
 BackboneWeights = str | os.PathLike | Mapping[str, torch.Tensor] | None
@@ -346,22 +366,11 @@ class DeepLoss(ImageLoss):
     def _backbone_input(self, x: torch.Tensor) -> torch.Tensor:
         if self.colorspace == "LA":
             x = as_grey(x)  # (N, 1, H, W); broadcasting against the 3-channel gain gives 3 channels
-        x = torch.addcmul(self.input_bias.to(x.dtype), x, self.input_gain.to(x.dtype))
-        if x.device.type == "cpu" and _plain_or_traced(x):
-            # oneDNN's convolutions and pooling are ~2x faster in NHWC on the CPU (docs/deeploss.md);
-            # the channel reductions of the distance are then over the contiguous dimension too.
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
+        return torch.addcmul(self.input_bias.to(x.dtype), x, self.input_gain.to(x.dtype))
 
     def _features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The backbone's slices on ``x``, computed in ``x``'s dtype whatever the backbone's dtype."""
-        if all(p.dtype == x.dtype for p in self.backbone.parameters()):
-            return self.backbone(x)
-        # float64 images through a float32 backbone (or the reverse): run it with parameters cast for
-        # this call only. Nothing is cached or converted in place, so the module stays as the user
-        # left it, and the cast is differentiable and works under torch.func and torch.compile.
-        cast = {name: t.to(x.dtype) for name, t in self.backbone.named_parameters()}
-        return torch.func.functional_call(self.backbone, cast, (x,))
+        """The backbone's slices on ``x`` (in ``x``'s dtype, see :meth:`FeatureSlices.run`)."""
+        return self.backbone.run(x)
 
     def per_image(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if input.device != self.input_gain.device:
@@ -389,14 +398,6 @@ class DeepLoss(ImageLoss):
     def extra_repr(self) -> str:
         return (f"backbone={self.backbone_name!r}, colorspace={self.colorspace!r}, "
                 f"normalize={self.normalize!r}, reduction={self.reduction!r}")
-
-
-def _plain_or_traced(x: torch.Tensor) -> bool:
-    """False under torch.func transforms: vmap cannot query channels-last contiguity (the layout only
-    affects speed). torch.compile cannot call the functorch query, and traces plain tensors anyway."""
-    if torch.compiler.is_compiling():
-        return True
-    return not torch._C._functorch.is_functorch_wrapped_tensor(x)
 
 
 def inverse_norm(f: torch.Tensor, eps: float = EPS) -> torch.Tensor:

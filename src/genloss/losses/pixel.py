@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .._validation import in_functorch_transform
 from ..transforms.color import as_grey
 from .base import ImageLoss, grey_channels
 
@@ -17,11 +18,8 @@ def _custom_backward_ok(a: torch.Tensor, b: torch.Tensor) -> bool:
     """
     if b.requires_grad or not a.requires_grad or not torch.is_grad_enabled():
         return False
-    if torch.compiler.is_compiling():  # the compiler fuses the plain form; it cannot trace the check below
-        return False
-    from torch._C._functorch import is_functorch_wrapped_tensor
-
-    return not is_functorch_wrapped_tensor(a)
+    # the compiler fuses the plain form itself
+    return not torch.compiler.is_compiling() and not in_functorch_transform(a)
 
 
 class _PixelLoss(ImageLoss):

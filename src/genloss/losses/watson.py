@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from .. import weights as _weights
+from .._validation import in_functorch_transform
 from ..transforms.blocks import block_dct_matrix, block_rdft_matrix, pad_to_multiple
 from ..transforms.color import LUMA_WEIGHTS, YCBCR_MATRIX, YCBCR_OFFSET
 from ._watson_kernels import EPS, WatsonDFTInput, WatsonDFTStable, WatsonPoolDCT
@@ -72,15 +73,6 @@ def _check_floor(luminance_floor: float | None, faithful: bool) -> float | None:
     if not 0.0 <= luminance_floor < 1.0:
         raise ValueError(f"luminance_floor must be in [0, 1), got {luminance_floor}")
     return float(luminance_floor)
-
-
-def _functorch_wrapped(*tensors: torch.Tensor) -> bool:
-    """True inside torch.func transforms (grad, vmap), where autograd.Functions without vmap rules fail."""
-    if torch.compiler.is_compiling():  # dynamo cannot trace the check, and compiled graphs hold no wrappers
-        return False
-    from torch._C._functorch import is_functorch_wrapped_tensor
-
-    return any(is_functorch_wrapped_tensor(t) for t in tensors)
 
 
 def _shift_index(shape: torch.Size, offset: torch.Tensor, pad: int, block: int) -> torch.Tensor:
@@ -275,7 +267,7 @@ class _WatsonBase(ImageLoss):
         # frozen metric used as a training loss. This halves the work autograd has to do. Under
         # torch.func transforms (grad, vmap) the hand-written autograd.Functions do not apply
         # (they have no vmap rule): those take the plain autograd path, which every transform supports.
-        fast = (self.fast_backward and not target.requires_grad and not _functorch_wrapped(input, target)
+        fast = (self.fast_backward and not target.requires_grad and not in_functorch_transform(input, target)
                 and not any(p.requires_grad for p in self.parameters()))
         with torch.set_grad_enabled(torch.is_grad_enabled() and not fast):
             ref = self._reference(self._transform(target, index))

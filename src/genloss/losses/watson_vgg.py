@@ -193,17 +193,7 @@ class WatsonVGG(ImageLoss):
         if self.colorspace == "LA":
             x = as_grey(x)  # (N, 1, H, W); broadcasting against the 3-channel gain repeats it
         x = (x - self.shift.to(x.dtype)) / self.scale.to(x.dtype)
-        if x.device.type == "cpu" and _eager_plain(x):
-            # oneDNN's convolutions and pooling are ~2x faster in NHWC on the CPU (docs/deeploss.md)
-            x = x.contiguous(memory_format=torch.channels_last)
-        params = dict(self.backbone.named_parameters())
-        if all(p.dtype == x.dtype for p in params.values()):
-            feats = self.backbone(x)
-        else:
-            # float64 images run a float64 copy of the backbone (the dtype rule of genloss._validation)
-            cast = {k: p.to(x.dtype) for k, p in params.items()}
-            feats = torch.func.functional_call(self.backbone, cast, (x,))
-        return [unit_normalize(f, EPS) for f in feats]
+        return [unit_normalize(f, EPS) for f in self.backbone.run(x)]
 
     def per_image(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if input.device != self.shift.device:
@@ -307,14 +297,6 @@ class WatsonVGG(ImageLoss):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, pretrained={self.pretrained}"
-
-
-def _eager_plain(x: torch.Tensor) -> bool:
-    """Not traced by torch.compile (which picks its own layouts) and not under a torch.func transform
-    (vmap cannot change memory formats)."""
-    if torch.compiler.is_compiling():
-        return False
-    return not torch._C._functorch.is_functorch_wrapped_tensor(x)
 
 
 def _masked_threshold(c0: torch.Tensor, t: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
