@@ -283,6 +283,29 @@ def paper_experiment(fn: LossFn, target: torch.Tensor, iterations: int = 500, se
     return seconds, memory
 
 
+#: the losses the paper's own code has without extra dependencies (its Adaptive needs torch_dct)
+ORIGINAL_LOSSES = ("L1", "L2", "SSIM", "Watson-DCT", "Watson-DFT", "Deeploss-VGG", "Deeploss-Squeeze")
+
+
+def _implementations(case: Case, args: argparse.Namespace) -> dict[str, Callable[[], LossFn]]:
+    """Builders of every implementation timed for ``case``: ours, the peers, the paper's code (``--original``)."""
+    impls: dict[str, Callable[[], LossFn]] = {
+        "ours": lambda: _ours(case.loss, case.colorspace, args.weights_dir, case.shape[-1])}
+    impls.update(case.peers)
+    if args.original and case.loss in ORIGINAL_LOSSES:
+        impls["original"] = lambda: _original(args.original, case.loss, case.colorspace)
+    return impls
+
+
+def _row(case: Case) -> dict:
+    return {"loss": case.loss, "colorspace": case.colorspace, "shape": "x".join(map(str, case.shape)),
+            "times": {}, "memory": {}, "errors": {}}
+
+
+def _error_text(e: Exception) -> str:
+    return f"{type(e).__name__}: {e}".splitlines()[0][:120]
+
+
 def run_paper(args: argparse.Namespace) -> list[dict]:
     """``genloss bench --paper``: the paper's experiment per loss, ours vs the paper's code vs peers.
 
@@ -295,23 +318,17 @@ def run_paper(args: argparse.Namespace) -> list[dict]:
     device = torch.device(args.device)
     rows = []
     for case in cases(losses, args.colorspaces, args.batch, args.size):
-        impls: dict[str, Callable[[], LossFn]] = {
-            "ours": lambda c=case: _ours(c.loss, c.colorspace, args.weights_dir, c.shape[-1])}
-        impls.update(case.peers)
-        if args.original:
-            impls["original"] = lambda c=case: _original(args.original, c.loss, c.colorspace)
         g = torch.Generator().manual_seed(0)
         target = torch.rand(case.shape, generator=g).to(device)
-        row = {"loss": case.loss, "colorspace": case.colorspace, "shape": "x".join(map(str, case.shape)),
-               "times": {}, "memory": {}, "errors": {}, "iterations": args.iterations}
+        row = {**_row(case), "iterations": args.iterations}
         built: dict[str, LossFn] = {}
-        for label, make in impls.items():
+        for label, make in _implementations(case, args).items():
             try:
                 fn = make()
                 paper_experiment(fn, target, iterations=1)  # fails early if it cannot run; warms up
                 built[label] = fn
             except Exception as e:  # a missing optional peer must not stop the benchmark
-                row["errors"][label] = f"{type(e).__name__}: {e}".splitlines()[0][:120]
+                row["errors"][label] = _error_text(e)
         runs: dict[str, list[float]] = {k: [] for k in built}
         for _ in range(args.repeats):
             for label, fn in built.items():
@@ -399,16 +416,9 @@ def run(args: argparse.Namespace) -> list[dict]:
     except ImportError:  # pragma: no cover
         todo_iter = todo
     for case in todo_iter:
-        impls: dict[str, Callable[[], LossFn]] = {
-            "ours": lambda c=case: _ours(c.loss, c.colorspace, args.weights_dir, c.shape[-1])}
-        impls.update(case.peers)
-        if args.original and case.loss in ("L1", "L2", "SSIM", "Watson-DCT", "Watson-DFT", "Deeploss-VGG",
-                                            "Deeploss-Squeeze"):
-            impls["original"] = lambda c=case: _original(args.original, c.loss, c.colorspace)
-        row = {"loss": case.loss, "colorspace": case.colorspace, "shape": "x".join(map(str, case.shape)),
-               "times": {}, "memory": {}, "errors": {}}
+        row = _row(case)
         built: dict[str, LossFn] = {}
-        for label, make in impls.items():
+        for label, make in _implementations(case, args).items():
             try:
                 fn = make()
                 time_loss(fn, case.shape, args.device, repeats=1, warmup=0)  # fails early if it cannot run
@@ -419,7 +429,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                             "original": args.original, "threads": torch.get_num_threads()}
                     row["memory"][label] = _peak_memory(spec, args.device)
             except Exception as e:  # a missing optional peer must not stop the benchmark
-                row["errors"][label] = f"{type(e).__name__}: {e}".splitlines()[0][:120]
+                row["errors"][label] = _error_text(e)
         if built:
             row["times"] = time_losses(built, case.shape, args.device, args.repeats)
         rows.append(row)
