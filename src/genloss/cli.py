@@ -651,6 +651,7 @@ def weights_download(
         genloss weights download vgg16-397923af.pth
     """
     from genloss import weights as W
+    from genloss.hub import human_size
 
     try:
         files = _weight_names(names, all_files)
@@ -658,7 +659,7 @@ def weights_download(
         raise _fail(str(e)) from None
     dest = dir if dir is not None else W.cache_dir()
     unknown = [n for n in files if W.WEIGHT_FILES[n].size is None]
-    total = _size(sum(W.WEIGHT_FILES[n].size or 0 for n in files))
+    total = human_size(sum(W.WEIGHT_FILES[n].size or 0 for n in files))
     more = f" + {len(unknown)} of approximate size" if unknown else ""
     out.print(f"{len(files)} file(s) into {dest}: {total}{more}", highlight=False)
     for name in files:
@@ -688,12 +689,6 @@ def weights_download(
     if failed:
         raise _fail(f"{len(failed)} of {len(files)} weight files could not be downloaded; put them into {dest} "
                     f"or into a folder named by {W.ENV_WEIGHTS_DIR}", code=1)
-
-
-def _size(n: int) -> str:
-    from genloss.hub import _human
-
-    return _human(n)
 
 
 @weights_app.command("path")

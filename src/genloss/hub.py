@@ -70,11 +70,11 @@ class WeightFile:
     def size_text(self) -> str:
         """The size for people: exact when known, else the hint, else ``'?'``."""
         if self.size is not None:
-            return _human(self.size)
+            return human_size(self.size)
         return self.size_hint or "?"
 
 
-def _human(n: float) -> str:
+def human_size(n: float) -> str:
     """Bytes in binary units with the customary labels (as torchvision's and the README's "528 MB")."""
     for unit in ("B", "kB", "MB"):
         if n < 1024:
@@ -189,4 +189,4 @@ def default_files() -> list[str]:
     return [n for n, f in WEIGHT_FILES.items() if f.default]
 
 
-__all__ = ["WEIGHT_FILES", "WeightFile", "default_files"]
+__all__ = ["WEIGHT_FILES", "WeightFile", "default_files", "human_size"]

@@ -299,7 +299,7 @@ def copy_with_progress(src, dst, total: int | None, label: str, progress: bool, 
 
 
 def _offline_message(spec: WeightFile, dest: Path, reason: str) -> str:
-    digest = spec.sha256 or f"not published: {spec.hash_note}" if spec.hash_note else spec.sha256
+    digest = spec.sha256 or f"not published: {spec.hash_note}"  # the table gives a reason for every missing hash
     also = ""
     if spec.torch_hub:
         also = f", or {ENV_BACKBONE_DIR}, or torchvision's cache {_torch_hub_checkpoints() / spec.name}"
