@@ -35,7 +35,7 @@ from .. import weights as _weights
 from .._validation import in_functorch_transform
 from ..transforms.blocks import block_dct_matrix, block_rdft_matrix, pad_to_multiple
 from ..transforms.color import LUMA_WEIGHTS, YCBCR_MATRIX, YCBCR_OFFSET
-from ._watson_kernels import EPS, WatsonDFTInput, WatsonDFTStable, WatsonPoolDCT
+from ._watson_kernels import EPS, WatsonDFTInput, WatsonDFTStable, WatsonPoolDCT, amplitude, positive_pow
 from .base import ImageLoss, grey_channels
 
 #: JPEG luminance quantisation table as Watson's DCT sensitivity init (Watson 1993)
@@ -189,8 +189,14 @@ class _WatsonBase(ImageLoss):
         if self.colorspace == "RGB":
             mix = torch.tensor(YCBCR_MATRIX, dtype=torch.float64)
             offset = torch.tensor(YCBCR_OFFSET, dtype=torch.float64)
-            transforms = {"rgb": _colour_folded(basis, mix),
-                          "rgb_bias": (offset.view(3, 1) * basis.sum(0)).reshape(-1)}
+            # The YCbCr offset is constant over a block, so for the DCT and DFT it moves only the DC
+            # coefficient (column 0: every other basis column sums to zero); it is added to those
+            # values after the GEMM instead of as an addmm bias, which costs a full copy of the
+            # output. (The faithful DFT's identity "basis" keeps the offset on every pixel.)
+            sums = basis.sum(0)
+            self._offset_dc_only = bool(sums[1:].abs().max() < 1e-12)
+            bias = offset.view(3, 1) * (sums[:1] if self._offset_dc_only else sums)
+            transforms = {"rgb": _colour_folded(basis, mix), "rgb_offset": bias}
         else:
             luma = torch.tensor(LUMA_WEIGHTS, dtype=torch.float64).view(1, 3)
             transforms = {"grey": basis, "grey3": _colour_folded(basis, luma)}
@@ -205,7 +211,7 @@ class _WatsonBase(ImageLoss):
     def _transform(self, x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
         """Colour conversion, (shift,) block split and block transform: (N, C_in, H, W) -> (N, C, K, F).
 
-        One gather/permute and one GEMM (with the YCbCr offset as its bias for RGB). The result is a
+        One gather/permute and one GEMM (and the YCbCr offset on the DC column for RGB). The result is a
         (N, K, C, F) tensor viewed as (N, C, K, F): elementwise ops and the reductions over (K, F)
         work on the view without copies.
         """
@@ -213,10 +219,14 @@ class _WatsonBase(ImageLoss):
         rows = _block_rows(x, index, self.block)  # (N, K, C_in*B*B)
         flat = rows.reshape(-1, rows.shape[-1])
         if self.colorspace == "RGB":
-            z = torch.addmm(self._buffer("rgb_bias", x.dtype), flat, self._buffer("rgb", x.dtype))
+            z = (flat @ self._buffer("rgb", x.dtype)).view(n, rows.shape[1], self.n_channels, -1)
+            # A constant does not change the gradient, so it is added in place outside autograd:
+            # recorded, the in-place add on a slice would make backward copy the whole gradient.
+            with torch.no_grad():
+                z[..., :1 if self._offset_dc_only else None] += self._buffer("rgb_offset", x.dtype)
         else:
-            z = flat @ self._buffer("grey" if c_in == 1 else "grey3", x.dtype)
-        return z.view(n, rows.shape[1], self.n_channels, -1).transpose(1, 2)
+            z = (flat @ self._buffer("grey" if c_in == 1 else "grey3", x.dtype)).view(n, rows.shape[1], 1, -1)
+        return z.transpose(1, 2)
 
     # -- parameters in their constrained form ---------------------------------------------------
     @property
@@ -270,24 +280,31 @@ class _WatsonBase(ImageLoss):
         fast = (self.fast_backward and not target.requires_grad and not in_functorch_transform(input, target)
                 and not any(p.requires_grad for p in self.parameters()))
         with torch.set_grad_enabled(torch.is_grad_enabled() and not fast):
-            ref = self._reference(self._transform(target, index))
-            if fast:
-                ref["inv_s"] = ref.pop("s").reciprocal()
+            ref = self._reference(self._transform(target, index), fast)
         dist = self._compare(self._transform(input, index), ref)  # (N, C)
         if self.channel_logits is None:  # LA: one channel, weight 1
             return dist[:, 0]
         return (dist * torch.softmax(self.channel_logits.to(dist.dtype), 0)).sum(1)
 
-    def _reference(self, z0: torch.Tensor) -> dict[str, torch.Tensor]:  # pragma: no cover
-        """Target-side quantities from the target's transform z0 (N, C, K, F)."""
+    def _reference(self, z0: torch.Tensor, fast: bool) -> dict[str, torch.Tensor]:  # pragma: no cover
+        """Target-side quantities from the target's transform z0 (N, C, K, F).
+
+        ``fast``: for the hand-written backward (no graph): the thresholds' reciprocal ``inv_s``,
+        computed in place; otherwise the thresholds ``s``, differentiable.
+        """
         raise NotImplementedError
 
     def _compare(self, z1: torch.Tensor, ref: dict[str, torch.Tensor]) -> torch.Tensor:  # pragma: no cover
         """Distances (N, C) of the input's transform z1 (N, C, K, F) to the target."""
         raise NotImplementedError
 
-    def _thresholds(self, dc: torch.Tensor, amp0: torch.Tensor) -> torch.Tensor:
-        """Masked thresholds ``s`` (N, C, K, F) from target DC (N, C, K) and |c0| (N, C, K, F)."""
+    def _thresholds(self, dc: torch.Tensor, amp0_eps: torch.Tensor, fast: bool) -> torch.Tensor:
+        """Masked thresholds ``s`` (N, C, K, F) from target DC (N, C, K) and ``|c0| + EPS`` (N, C, K, F).
+
+        ``fast`` (no graph): ``1 / s``, computed in place, overwriting ``amp0_eps``. On the CPU a
+        fresh full-size tensor costs several times the arithmetic on it (its pages are faulted in
+        anew), so the in-place chain is about twice as fast as the out-of-place one autograd needs.
+        """
         if self.faithful:
             # the paper's code: mean over the whole batch (per channel), no floor
             mean_dc = dc.mean(dim=(0, 2), keepdim=True)
@@ -298,22 +315,27 @@ class _WatsonBase(ImageLoss):
         # Parameters are cast before their exp/sigmoid: a float32 module on float64 images then
         # computes exactly as a float64 module (no silent float32 step).
         dtype = dc.dtype
-        alpha = self.alpha.to(dtype).view(1, -1, 1)
-        w = torch.sigmoid(self.w_logit.to(dtype))
-        t = self.t_tild.to(dtype).exp().flatten(1)  # (C, F)
-        lum = ratio.pow(alpha).unsqueeze(-1)  # (N, C, K, 1)
-        t_l = t.unsqueeze(1) * lum
-        # |c0|**w * t_l**(1 - w), with t_l**(1-w) = t**(1-w) * lum**(1-w) computed on the small factors
-        one_minus_w = (1 - w).view(1, -1, 1, 1)
-        masked = (amp0 + EPS).pow(w.view(1, -1, 1, 1)) * (t.pow(1 - w.view(-1, 1)).unsqueeze(1) * lum.pow(one_minus_w))
-        # smooth maximum: softmax-weighted average of (t_l, masked) = masked + (t_l - masked) * sigmoid(t_l - masked)
+        w = torch.sigmoid(self.w_logit.to(dtype)).view(1, -1, 1, 1)
+        # luminance masking t_l = t * lum, lum = ratio**alpha (N, C, K, 1), t (C, 1, F): in logs
+        # log t_l = t_tild + log lum, so that contrast masking
+        # |c0|**w * t_l**(1 - w) = exp(w log|c0| + (1 - w) (t_tild + log lum))
+        # needs no pow and no full-size log t_l (only small broadcast terms)
+        log_t = self.t_tild.to(dtype).flatten(1).unsqueeze(1)
+        log_lum = (ratio.log() * self.alpha.to(dtype).view(1, -1, 1)).unsqueeze(-1)
+        t_l = log_t.exp() * log_lum.exp()
+        if fast:
+            masked = amp0_eps.log_().mul_(w).add_(log_t * (1 - w)).add_(log_lum * (1 - w)).exp_()
+            gap = t_l.sub_(masked)
+            # smooth maximum of (t_l, masked): masked + gap * sigmoid(gap)
+            return torch.sigmoid(gap).mul_(gap).add_(masked).reciprocal_()
+        masked = torch.exp(torch.log(amp0_eps) * w + (log_t + log_lum) * (1 - w))
         gap = t_l - masked
         return masked + gap * torch.sigmoid(gap)
 
     def _pool(self, diff: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        """Minkowski pooling of |diff / s| over blocks and frequencies -> (N, C)."""
+        """Minkowski pooling of |diff / s| over blocks and frequencies -> (N, C) (differentiable)."""
         beta = self.beta.to(diff.dtype).view(1, -1, 1, 1)
-        d = ((diff / s).abs() + EPS).pow(beta) + EPS
+        d = positive_pow((diff / s).abs() + EPS, beta) + EPS
         return d.sum(dim=(2, 3)).pow(1 / beta.view(1, -1))
 
     # -- the paper's weight files ----------------------------------------------------------------
@@ -449,8 +471,8 @@ class WatsonDCT(_WatsonBase):
         table = torch.tensor(WATSON_DCT_TABLE).log()
         self.t_tild = nn.Parameter(table.expand(self.n_channels, 8, 8).clone())
 
-    def _reference(self, c0: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"c0": c0, "s": self._thresholds(c0[..., 0], c0.abs())}
+    def _reference(self, c0: torch.Tensor, fast: bool) -> dict[str, torch.Tensor]:
+        return {"c0": c0, "inv_s" if fast else "s": self._thresholds(c0[..., 0], c0.abs().add_(EPS), fast)}
 
     def _compare(self, c1: torch.Tensor, ref: dict[str, torch.Tensor]) -> torch.Tensor:
         if "inv_s" in ref:  # frozen metric: hand-written backward
@@ -558,11 +580,11 @@ class WatsonDFT(_WatsonBase):
         f = z.shape[-1] // 2  # z = [real | imag] from the one GEMM of _transform
         return z[..., :f], z[..., f:]
 
-    def _reference(self, z0: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _reference(self, z0: torch.Tensor, fast: bool) -> dict[str, torch.Tensor]:
         re0, im0 = self._spectrum(z0)
         # The paper adds EPS to real and imaginary part before taking the norm; kept for fidelity.
-        amp0 = torch.sqrt((re0 + EPS) ** 2 + (im0 + EPS) ** 2)
-        ref = {"amp0": amp0, "s": self._thresholds(amp0[..., 0], amp0)}
+        amp0 = amplitude(re0 + EPS, im0 + EPS)
+        ref = {"amp0": amp0, "inv_s" if fast else "s": self._thresholds(amp0[..., 0], amp0 + EPS, fast)}
         if self.faithful:
             ref["ph0"] = torch.atan2(im0, re0 + EPS)
         else:
@@ -579,7 +601,7 @@ class WatsonDFT(_WatsonBase):
         if "inv_s" in ref:  # frozen metric, default mode: hand-written backward
             return WatsonDFTStable.apply(re1, im1, ref["amp0"], ref["inv_s"], ref["u0"], ref["v0"],
                                          self.beta.detach().to(re1.dtype), w_phase.detach().to(re1.dtype), PHASE_K)
-        amp1 = torch.sqrt((re1 + EPS) ** 2 + (im1 + EPS) ** 2)
+        amp1 = amplitude(re1 + EPS, im1 + EPS)
         dist = self._pool(ref["amp0"] - amp1, ref["s"])
         if self.faithful:
             ph1 = torch.atan2(im1, re1 + EPS)
@@ -596,7 +618,7 @@ PHASE_K = 1 - EPS * 1e3
 
 def _unit(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Unit vector of (x, y) (the phase as a point on the unit circle)."""
-    r = torch.sqrt(x * x + y * y).clamp_min(1e-30)  # exactly zero coefficients: (0, 0), angle as |d| = 60 deg
+    r = amplitude(x, y).clamp_min(1e-30)  # exactly zero coefficients: (0, 0), angle as |d| = 60 deg
     return x / r, y / r
 
 
