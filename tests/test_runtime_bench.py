@@ -29,8 +29,14 @@ def test_table_and_targets_from_rows():
     assert "0.50" in table and "unavailable: ImportError" in table
     t = runtime.targets(rows)
     assert t[0].startswith("PASS SSIM RGB: 0.50x")
-    assert t[1].startswith("MISS Watson-DFT RGB: 0.50x piq SSIM")  # target is <= 0.3
+    assert t[1].startswith("MISS Watson-DFT RGB: 0.50x piq SSIM (target <= 0.17)")
     assert t[2].startswith("MISS Watson-DFT RGB: peak memory 10 MB vs original 5 MB")
+    rows[1]["times"]["ours"] = 0.3  # 0.15x piq SSIM
+    assert runtime.targets(rows)[1].startswith("PASS Watson-DFT RGB: 0.15x")
+    on_gpu = runtime.targets(rows, "cuda")  # absolute: 0.5 ms per iteration
+    assert on_gpu[1].startswith("MISS Watson-DFT RGB: 300.00 ms per iteration (target <= 0.5 ms")
+    rows[1]["times"]["ours"] = 4e-4
+    assert runtime.targets(rows, "cuda:0")[1].startswith("PASS Watson-DFT RGB: 0.40 ms")
 
 
 def test_paper_experiment_reconstructs_from_noise_and_reports_the_whole_run(capsys):

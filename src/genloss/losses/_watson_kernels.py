@@ -20,6 +20,13 @@ import torch
 EPS = 1e-10
 
 
+def _reuse(buffer: torch.Tensor) -> torch.Tensor | None:
+    """``out=`` target for a temporary that is free again: the buffer in eager mode, ``None``
+    (a fresh tensor) under ``torch.compile``, which allocates and fuses by itself and does not trace
+    ``out=`` into non-contiguous tensors."""
+    return None if torch.compiler.is_compiling() else buffer
+
+
 def _no_double_backward() -> None:
     # Under create_graph=True autograd runs backward with grad mode on: refuse rather than return a
     # gradient whose own derivative would silently be missing.
@@ -80,15 +87,23 @@ class WatsonPoolDCT(torch.autograd.Function):
         return _pool_backward(-grad, g, total, beta), None, None, None
 
 
-def _spectrum_backward(grad, total, beta, amp_x, amp_y, phase_x, phase_y):
+def _spectrum_backward(grad, total, beta, amp_x, amp_y, phase_x, phase_y, out=None):
     """Gradients (re, im) of ``amplitude pooling + phase term`` from the factors kept by forward.
 
     ``amp_*`` is the pooling's gradient without its per-image factor ``S**(1/beta-1)``, ``phase_*``
-    the phase term's gradient without the incoming gradient; both (N, C, K, F).
+    the phase term's gradient without the incoming gradient; both (N, C, K, F). ``out``: a
+    (N, C, K, 2F) tensor that receives ``[re | im]`` (then returned whole).
     """
     g = grad.unsqueeze(-1).unsqueeze(-1)
     coef = (grad * total.pow(1 / beta.view(1, -1) - 1)).unsqueeze(-1).unsqueeze(-1)
-    return torch.addcmul(amp_x * coef, phase_x, g), torch.addcmul(amp_y * coef, phase_y, g)
+    if out is None:
+        return torch.addcmul(amp_x * coef, phase_x, g), torch.addcmul(amp_y * coef, phase_y, g)
+    if torch.compiler.is_compiling():
+        return torch.cat(_spectrum_backward(grad, total, beta, amp_x, amp_y, phase_x, phase_y), -1)
+    f = amp_x.shape[-1]
+    torch.mul(amp_x, coef, out=out[..., :f]).addcmul_(phase_x, g)
+    torch.mul(amp_y, coef, out=out[..., f:]).addcmul_(phase_y, g)
+    return out
 
 
 def amplitude(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -139,42 +154,51 @@ class WatsonDFTInput(torch.autograd.Function):
 class WatsonDFTStable(torch.autograd.Function):
     """Amplitude pooling plus the numerically stable phase distance (see ``stable_phase_angle``).
 
-    Inputs: the input spectrum ``re1``, ``im1`` (N, C, K, F); target side ``amp0``, ``inv_s``
-    and the target's unit phase vectors ``u0``, ``v0``; ``beta`` (C,), ``w_phase`` (C, F), ``k``.
-    Gradients with respect to ``re1`` and ``im1`` only, written out by hand: with
+    Inputs: the input spectrum ``z1`` (N, C, K, 2F) as ``[re | im]``; target side ``amp0``,
+    ``inv_s`` and the target's unit phase vectors ``u0``, ``v0`` (N, C, K, F); ``beta`` (C,),
+    ``w_phase`` (C, F), ``k``. The gradient with respect to ``z1`` only, written out by hand: with
     ``angle = 2 asin(z)`` (or ``pi - 2 asin(z)`` above pi/2), ``z = sqrt((1 - k)/2 + k chord/4)``
     and the chord ``|n0 -+ n1|^2`` of the unit vectors ``n = (x, y) / r``,
     ``d angle / d(x, y) = -(k/2) (u0 v1 - v0 u1) / (r z sqrt(1 - z^2)) * (v1, -u1)``
     (the two signs of the far case cancel). Forward computes these factors, so backward is two
-    multiply-adds and only four full-size tensors are kept.
+    multiply-adds into one gradient tensor laid out as ``z1``, and only four (N, C, K, F) tensors
+    are kept. Temporaries are reused (``out=``, in-place ops): on the CPU the peak of fresh memory
+    is paid again on every call, in page faults.
     """
 
     @staticmethod
-    def forward(ctx, re1, im1, amp0, inv_s, u0, v0, beta, w_phase, k: float):
-        x = re1 + EPS
+    def forward(ctx, z1, amp0, inv_s, u0, v0, beta, w_phase, k: float):
+        f = z1.shape[-1] // 2
+        im1 = z1[..., f:]
+        x = z1[..., :f] + EPS
         dist, total, amp_x, amp_y = _amplitude_forward(amp0, x, im1 + EPS, inv_s, beta)
-        r = amplitude(x, im1).clamp_min_(1e-30)
+        r = (x * x).addcmul_(im1, im1).sqrt_().clamp_min_(1e-30)
         u1 = x.div_(r)
         v1 = im1 / r
-        minus = (u0 - u1).square_().add_((v0 - v1).square_())  # 4 sin^2(d/2)
-        plus = (u0 + u1).square_().add_((v0 + v1).square_())  # 4 cos^2(d/2)
-        z = torch.minimum(minus, plus).mul_(k / 4).add_((1 - k) / 2).sqrt_()
+        a = u0 - u1
+        b = v0 - v1
+        minus = a.square_().addcmul_(b, b)  # 4 sin^2(d/2)
+        b = torch.add(u0, u1, out=_reuse(b)).square_()
+        c = v0 + v1
+        plus = b.addcmul_(c, c)  # 4 cos^2(d/2)
+        z = torch.minimum(minus, plus, out=_reuse(c)).mul_(k / 4).add_((1 - k) / 2).sqrt_()
         cos4 = plus.sub_(minus)  # 4 cos(d): >= 0 below pi/2
-        del minus
         # angle = 2 asin(z) below pi/2, pi - 2 asin(z) above: the sum over blocks of +-2 asin(z)
         # plus pi per far coefficient (torch.where is 4x slower than these passes on CPU)
-        signed = torch.asin(z).mul_(2).copysign_(cos4)
-        far = (cos4 < 0).sum(2)
-        del cos4
-        phase = (signed.sum(2).add_(far, alpha=math.pi) * w_phase).sum(-1)  # the weights depend on F only
-        del signed
-        wp = w_phase.unsqueeze(1).unsqueeze(0)
-        p = (u0 * v1).sub_(v0 * u1)  # sin(d) of the unit vectors
-        p.div_(z.square().neg_().add_(1).sqrt_().mul_(z).mul_(r)).mul_(wp * (-k / 2))
+        signed = torch.asin(z, out=_reuse(minus)).mul_(2).copysign_(cos4)
+        phase = (signed.sum(2).add_((cos4 < 0).sum(2), alpha=math.pi) * w_phase).sum(-1)
+        # the phase factor -(k/2) w sin(d) / (r z sqrt(1 - z^2)), sin(d) = u0 v1 - v0 u1
+        den = torch.mul(z, z, out=_reuse(signed)).neg_().add_(1).sqrt_().mul_(z).mul_(r)
+        p = torch.mul(u0, v1, out=_reuse(cos4)).sub_(torch.mul(v0, u1, out=_reuse(z))).div_(den)
+        p.mul_(w_phase.unsqueeze(1).unsqueeze(0) * (-k / 2))
         ctx.save_for_backward(total, beta, amp_x, amp_y, p * v1, p.mul_(u1).neg_())
+        ctx.layout = (z1.shape, z1.stride())
         return dist + phase
 
     @staticmethod
     def backward(ctx, grad):
         _no_double_backward()
-        return (*_spectrum_backward(grad, *ctx.saved_tensors), None, None, None, None, None, None, None)
+        shape, stride = ctx.layout
+        saved = ctx.saved_tensors
+        out = torch.empty_strided(shape, stride, dtype=saved[2].dtype, device=saved[2].device)
+        return (_spectrum_backward(grad, *saved, out=out), None, None, None, None, None, None, None)

@@ -599,7 +599,7 @@ class WatsonDFT(_WatsonBase):
                                         self.beta.detach().to(re1.dtype), w_phase.detach().to(re1.dtype),
                                         PHASE_K)
         if "inv_s" in ref:  # frozen metric, default mode: hand-written backward
-            return WatsonDFTStable.apply(re1, im1, ref["amp0"], ref["inv_s"], ref["u0"], ref["v0"],
+            return WatsonDFTStable.apply(z1, ref["amp0"], ref["inv_s"], ref["u0"], ref["v0"],
                                          self.beta.detach().to(re1.dtype), w_phase.detach().to(re1.dtype), PHASE_K)
         amp1 = amplitude(re1 + EPS, im1 + EPS)
         dist = self._pool(ref["amp0"] - amp1, ref["s"])
