@@ -71,8 +71,11 @@ def _ours(name: str, colorspace: str, weights_dir: str | None, size: int = 64) -
     try:
         return make_loss(name, {"pretrained": True, "weights_dir": weights_dir}, **kw)
     except WeightsUnavailableError:
-        # Timing does not depend on the tuned values: fall back to the untrained parameters.
-        return make_loss(name, {"pretrained": False, "image_size": (3, size, size)}, **kw)
+        # Timing does not depend on the tuned values: fall back to the untrained parameters, frozen
+        # as the tuned ones are (trainable parameters would time the slower path that also
+        # computes their gradients, which the paper's experiment does not).
+        loss = make_loss(name, {"pretrained": False, "image_size": (3, size, size)}, **kw)
+        return loss.freeze() if hasattr(loss, "freeze") else loss
 
 
 def _imagenet_available(name: str) -> bool:
