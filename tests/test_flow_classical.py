@@ -76,6 +76,9 @@ def test_coarse2fine_is_batched_without_cross_talk(pairs):
     batch = est(a, b)
     single = torch.cat([est(a[i:i + 1], b[i:i + 1]) for i in range(a.shape[0])])
     torch.testing.assert_close(batch, single, atol=1e-4, rtol=0)
+    # on the CPU a batch of more than 16 images of 64 x 64 is solved in chunks: still the same flows
+    many = est(a.repeat(5, 1, 1, 1), b.repeat(5, 1, 1, 1))
+    torch.testing.assert_close(many, batch.repeat(5, 1, 1, 1), atol=1e-4, rtol=0)
 
 
 def test_coarse2fine_dtypes_greyscale_and_odd_sizes(pairs):
@@ -162,13 +165,34 @@ def test_coarse2fine_on_cuda_matches_cpu(pairs):
 
 
 def test_separable_filter_paths_agree():
-    """The depthwise-convolution path (used on GPUs) and the shifted-slice path (CPU) give the same result."""
+    """The depthwise-convolution path (used on GPUs) and the CPU path (a matrix product along axes of up to 128
+    pixels, shifted slices along longer ones) give the same result."""
     from genloss.corrwise.flow.classical import _gaussian_taps, _separable_filter
 
-    x = torch.rand(3, 5, 17, 23, dtype=torch.float64)
-    for sigma in (0.7, 1.5, 2.0):
-        taps = _gaussian_taps(sigma)
-        torch.testing.assert_close(_separable_filter(x, taps, conv=True), _separable_filter(x, taps, conv=False))
+    for shape in ((3, 5, 17, 23), (1, 2, 131, 9), (1, 2, 6, 140)):
+        x = torch.rand(*shape, dtype=torch.float64)
+        for sigma in (0.5, 1.5, 2.0):
+            taps = _gaussian_taps(sigma)
+            torch.testing.assert_close(_separable_filter(x, taps, conv=True), _separable_filter(x, taps, conv=False))
+
+
+def test_cpu_operator_matrices_match_torch():
+    """On the CPU the pyramid's area downsampling, the flow's bilinear upsampling and the central differences are
+    matrix products; they match F.interpolate, resize_flow and the padded-slice formula (odd sizes included)."""
+    import torch.nn.functional as F
+
+    from genloss.corrwise.flow.classical import _downsample, _gradients, _upsample_flow
+    from genloss.corrwise.warp import resize_flow
+
+    for size, half in (((64, 64), (32, 32)), ((61, 61), (30, 30)), ((61, 50), (30, 25)), ((7, 5), (3, 2))):
+        x = torch.rand(3, 2, *size, dtype=torch.float64)
+        torch.testing.assert_close(_downsample(x, half), F.interpolate(x, size=half, mode="area"))
+        flow = torch.randn(3, 2, *half, dtype=torch.float64)
+        torch.testing.assert_close(_upsample_flow(flow, size), resize_flow(flow, size))
+        p = F.pad(x[:, :1], (1, 1, 1, 1), mode="replicate")
+        gx, gy = _gradients(x[:, :1], gain=0.5)
+        assert torch.equal(gx, 0.25 * (p[:, :, 1:-1, 2:] - p[:, :, 1:-1, :-2]))  # bit for bit
+        assert torch.equal(gy, 0.25 * (p[:, :, 2:, 1:-1] - p[:, :, :-2, 1:-1]))
 
 
 def test_strict_options_and_lazy_registry():

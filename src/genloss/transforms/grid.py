@@ -35,15 +35,16 @@ def pixel_to_normalized(pos: torch.Tensor, size: tuple[int, int], *, align_corne
             the same sample positions, but a position half a pixel or more outside a size-1
             dimension reads the padding (PWC-Net's warping relies on this).
     """
-    hs, ws = size
-    if align_corners:
-        # python-float scales and offsets: no small tensors to build (cheaper, and nothing to trace)
-        sx, ox = (2.0 / (ws - 1), 1.0) if ws > 1 else (0.0, 0.0)
-        sy, oy = (2.0 / (hs - 1), 1.0) if hs > 1 else (0.0, 0.0)
-    else:
-        sx, ox = 2.0 / ws, 1.0 - 1.0 / ws
-        sy, oy = 2.0 / hs, 1.0 - 1.0 / hs
+    (sx, ox), (sy, oy) = _normalization(size[1], align_corners), _normalization(size[0], align_corners)
     return torch.stack((pos[:, 0] * sx - ox, pos[:, 1] * sy - oy), dim=-1)
+
+
+def _normalization(n: int, align_corners: bool) -> tuple[float, float]:
+    """``(scale, offset)``: a pixel position ``p`` along an axis of ``n`` pixels is at ``p * scale - offset``
+    in ``grid_sample`` coordinates. Python floats: no small tensors to build (cheaper, nothing to trace)."""
+    if align_corners:
+        return (2.0 / (n - 1), 1.0) if n > 1 else (0.0, 0.0)
+    return 2.0 / n, 1.0 - 1.0 / n
 
 
 def flow_to_grid(flow: torch.Tensor, size: tuple[int, int] | None = None,
@@ -57,9 +58,17 @@ def flow_to_grid(flow: torch.Tensor, size: tuple[int, int] | None = None,
         align_corners: the convention of the ``grid_sample`` call (see :func:`pixel_to_normalized`).
     """
     h, w = flow.shape[2:]
+    hs, ws = size if size is not None else (h, w)
     if base is None:
         base = pixel_grid(h, w, device=flow.device, dtype=flow.dtype)
-    return pixel_to_normalized(base + flow, size if size is not None else (h, w), align_corners=align_corners)
+    # the pixel grid is normalised on its own (one image) and the flow, scaled into grid units, added
+    # to it: one pass over the batch (a fused multiply-add when both axes have the same scale, e.g.
+    # square images) instead of five for normalising ``base + flow``
+    grid = pixel_to_normalized(base, (hs, ws), align_corners=align_corners)
+    sx, sy = _normalization(ws, align_corners)[0], _normalization(hs, align_corners)[0]
+    if sx == sy:
+        return torch.add(grid, flow.permute(0, 2, 3, 1), alpha=sx)
+    return torch.stack((flow[:, 0] * sx, flow[:, 1] * sy), dim=-1).add_(grid)
 
 
 def sample(image: torch.Tensor, flow: torch.Tensor, *, padding_mode: str = "border", mode: str = "bilinear",
