@@ -182,14 +182,16 @@ class WatsonDFTStable(torch.autograd.Function):
         c = v0 + v1
         plus = b.addcmul_(c, c)  # 4 cos^2(d/2)
         z = torch.minimum(minus, plus, out=_reuse(c)).mul_(k / 4).add_((1 - k) / 2).sqrt_()
-        cos4 = plus.sub_(minus)  # 4 cos(d): >= 0 below pi/2
-        # angle = 2 asin(z) below pi/2, pi - 2 asin(z) above: the sum over blocks of +-2 asin(z)
-        # plus pi per far coefficient (torch.where is 4x slower than these passes on CPU)
-        signed = torch.asin(z, out=_reuse(minus)).mul_(2).copysign_(cos4)
-        phase = (signed.sum(2).add_((cos4 < 0).sum(2), alpha=math.pi) * w_phase).sum(-1)
+        sgn = plus.sub_(minus).sign_()  # sign(4 cos d): +1 below pi/2, -1 above, 0 at pi/2
+        # angle = 2 asin(z) below pi/2, pi - 2 asin(z) above, i.e. 2 asin(z) sgn + pi/2 (1 - sgn)
+        # (at exactly pi/2 both give pi/2), so the sum over blocks needs only the block sums of the
+        # two factors: no torch.where (4x slower on CPU) and no full-size mask or count
+        signed = torch.asin(z, out=_reuse(minus)).mul_(2).mul_(sgn)
+        blocks = signed.shape[2]
+        phase = ((signed.sum(2) + (math.pi / 2) * (blocks - sgn.sum(2))) * w_phase).sum(-1)
         # the phase factor -(k/2) w sin(d) / (r z sqrt(1 - z^2)), sin(d) = u0 v1 - v0 u1
         den = torch.mul(z, z, out=_reuse(signed)).neg_().add_(1).sqrt_().mul_(z).mul_(r)
-        p = torch.mul(u0, v1, out=_reuse(cos4)).sub_(torch.mul(v0, u1, out=_reuse(z))).div_(den)
+        p = torch.mul(u0, v1, out=_reuse(sgn)).sub_(torch.mul(v0, u1, out=_reuse(z))).div_(den)
         p.mul_(w_phase.unsqueeze(1).unsqueeze(0) * (-k / 2))
         ctx.save_for_backward(total, beta, amp_x, amp_y, p * v1, p.mul_(u1).neg_())
         ctx.layout = (z1.shape, z1.stride())

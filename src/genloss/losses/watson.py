@@ -219,11 +219,14 @@ class _WatsonBase(ImageLoss):
         rows = _block_rows(x, index, self.block)  # (N, K, C_in*B*B)
         flat = rows.reshape(-1, rows.shape[-1])
         if self.colorspace == "RGB":
-            z = (flat @ self._buffer("rgb", x.dtype)).view(n, rows.shape[1], self.n_channels, -1)
-            # A constant does not change the gradient, so it is added in place outside autograd:
-            # recorded, the in-place add on a slice would make backward copy the whole gradient.
+            z = flat @ self._buffer("rgb", x.dtype)
+            # A constant does not change the gradient, so it is added in place outside autograd, on
+            # a view made there too: a view made with gradients and then changed in place would get
+            # a backward that zero-fills and scatters the whole gradient.
             with torch.no_grad():
-                z[..., :1 if self._offset_dc_only else None] += self._buffer("rgb_offset", x.dtype)
+                cols = z.view(z.shape[0], self.n_channels, -1)
+                cols[..., :1 if self._offset_dc_only else None] += self._buffer("rgb_offset", x.dtype)
+            z = z.view(n, rows.shape[1], self.n_channels, -1)
         else:
             z = (flat @ self._buffer("grey" if c_in == 1 else "grey3", x.dtype)).view(n, rows.shape[1], 1, -1)
         return z.transpose(1, 2)
@@ -582,13 +585,14 @@ class WatsonDFT(_WatsonBase):
 
     def _reference(self, z0: torch.Tensor, fast: bool) -> dict[str, torch.Tensor]:
         re0, im0 = self._spectrum(z0)
+        x0 = re0 + EPS
         # The paper adds EPS to real and imaginary part before taking the norm; kept for fidelity.
-        amp0 = amplitude(re0 + EPS, im0 + EPS)
+        amp0 = amplitude(x0, im0 + EPS)
         ref = {"amp0": amp0, "inv_s" if fast else "s": self._thresholds(amp0[..., 0], amp0 + EPS, fast)}
         if self.faithful:
-            ref["ph0"] = torch.atan2(im0, re0 + EPS)
+            ref["ph0"] = torch.atan2(im0, x0)
         else:
-            ref["u0"], ref["v0"] = _unit(re0 + EPS, im0)
+            ref["u0"], ref["v0"] = _unit(x0, im0, inplace=fast)
         return ref
 
     def _compare(self, z1: torch.Tensor, ref: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -616,9 +620,13 @@ class WatsonDFT(_WatsonBase):
 PHASE_K = 1 - EPS * 1e3
 
 
-def _unit(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Unit vector of (x, y) (the phase as a point on the unit circle)."""
-    r = amplitude(x, y).clamp_min(1e-30)  # exactly zero coefficients: (0, 0), angle as |d| = 60 deg
+def _unit(x: torch.Tensor, y: torch.Tensor, inplace: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit vector of (x, y) (the phase as a point on the unit circle); ``inplace``: ``x`` becomes its first part."""
+    r = amplitude(x, y)
+    if inplace:  # no graph: fewer fresh tensors (see _thresholds)
+        r.clamp_min_(1e-30)
+        return x.div_(r), y / r
+    r = r.clamp_min(1e-30)  # exactly zero coefficients: (0, 0), angle as |d| = 60 deg
     return x / r, y / r
 
 
