@@ -76,3 +76,35 @@ def photo_batch(names: list[str], size: int) -> torch.Tensor:
     from genloss.data.photos import load_photos
 
     return load_photos(names, size)
+
+
+def cuda_graph_replay(loss, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Capture ``loss(x, y).backward()`` in one CUDA graph, then replay it on each (x, y) of ``pairs``.
+
+    The documented whole-network pattern of ``torch.cuda.graph``: warm-up calls on a side stream,
+    the input's ``.grad`` set to None before capture (so the graph allocates it), new data copied
+    into the static tensors before each replay. Returns the (loss, input gradient) of every replay.
+    """
+    x0, y0 = pairs[0]
+    static_x = x0.cuda().clone().requires_grad_(True)
+    static_y = y0.cuda().clone()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            static_x.grad = None
+            loss(static_x, static_y).backward()
+    torch.cuda.current_stream().wait_stream(side)
+    static_x.grad = None
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_out = loss(static_x, static_y)
+        static_out.backward()
+    results = []
+    for x, y in pairs:
+        with torch.no_grad():
+            static_x.copy_(x)
+            static_y.copy_(y)
+        graph.replay()
+        results.append((static_out.detach().clone(), static_x.grad.clone()))
+    return results

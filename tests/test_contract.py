@@ -312,6 +312,23 @@ def test_cuda_matches_cpu_without_host_synchronisation(name):
     torch.testing.assert_close(got.cpu(), want, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_captures_forward_and_backward(name):
+    """A whole loss, forward and backward, is captured in one CUDA graph and replays new data exactly
+    as eager calls compute it (possible because nothing reads tensor data on the host)."""
+    from conftest import cuda_graph_replay
+
+    loss = build(name).eval().cuda()
+    x, y = pair(name)
+    pairs = [(x.cuda(), y.cuda()), (y.cuda(), x.cuda())]
+    for (value, grad), (a, b) in zip(cuda_graph_replay(loss, pairs), pairs, strict=True):
+        a = a.clone().requires_grad_(True)
+        want = loss(a, b)
+        want.backward()
+        torch.testing.assert_close(value, want.detach(), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(grad, a.grad, rtol=1e-4, atol=1e-5)
+
+
 # ------------------------------------------------------------------------------------------------------
 # the flow registry: the same contract for every estimator (learned ones with random weights, offline)
 # ------------------------------------------------------------------------------------------------------

@@ -538,6 +538,22 @@ def test_cuda_forward_backward_never_synchronises():
     assert p.grad is not None
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_captures_corrwise_with_the_default_flow():
+    """CorrWise(L1) with the default flow, forward and backward, replays from one CUDA graph as eager computes it."""
+    from conftest import cuda_graph_replay
+
+    a, b = (x.cuda() for x in _moved(64, 1.5, 0.5))
+    c, d = (x.cuda() for x in _moved(64, -0.5, 2.0))
+    cw = CorrWise(nn.L1Loss())
+    for (value, grad), (p, t) in zip(cuda_graph_replay(cw, [(a, b), (c, d)]), [(a, b), (c, d)], strict=True):
+        p = p.clone().requires_grad_(True)
+        want = cw(p, t)
+        want.backward()
+        torch.testing.assert_close(value, want.detach(), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(grad, p.grad, rtol=1e-4, atol=1e-6)
+
+
 def test_small_images_and_bad_base_losses_get_clear_errors():
     """OpenCV's DIS crashes the process on e.g. 11 x 64 images: refused before; a base loss that
     returns a number instead of a tensor is named."""
