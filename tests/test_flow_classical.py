@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from genloss.corrwise import get_flow, list_flows
 from genloss.corrwise.flow.classical import CoarseToFineFlow
@@ -213,3 +214,32 @@ def test_presmoothing_lowers_the_sub_pixel_error_at_128():
     assert blurred < 0.85 * plain, (blurred, plain)
     with pytest.raises(ValueError, match="presmooth_sigma"):
         get_flow("coarse2fine", presmooth_sigma=-1)
+
+
+def test_fake_tensor_runs_do_not_reach_the_cached_constants():
+    """The CPU matrices and grids are cached per size and dtype; a run on FakeTensors (make_fx, FakeTensorMode,
+    export tooling) builds its own, so later real calls still get real data (found by a probe: they got
+    FakeTensors or crashed)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    est = get_flow("coarse2fine", check_range=False)
+    g = torch.Generator().manual_seed(0)
+    a = F.interpolate(torch.rand(1, 3, 8, 8, generator=g), size=(32, 32), mode="bilinear")
+    b = torch.roll(a, 1, -1)
+    want = est(a, b)
+    with FakeTensorMode() as mode:
+        fake = est(mode.from_tensor(a), mode.from_tensor(b))
+    assert type(fake) is not torch.Tensor and fake.shape == want.shape
+    got = est(a, b)
+    assert type(got) is torch.Tensor
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_flow_to_grid_broadcasts_a_batched_base_on_non_square_frames():
+    from genloss.transforms.grid import flow_to_grid, pixel_grid
+
+    flow = torch.rand(1, 2, 5, 7)
+    base = pixel_grid(5, 7).expand(3, 2, 5, 7)
+    grid = flow_to_grid(flow, base=base)
+    assert grid.shape == (3, 5, 7, 2)
+    torch.testing.assert_close(grid, flow_to_grid(flow.expand(3, -1, -1, -1)))

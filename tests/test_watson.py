@@ -345,3 +345,29 @@ def test_positive_pow_is_pow(dtype, rtol):
     want = x.pow(b)
     got = positive_pow(x.to(dtype), b.to(dtype)).double()
     torch.testing.assert_close(got, want, rtol=rtol, atol=0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_module_built_on_the_meta_device_does_not_change_later_ones(name):
+    """The block matrices used to be cached per process: a first module built under torch.device('meta')
+    left a data-less matrix for every later module (found with the probe of the CorrWise caches). In a
+    fresh process, so that nothing is cached before."""
+    import subprocess
+    import sys
+
+    cls = CLASSES[name].__name__
+    code = f"""
+import torch, genloss
+x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+try:
+    with torch.device("meta"):
+        genloss.{cls}(pretrained=False)
+except (NotImplementedError, RuntimeError):
+    pass  # building on meta is not supported; it must only leave no trace
+print(float(genloss.{cls}(pretrained=False).eval()(x, x.flip(-1)).detach()))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    want = float(CLASSES[name](pretrained=False).eval()(x, x.flip(-1)).detach())
+    assert float(out.stdout.split()[-1]) == pytest.approx(want, rel=1e-6)

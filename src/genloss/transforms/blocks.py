@@ -7,7 +7,6 @@ small matmuls or a batched FFT over 8x8 blocks.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
@@ -41,9 +40,11 @@ def to_blocks(x: torch.Tensor, block: int) -> torch.Tensor:
     return x.reshape(n, c, (h // block) * (w // block), block * block)
 
 
-@functools.lru_cache(maxsize=16)
+# The matrices are built anew on every call (microseconds; only module constructors call them) and
+# explicitly on the CPU: a cache, or a factory call that follows the default device, would let a module
+# built under ``torch.device("meta")`` or a FakeTensorMode hand data-less matrices to later real ones.
 def _block_dct_matrix_f64(block: int) -> torch.Tensor:
-    a = dct_matrix(block, dtype=torch.float64)
+    a = dct_matrix(block, dtype=torch.float64, device="cpu")
     # vec(A X A^T) = (A kron A) vec(X) for row-major vec; we multiply rows: x @ M with M = (A kron A)^T
     return torch.kron(a, a).t().contiguous()
 
@@ -53,13 +54,12 @@ def block_dct_matrix(block: int, dtype: torch.dtype, device: torch.device) -> to
     return _block_dct_matrix_f64(block).to(dtype=dtype, device=device)
 
 
-@functools.lru_cache(maxsize=16)
 def _block_rdft_matrix_f64(block: int) -> torch.Tensor:
     k = block // 2 + 1
-    u = torch.arange(block, dtype=torch.float64)  # frequency along rows (height)
-    v = torch.arange(k, dtype=torch.float64)  # frequency along columns (width), one-sided
-    y = torch.arange(block, dtype=torch.float64)
-    x = torch.arange(block, dtype=torch.float64)
+    u = torch.arange(block, dtype=torch.float64, device="cpu")  # frequency along rows (height)
+    v = torch.arange(k, dtype=torch.float64, device="cpu")  # frequency along columns (width), one-sided
+    y = torch.arange(block, dtype=torch.float64, device="cpu")
+    x = torch.arange(block, dtype=torch.float64, device="cpu")
     # phase[u, v, y, x] = 2 pi (u y + v x) / b
     phase = 2 * math.pi * (u.view(-1, 1, 1, 1) * y.view(1, 1, -1, 1) + v.view(1, -1, 1, 1) * x.view(1, 1, 1, -1))
     phase = phase / block

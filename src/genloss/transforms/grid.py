@@ -68,7 +68,7 @@ def flow_to_grid(flow: torch.Tensor, size: tuple[int, int] | None = None,
     sx, sy = _normalization(ws, align_corners)[0], _normalization(hs, align_corners)[0]
     if sx == sy:
         return torch.add(grid, flow.permute(0, 2, 3, 1), alpha=sx)
-    return torch.stack((flow[:, 0] * sx, flow[:, 1] * sy), dim=-1).add_(grid)
+    return torch.stack((flow[:, 0] * sx, flow[:, 1] * sy), dim=-1) + grid  # (not in place: base may be batched)
 
 
 def sample(image: torch.Tensor, flow: torch.Tensor, *, padding_mode: str = "border", mode: str = "bilinear",

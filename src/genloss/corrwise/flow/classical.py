@@ -57,13 +57,6 @@ def _gaussian_taps(sigma: float) -> tuple[float, ...]:
     return tuple(t / total for t in taps)
 
 
-@functools.lru_cache(maxsize=64)
-def _taps_tensor(taps: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """The taps as a tensor on ``device``, copied once per process: a host-to-device copy of a pageable list
-    waits for the CUDA stream, which once per filter call would synchronise every iteration."""
-    return torch.tensor(taps, dtype=dtype, device=device)
-
-
 # -- separable linear operators on the CPU ----------------------------------------------------------
 # Every linear step along an image axis of up to _CPU_MATRIX_MAX pixels (the Gaussian windows, the
 # central differences, the area downsampling of the pyramid, the bilinear upsampling of the flow) is
@@ -145,17 +138,27 @@ def _cached_matrix(kind: str, n_out: int, n_in: int, param: tuple[float, ...], d
         return _build_matrix(kind, n_out, n_in, param, device, dtype)
 
 
-def _matrix(kind: str, n_out: int, n_in: int, param: tuple[float, ...], device: torch.device,
-            dtype: torch.dtype) -> torch.Tensor:
-    """The (n_out, n_in) operator ``kind``: 'filter' (taps ``param``), 'difference' and 'bilinear' (gain
-    ``param[0]``), 'area', or 'rows' (``param`` itself, row-major).
+def _cacheable(like: torch.Tensor) -> bool:
+    """Whether a constant made for computing with ``like`` may be taken from (and put into) a cache.
 
-    Cached, except while torch.compile traces: dynamo would trace through the cache anyway (and warn),
-    and a constant built in the graph is as good.
+    Not while torch.compile traces (dynamo would trace through the cache anyway, and warn; a constant
+    built in the graph is as good), and not for tensor subclasses such as the FakeTensors of
+    ``make_fx`` or ``FakeTensorMode``: a constant built there holds no data and would be returned to
+    later real calls, and a real cached one cannot enter their computation.
     """
-    if torch.compiler.is_compiling():
-        return _build_matrix(kind, n_out, n_in, param, device, dtype)
-    return _cached_matrix(kind, n_out, n_in, param, device, dtype)
+    return type(like) is torch.Tensor and not torch.compiler.is_compiling()
+
+
+def _matrix(kind: str, n_out: int, n_in: int, param: tuple[float, ...], like: torch.Tensor,
+            dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The (n_out, n_in) operator ``kind``: 'filter' (taps ``param``), 'difference' and 'bilinear' (gain
+    ``param[0]``), 'area', or 'rows' (``param`` itself, row-major), on ``like``'s device, in ``dtype``
+    (default ``like``'s). Cached when :func:`_cacheable`.
+    """
+    dtype = dtype or like.dtype
+    if not _cacheable(like):
+        return _build_matrix(kind, n_out, n_in, param, like.device, dtype)
+    return _cached_matrix(kind, n_out, n_in, param, like.device, dtype)
 
 
 def _along_w(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
@@ -180,7 +183,9 @@ def _separable_filter(x: torch.Tensor, taps: Sequence[float], conv: bool | None 
     taps = tuple(taps)
     if conv if conv is not None else x.device.type != "cpu":
         r, c = len(taps) // 2, x.shape[1]
-        k = _taps_tensor(taps, x.device, x.dtype)
+        # cached on the device: a host-to-device copy of a pageable list waits for the CUDA stream,
+        # which once per filter call would synchronise every iteration
+        k = _matrix("rows", 1, len(taps), taps, x).view(-1)
         p = F.pad(x, (r, r, r, r), mode="replicate")
         p = F.conv2d(p, k.view(1, 1, 1, -1).expand(c, 1, 1, len(taps)), groups=c)
         return F.conv2d(p, k.view(1, 1, -1, 1).expand(c, 1, len(taps), 1), groups=c)
@@ -193,7 +198,7 @@ def _filter_axis(x: torch.Tensor, taps: tuple[float, ...], axis: int) -> torch.T
     """The 1-D filter ``taps`` along ``axis`` (2: H, 3: W) of (N, C, H, W) on the CPU, replicate padding."""
     n = x.shape[axis]
     if n <= _CPU_MATRIX_MAX:
-        m = _matrix("filter", n, n, taps, x.device, x.dtype)
+        m = _matrix("filter", n, n, taps, x)
         return _along_w(x, m) if axis == 3 else _along_h(x, m)
     r = len(taps) // 2
     p = F.pad(x, (r, r, 0, 0) if axis == 3 else (0, 0, r, r), mode="replicate")
@@ -209,8 +214,8 @@ def _gradients(x: torch.Tensor, gain: float = 1.0) -> tuple[torch.Tensor, torch.
     if x.device.type == "cpu" and max(h, w) <= _CPU_MATRIX_MAX:
         # entries +-gain/2 (powers of two in use): the products are exact and the sums add exact
         # zeros, so this is bit for bit the slice formula below
-        return (_along_w(x, _matrix("difference", w, w, (gain,), x.device, x.dtype)),
-                _along_h(x, _matrix("difference", h, h, (gain,), x.device, x.dtype)))
+        return (_along_w(x, _matrix("difference", w, w, (gain,), x)),
+                _along_h(x, _matrix("difference", h, h, (gain,), x)))
     p = F.pad(x, (1, 1, 1, 1), mode="replicate")
     gx = (0.5 * gain) * (p[:, :, 1:-1, 2:] - p[:, :, 1:-1, :-2])
     gy = (0.5 * gain) * (p[:, :, 2:, 1:-1] - p[:, :, :-2, 1:-1])
@@ -229,7 +234,7 @@ def _grey_pair(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> torch.Te
     if a.device.type != "cpu":
         return to_grey(torch.cat((a, b)))  # both images at once: one kernel per operation
     n, _, h, w = a.shape
-    luma = _matrix("rows", 1, 3, LUMA_WEIGHTS, a.device, dtype)
+    luma = _matrix("rows", 1, 3, LUMA_WEIGHTS, a, dtype)
     return torch.cat((torch.matmul(luma, a.reshape(n, 3, h * w)),
                       torch.matmul(luma, b.reshape(n, 3, h * w)))).view(2 * n, 1, h, w)
 
@@ -239,8 +244,8 @@ def _downsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     h, w = x.shape[2:]
     if x.device.type != "cpu" or max(h, w) > _CPU_MATRIX_MAX:
         return F.interpolate(x, size=size, mode="area")
-    y = _along_w(x, _matrix("area", size[1], w, (), x.device, x.dtype))
-    return _along_h(y, _matrix("area", size[0], h, (), x.device, x.dtype))
+    y = _along_w(x, _matrix("area", size[1], w, (), x))
+    return _along_h(y, _matrix("area", size[0], h, (), x))
 
 
 def _upsample_flow(flow: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -250,8 +255,8 @@ def _upsample_flow(flow: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if flow.device.type != "cpu" or sx != sy or max(size) > _CPU_MATRIX_MAX:
         return resize_flow(flow, size)
     # equal scales (always, for pyramids of square images): the vector scaling is folded into the matrix
-    y = _along_w(flow, _matrix("bilinear", size[1], w, (sx,), flow.device, flow.dtype))
-    return _along_h(y, _matrix("bilinear", size[0], h, (1.0,), flow.device, flow.dtype))
+    y = _along_w(flow, _matrix("bilinear", size[1], w, (sx,), flow))
+    return _along_h(y, _matrix("bilinear", size[0], h, (1.0,), flow))
 
 
 def _build_grid(height: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -264,15 +269,17 @@ def _cached_grid(height: int, width: int, device: torch.device, dtype: torch.dty
         return _build_grid(height, width, device, dtype)
 
 
-def _normalized_grid(height: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """The (1, H, W, 2) ``grid_sample`` grid of the pixel centres (``align_corners=True``), for :func:`_warp_border`.
+def _normalized_grid(like: torch.Tensor) -> torch.Tensor:
+    """The (1, H, W, 2) ``grid_sample`` grid of the pixel centres (``align_corners=True``) of ``like``
+    (N, C, H, W), on its device and in its dtype, for :func:`_warp_border`.
 
-    Cached up to 256 x 256 pixels (at most 16 grids of 0.5 MB in float32; built on ``device``, so no
-    host copy), except while torch.compile traces (see :func:`_matrix`).
+    Cached up to 256 x 256 pixels (at most 16 grids of 0.5 MB in float32; built on the device, so no
+    host copy) when :func:`_cacheable`.
     """
-    if torch.compiler.is_compiling() or height * width > 1 << 16:
-        return _build_grid(height, width, device, dtype)
-    return _cached_grid(height, width, device, dtype)
+    height, width = like.shape[2:]
+    if not _cacheable(like) or height * width > 1 << 16:
+        return _build_grid(height, width, like.device, like.dtype)
+    return _cached_grid(height, width, like.device, like.dtype)
 
 
 def _warp_border(x: torch.Tensor, flow: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
@@ -398,7 +405,7 @@ class CoarseToFineFlow(FlowEstimator):
             if flow.shape[2:] != (lh, lw):
                 # vectors rescaled to the finer pixels (python scalars: no host-to-device copy per level)
                 flow = _upsample_flow(flow, (lh, lw))
-            base = _normalized_grid(lh, lw, dev, dt)
+            base = _normalized_grid(moving)
             chunk = n if dev.type != "cpu" else max(1, _CPU_CHUNK_PIXELS // (lh * lw))
             flows = []
             for i in range(0, n, chunk):
