@@ -64,10 +64,9 @@ def _pool_forward(d: torch.Tensor, inv_s: torch.Tensor, beta: torch.Tensor):
     return total.pow(1 / beta.view(1, -1)), total, g
 
 
-def _pool_backward(grad: torch.Tensor, g: torch.Tensor, total: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-    """dD/dd times the incoming (N, C) gradient: ``grad S**(1/beta-1) g`` (a new tensor)."""
-    coef = grad * total.pow(1 / beta.view(1, -1) - 1)
-    return g * coef.unsqueeze(-1).unsqueeze(-1)
+def _pool_coef(grad: torch.Tensor, total: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """The per-image factor ``grad S**(1/beta-1)`` of the pooling's gradient, (N, C, 1, 1)."""
+    return (grad * total.pow(1 / beta.view(1, -1) - 1)).unsqueeze(-1).unsqueeze(-1)
 
 
 class WatsonPoolDCT(torch.autograd.Function):
@@ -84,7 +83,7 @@ class WatsonPoolDCT(torch.autograd.Function):
     def backward(ctx, grad):
         _no_double_backward()
         g, total, beta = ctx.saved_tensors
-        return _pool_backward(-grad, g, total, beta), None, None, None
+        return g * _pool_coef(-grad, total, beta), None, None, None
 
 
 def _spectrum_backward(grad, total, beta, amp_x, amp_y, phase_x, phase_y, out=None):
@@ -95,7 +94,7 @@ def _spectrum_backward(grad, total, beta, amp_x, amp_y, phase_x, phase_y, out=No
     (N, C, K, 2F) tensor that receives ``[re | im]`` (then returned whole).
     """
     g = grad.unsqueeze(-1).unsqueeze(-1)
-    coef = (grad * total.pow(1 / beta.view(1, -1) - 1)).unsqueeze(-1).unsqueeze(-1)
+    coef = _pool_coef(grad, total, beta)
     if out is None:
         return torch.addcmul(amp_x * coef, phase_x, g), torch.addcmul(amp_y * coef, phase_y, g)
     if torch.compiler.is_compiling():
