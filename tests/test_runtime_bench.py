@@ -62,5 +62,5 @@ def test_paper_experiment_reconstructs_from_noise_and_reports_the_whole_run(caps
     lines = [ln for ln in out.splitlines() if ln.split()[:1] in (["L1"], ["L2"])]
     assert len(lines) == 2 and all(float(ln.split()[3]) > 0 for ln in lines)
     # no in-process CPU memory figure (earlier runs mask it): blank, and the note says where to measure it
-    assert all(len(ln.split()) == 4 for ln in lines)  # loss, cs, implementation, seconds
+    assert all(len(ln.split()) == 5 for ln in lines)  # loss, cs, implementation, seconds, paper GPU s
     assert "MB: CUDA only" in out and "--memory" in out
