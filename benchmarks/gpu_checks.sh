@@ -4,11 +4,24 @@
 # call) so that one slow step cannot use up the machine; the summary at the end says which steps failed.
 #
 #   OUT=/tmp/gpu bash benchmarks/gpu_checks.sh
+#
+# DEVICE=cpu QUICK=1 runs the same steps on the CPU with tiny settings, to check the plumbing before a
+# GPU is lent (tests/test_runtime_bench.py does this); QUICK=1 alone keeps the device and shrinks the runs.
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-logs}
+DEVICE=${DEVICE:-cuda}
+QUICK=${QUICK:-0}
 mkdir -p "$OUT"
 export GENLOSS_SHARED=${GENLOSS_SHARED:-$(cd .. && pwd)/shared}
+if [ "$QUICK" = 1 ]; then
+  paper=(--iterations 2 --losses L1 Watson-DCT --batch 2 --size 16)
+  iter=(--losses L1 SSIM Watson-DCT --batch 2 --size 16 --repeats 1)
+  ssim=(--sizes 64 --rounds 1 --min-time 0.01)
+  flows=(--quick --methods coarse2fine --sizes 64)
+else
+  paper=() iter=(--memory) ssim=() flows=()
+fi
 status=()
 step() {  # step NAME SECONDS COMMAND...
   local name=$1 secs=$2; shift 2
@@ -16,15 +29,18 @@ step() {  # step NAME SECONDS COMMAND...
   if timeout "$secs" "$@" >"$OUT/$name.log" 2>&1; then status+=("ok    $name"); else status+=("FAIL  $name (rc $?)"); fi
   tail -n 30 "$OUT/$name.log"
 }
-python -c "import torch; print(torch.__version__, torch.cuda.get_device_name())" | tee "$OUT/device.txt"
-# 1. correctness on CUDA: the contract suite's CUDA tests (CPU vs CUDA, no host synchronisation) and CorrWise
+python -c "import torch; print(torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA')" \
+  | tee "$OUT/device.txt"
+# 1. correctness on CUDA: the contract suite's CUDA tests (CPU vs CUDA, no host synchronisation, CUDA-graph
+#    capture) and CorrWise's
 step cuda-tests 150 python -m pytest -q -x -k "cuda or CUDA" tests/test_contract.py tests/test_corrwise.py
 # 2. the paper's runtime experiment: 500 SGD iterations, genloss vs peers (and --original if GENLOSS_ORIGINAL_REPO)
-step bench-paper 200 python -m genloss.experiments.runtime --paper --device cuda --repeats 1 --json "$OUT/bench-paper.json"
+step bench-paper 200 python -m genloss.experiments.runtime --paper --device "$DEVICE" --repeats 1 \
+  --json "$OUT/bench-paper.json" "${paper[@]}"
 # 3. per-iteration timings and memory of every loss (fwd + bwd, 128 x C x 64 x 64)
-step bench-iter 100 python benchmarks/runtime.py --device cuda --memory --json "$OUT/bench-iter.json"
+step bench-iter 100 python benchmarks/runtime.py --device "$DEVICE" --json "$OUT/bench-iter.json" "${iter[@]}"
 # 4. SSIM scaling against piq / pytorch-msssim at 64 .. 2048 px
-step ssim-scaling 60 python benchmarks/ssim_scaling.py --device cuda
+step ssim-scaling 60 python benchmarks/ssim_scaling.py --device "$DEVICE" "${ssim[@]}"
 # 5. CorrWise: flow estimators, time and end-point error
-step corrwise 70 python benchmarks/corrwise.py --device cuda
+step corrwise 70 python benchmarks/corrwise.py --device "$DEVICE" "${flows[@]}"
 printf '%s\n' "${status[@]}" | tee -a "$OUT/summary.txt"

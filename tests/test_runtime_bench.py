@@ -64,3 +64,22 @@ def test_paper_experiment_reconstructs_from_noise_and_reports_the_whole_run(caps
     # no in-process CPU memory figure (earlier runs mask it): blank, and the note says where to measure it
     assert all(len(ln.split()) == 5 for ln in lines)  # loss, cs, implementation, seconds, paper GPU s
     assert "MB: CUDA only" in out and "--memory" in out
+
+
+def test_gpu_check_script_runs_end_to_end_on_the_cpu(tmp_path):
+    """benchmarks/gpu_checks.sh is run once when a GPU is lent (15 minutes in all): its plumbing is
+    checked here with DEVICE=cpu QUICK=1, so that a typo cannot waste that run."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "DEVICE": "cpu", "QUICK": "1", "OUT": str(tmp_path)}
+    out = subprocess.run(["bash", str(root / "benchmarks" / "gpu_checks.sh")], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = (tmp_path / "summary.txt").read_text().splitlines()
+    verdicts = [ln for ln in summary if ln.startswith(("ok", "FAIL"))]
+    assert [v.split()[-1] for v in verdicts] == ["cuda-tests", "bench-paper", "bench-iter", "ssim-scaling", "corrwise"]
+    assert all(v.startswith("ok") for v in verdicts), summary
+    assert (tmp_path / "bench-paper.json").is_file() and (tmp_path / "bench-iter.json").is_file()
