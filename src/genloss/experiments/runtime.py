@@ -66,7 +66,7 @@ def _ours(name: str, colorspace: str, weights_dir: str | None, size: int = 64) -
     from genloss.weights import WeightsUnavailableError
 
     kw: dict = {"colorspace": colorspace}
-    if name.startswith("Deeploss"):
+    if name in _BACKBONE_FILES:  # a random backbone when the ImageNet one is not available offline
         kw["pretrained_backbone"] = _imagenet_available(name)
     try:
         return make_loss(name, {"pretrained": True, "weights_dir": weights_dir}, **kw)
@@ -78,10 +78,14 @@ def _ours(name: str, colorspace: str, weights_dir: str | None, size: int = 64) -
         return loss.freeze() if hasattr(loss, "freeze") else loss
 
 
+#: the torchvision ImageNet backbone file of each loss that has one
+_BACKBONE_FILES = {"Deeploss-VGG": "vgg16-397923af.pth", "Deeploss-Squeeze": "squeezenet1_1-b8a52dc0.pth",
+                   "Watson-VGG": "vgg16-397923af.pth"}
+
+
 def _imagenet_available(name: str) -> bool:
-    """Whether torchvision's ImageNet backbone for a Deeploss is in the local torch hub cache."""
-    files = {"Deeploss-VGG": "vgg16-397923af.pth", "Deeploss-Squeeze": "squeezenet1_1-b8a52dc0.pth"}
-    return (Path(torch.hub.get_dir()) / "checkpoints" / files[name]).is_file()
+    """Whether torchvision's ImageNet backbone of a loss is in the local torch hub cache."""
+    return (Path(torch.hub.get_dir()) / "checkpoints" / _BACKBONE_FILES[name]).is_file()
 
 
 def _peers(name: str, colorspace: str) -> dict[str, Callable[[], LossFn]]:
