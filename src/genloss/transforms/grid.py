@@ -61,14 +61,23 @@ def flow_to_grid(flow: torch.Tensor, size: tuple[int, int] | None = None,
     hs, ws = size if size is not None else (h, w)
     if base is None:
         base = pixel_grid(h, w, device=flow.device, dtype=flow.dtype)
-    # the pixel grid is normalised on its own (one image) and the flow, scaled into grid units, added
-    # to it: one pass over the batch (a fused multiply-add when both axes have the same scale, e.g.
-    # square images) instead of five for normalising ``base + flow``
+    # the pixel grid is normalised on its own (one image), then the scaled flow is added (add_flow)
     grid = pixel_to_normalized(base, (hs, ws), align_corners=align_corners)
-    sx, sy = _normalization(ws, align_corners)[0], _normalization(hs, align_corners)[0]
+    return add_flow(grid, flow, (hs, ws), align_corners=align_corners)
+
+
+def add_flow(grid: torch.Tensor, flow: torch.Tensor, size: tuple[int, int], *, align_corners: bool = True
+             ) -> torch.Tensor:
+    """A normalised sampling grid (1 or N, H, W, 2) plus a pixel flow (N, 2, H, W), scaled into grid units.
+
+    ``size``: (H_src, W_src) of the sampled image. One pass over the batch (a fused multiply-add when both
+    axes have the same scale, e.g. square images) instead of five for normalising ``pixel grid + flow``;
+    the grid itself can be normalised once and reused (see :func:`flow_to_grid`).
+    """
+    sx, sy = _normalization(size[1], align_corners)[0], _normalization(size[0], align_corners)[0]
     if sx == sy:
         return torch.add(grid, flow.permute(0, 2, 3, 1), alpha=sx)
-    return torch.stack((flow[:, 0] * sx, flow[:, 1] * sy), dim=-1) + grid  # (not in place: base may be batched)
+    return torch.stack((flow[:, 0] * sx, flow[:, 1] * sy), dim=-1) + grid  # (not in place: grid may be batched)
 
 
 def sample(image: torch.Tensor, flow: torch.Tensor, *, padding_mode: str = "border", mode: str = "bilinear",

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from ..._validation import full_precision
 from ...transforms.color import LUMA_WEIGHTS, as_grey
-from ...transforms.grid import pixel_grid, pixel_to_normalized
+from ...transforms.grid import add_flow, pixel_grid, pixel_to_normalized
 from ..warp import resize_flow
 from ._learned import check_flow_pair
 from .base import FlowEstimator
@@ -283,18 +283,8 @@ def _normalized_grid(like: torch.Tensor) -> torch.Tensor:
 
 
 def _warp_border(x: torch.Tensor, flow: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
-    """Backward warp with border padding; ``base`` is the level's :func:`_normalized_grid`.
-
-    The flow is scaled into grid units and added to the normalised pixel grid: one operation on the
-    batch for square images instead of the five of converting ``pixel grid + flow``.
-    """
-    h, w = x.shape[2:]
-    # the scales of pixel_to_normalized (align_corners=True)
-    sx, sy = (2.0 / (w - 1) if w > 1 else 0.0), (2.0 / (h - 1) if h > 1 else 0.0)
-    if sx == sy:
-        grid = torch.add(base, flow.permute(0, 2, 3, 1), alpha=sx)
-    else:
-        grid = torch.stack((flow[:, 0] * sx, flow[:, 1] * sy), dim=-1).add_(base)
+    """Backward warp with border padding; ``base`` is the level's :func:`_normalized_grid` (see :func:`add_flow`)."""
+    grid = add_flow(base, flow, x.shape[2:], align_corners=True)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
 
 
