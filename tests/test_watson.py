@@ -72,21 +72,18 @@ def test_shift_gather_equals_pad_crop_pad_and_block_split(size, max_shift):
     pad = max_shift // 2
     padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
 
-    def rows(blocks):  # (N, C, K, 64) -> (N, K, C*64)
-        return blocks.permute(0, 2, 1, 3).reshape(2, blocks.shape[2], -1)
-
-    assert torch.equal(_block_rows(x, None, 8), rows(to_blocks(pad_to_multiple(x, 8), 8)))
+    assert torch.equal(_block_rows(x, None, 8), to_blocks(pad_to_multiple(x, 8), 8))
     for oy in range(max_shift):
         for ox in range(max_shift):
-            expected = rows(to_blocks(pad_to_multiple(padded[..., oy : oy + h, ox : ox + w], 8), 8))
+            expected = to_blocks(pad_to_multiple(padded[..., oy : oy + h, ox : ox + w], 8), 8)
             got = _block_rows(x, _shift_index(x.shape, torch.tensor([oy, ox]), pad, 8), 8)
             assert torch.equal(got, expected), (oy, ox)
 
 
 @pytest.mark.parametrize("cs,channels", [("RGB", 3), ("LA", 1), ("LA", 3)])
 @pytest.mark.parametrize("name", NAMES)
-def test_one_gemm_transform_equals_colour_conversion_then_block_transform(name, cs, channels):
-    """The colour matrix folded into the block basis gives the shared colour conversion's blocks."""
+def test_transform_equals_colour_conversion_then_block_transform(name, cs, channels):
+    """Colour product, block rows and one GEMM give the shared colour conversion's block transform."""
     x = torch.rand(2, channels, 16, 24, dtype=torch.float64)
     loss = CLASSES[name](pretrained=False, colorspace=cs).double()
     conv = rgb_to_ycbcr(x) if cs == "RGB" else as_grey(x)
@@ -262,7 +259,7 @@ def test_double_module_and_float64_input_compute_in_float64(name, pair):
     v64 = loss(y.double(), x.double())
     assert v64.dtype == torch.float64
     torch.testing.assert_close(loss.double()(y.double(), x.double()), v64, rtol=1e-12, atol=0)
-    assert loss._buffer("rgb", torch.float64).dtype == torch.float64
+    assert loss._buffer("block_basis", torch.float64).dtype == torch.float64
     torch.testing.assert_close(loss.float()(y, x), v64.float(), rtol=1e-4, atol=0)
 
 

@@ -80,7 +80,7 @@ def _shift_index(shape: torch.Size, offset: torch.Tensor, pad: int, block: int) 
 
     For an (N, C, H, W) image, ``x.reshape(N, C*H*W)[:, index]`` equals
     ``F.pad(x, (pad,) * 4, mode='replicate')[..., oy:oy + H, ox:ox + W]`` padded to a multiple of
-    the block size and split into (block, channel, pixel) rows. Computed on the device from the
+    the block size and split into (channel, block, pixel) rows. Computed on the device from the
     offset tensor (no host read of the offset, no data-dependent slicing, so ``torch.compile``
     traces it), once per call for both images.
     """
@@ -91,39 +91,26 @@ def _shift_index(shape: torch.Size, offset: torch.Tensor, pad: int, block: int) 
     # of the shifted image, the shift's own padding repeats the image border
     rows = (torch.arange(hp, device=device).clamp_max(h - 1) + (offset[0] - pad)).clamp(0, h - 1)
     cols = (torch.arange(wp, device=device).clamp_max(w - 1) + (offset[1] - pad)).clamp(0, w - 1)
-    # ordered (block row, block column, channel, row in block, column in block)
+    # ordered (channel, block row, block column, row in block, column in block)
     chan = torch.arange(c, device=device) * (h * w)
-    idx = (rows.view(hp // block, 1, 1, block, 1) * w + cols.view(1, wp // block, 1, 1, block)
-           + chan.view(1, 1, c, 1, 1))
+    idx = (chan.view(c, 1, 1, 1, 1) + rows.view(1, hp // block, 1, block, 1) * w
+           + cols.view(1, 1, wp // block, 1, block))
     return idx.reshape(-1)
 
 
 def _block_rows(x: torch.Tensor, index: torch.Tensor | None, block: int) -> torch.Tensor:
-    """(N, C, H, W) -> (N, K, C*B*B): the pixels of each BxB block, all channels in one row.
+    """(N, C, H, W) -> (N, C, K, B*B): the pixels of each BxB block of each channel as one row.
 
     Without ``index``: sizes that are not multiples of B are replicate-padded at the bottom/right
     (one permute copy). With an ``index`` from :func:`_shift_index`: the shifted blocks, one gather.
-    The (block, channel, pixel) row layout lets one matrix product do colour conversion and block
-    transform together.
     """
     n, c = x.shape[:2]
     if index is None:
         x = pad_to_multiple(x, block)
         hb, wb = x.shape[-2] // block, x.shape[-1] // block
-        x = x.reshape(n, c, hb, block, wb, block).permute(0, 2, 4, 1, 3, 5)
-        return x.reshape(n, hb * wb, c * block * block)
-    return x.reshape(n, -1).index_select(-1, index).view(n, -1, c * block * block)
-
-
-def _colour_folded(basis: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
-    """(C_in*P, C_out*F) matrix applying the per-pixel colour matrix ``mix`` (C_out, C_in), then ``basis`` (P, F).
-
-    Both maps are linear, so ``rows @ W`` on (block, channel, pixel) rows is the block transform
-    of the colour-converted image in one GEMM (one kernel instead of a colour pass plus a GEMM).
-    """
-    c_out, c_in = mix.shape
-    p, f = basis.shape
-    return torch.einsum("oc,pf->cpof", mix, basis).reshape(c_in * p, c_out * f)
+        x = x.reshape(n, c, hb, block, wb, block).permute(0, 1, 2, 4, 3, 5)
+        return x.reshape(n, c, hb * wb, block * block)
+    return x.reshape(n, -1).index_select(-1, index).view(n, c, -1, block * block)
 
 
 class _WatsonBase(ImageLoss):
@@ -178,28 +165,30 @@ class _WatsonBase(ImageLoss):
         raise NotImplementedError
 
     def _register_transforms(self) -> None:
-        """Colour conversion + block transform as matrices (and the YCbCr offset as a bias), as buffers.
+        """Colour matrix, block transform and YCbCr offset as buffers.
 
         Built here, not on first use, and as buffers: they follow ``.to(device)``, so forward never
         copies a host tensor to the GPU (a blocking copy that synchronises the stream). Each in
         float32 and float64, because ``module.double()`` would otherwise turn a float32-rounded
         matrix into the one that float64 inputs use; nothing is saved in the state dict.
         """
-        basis = self._basis_f64()  # (B*B, F)
+        basis = self._basis_f64()  # (B*B, F), applied to each channel's blocks
+        # the faithful DFT's "basis" is the identity (torch.fft follows): no product at all
+        self._identity_basis = basis.shape[0] == basis.shape[1] and bool(torch.equal(basis, torch.eye(len(basis),
+                                                                                                  dtype=basis.dtype)))
+        transforms = {"block_basis": basis}
         if self.colorspace == "RGB":
-            mix = torch.tensor(YCBCR_MATRIX, dtype=torch.float64)
+            transforms["mix"] = torch.tensor(YCBCR_MATRIX, dtype=torch.float64)
             offset = torch.tensor(YCBCR_OFFSET, dtype=torch.float64)
             # The YCbCr offset is constant over a block, so for the DCT and DFT it moves only the DC
             # coefficient (column 0: every other basis column sums to zero); it is added to those
-            # values after the GEMM instead of as an addmm bias, which costs a full copy of the
-            # output. (The faithful DFT's identity "basis" keeps the offset on every pixel.)
+            # values after the product instead of to every pixel, which costs a full pass.
+            # (The faithful DFT's identity "basis" keeps the offset on every pixel.)
             sums = basis.sum(0)
             self._offset_dc_only = bool(sums[1:].abs().max() < 1e-12)
-            bias = offset.view(3, 1) * (sums[:1] if self._offset_dc_only else sums)
-            transforms = {"rgb": _colour_folded(basis, mix), "rgb_offset": bias}
+            transforms["offset"] = offset.view(3, 1) * (sums[:1] if self._offset_dc_only else sums)
         else:
-            luma = torch.tensor(LUMA_WEIGHTS, dtype=torch.float64).view(1, 3)
-            transforms = {"grey": basis, "grey3": _colour_folded(basis, luma)}
+            transforms["mix"] = torch.tensor(LUMA_WEIGHTS, dtype=torch.float64).view(1, 3)  # for 3-channel input
         for name, t in transforms.items():
             self.register_buffer(f"_{name}_f32", t.float().contiguous(), persistent=False)
             self.register_buffer(f"_{name}_f64", t.contiguous(), persistent=False)
@@ -211,25 +200,25 @@ class _WatsonBase(ImageLoss):
     def _transform(self, x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
         """Colour conversion, (shift,) block split and block transform: (N, C_in, H, W) -> (N, C, K, F).
 
-        One gather/permute and one GEMM (and the YCbCr offset on the DC column for RGB). The result is a
-        (N, K, C, F) tensor viewed as (N, C, K, F): elementwise ops and the reductions over (K, F)
-        work on the view without copies.
+        A 3x3 (YCbCr) or 1x3 (luma) product over the channels, one gather or permute copy into
+        per-channel block rows, and one (B*B, F) GEMM on all rows (plus the YCbCr offset on the DC
+        column for RGB). Per channel the GEMM has a third of the multiply-adds of one
+        (3 B*B, 3 F) product that folds colour and block transform together.
         """
         n, c_in = x.shape[:2]
-        rows = _block_rows(x, index, self.block)  # (N, K, C_in*B*B)
-        flat = rows.reshape(-1, rows.shape[-1])
+        dtype = x.dtype
+        if c_in != self.n_channels or self.colorspace == "RGB":
+            x = torch.matmul(self._buffer("mix", dtype), x.flatten(2)).view(n, self.n_channels, *x.shape[2:])
+        rows = _block_rows(x, index, self.block)  # (N, C, K, B*B)
+        z = rows if self._identity_basis else rows @ self._buffer("block_basis", dtype)
         if self.colorspace == "RGB":
-            z = flat @ self._buffer("rgb", x.dtype)
             # A constant does not change the gradient, so it is added in place outside autograd, on
             # a view made there too: a view made with gradients and then changed in place would get
-            # a backward that zero-fills and scatters the whole gradient.
+            # a backward that zero-fills and scatters the whole gradient. (z is never the caller's
+            # tensor: the colour product above made a new one.)
             with torch.no_grad():
-                cols = z.view(z.shape[0], self.n_channels, -1)
-                cols[..., :1 if self._offset_dc_only else None] += self._buffer("rgb_offset", x.dtype)
-            z = z.view(n, rows.shape[1], self.n_channels, -1)
-        else:
-            z = (flat @ self._buffer("grey" if c_in == 1 else "grey3", x.dtype)).view(n, rows.shape[1], 1, -1)
-        return z.transpose(1, 2)
+                z[..., :1 if self._offset_dc_only else None] += self._buffer("offset", dtype).unsqueeze(1)
+        return z
 
     # -- parameters in their constrained form ---------------------------------------------------
     @property
