@@ -29,6 +29,7 @@ import os
 from collections.abc import Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .. import weights as _weights
@@ -315,14 +316,13 @@ class _WatsonBase(ImageLoss):
         log_t = self.t_tild.to(dtype).flatten(1).unsqueeze(1)
         log_lum = (ratio.log() * self.alpha.to(dtype).view(1, -1, 1)).unsqueeze(-1)
         t_l = log_t.exp() * log_lum.exp()
+        # smooth maximum of (t_l, masked): masked + gap * sigmoid(gap) = masked + silu(gap), one
+        # fused pass for the sigmoid and its product
         if fast:
             masked = amp0_eps.log_().mul_(w).add_(log_t * (1 - w)).add_(log_lum * (1 - w)).exp_()
-            gap = t_l.sub_(masked)
-            # smooth maximum of (t_l, masked): masked + gap * sigmoid(gap)
-            return torch.sigmoid(gap).mul_(gap).add_(masked).reciprocal_()
+            return F.silu(t_l.sub_(masked), inplace=True).add_(masked).reciprocal_()
         masked = torch.exp(torch.log(amp0_eps) * w + (log_t + log_lum) * (1 - w))
-        gap = t_l - masked
-        return masked + gap * torch.sigmoid(gap)
+        return masked + F.silu(t_l - masked)
 
     def _pool(self, diff: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         """Minkowski pooling of |diff / s| over blocks and frequencies -> (N, C) (differentiable)."""
