@@ -13,7 +13,8 @@ not touched). Each round runs ``genloss bench`` (see genloss/experiments/runtime
 revision's package and once with this checkout's, in alternating order, each in its own process
 with the same options; every process times our loss and its peers side by side. The table gives,
 per loss, the median over rounds of ``ours / fastest peer`` for both, and their quotient
-(< 1: this checkout is ahead of the revision). Times per iteration are printed for reference only.
+(< 1: this checkout is ahead of the revision). Times per iteration are printed for reference only;
+``--memory`` adds our peak memory of both (one subprocess per case, see ``genloss bench --memory``).
 """
 
 from __future__ import annotations
@@ -57,13 +58,14 @@ def run_bench(src: Path, bench_args: list[str], out: Path) -> list[dict]:
     return json.loads(out.read_text())
 
 
-def ratios(rows: list[dict]) -> dict[tuple[str, str], tuple[float, float]]:
-    """(loss, colorspace) -> (ours / fastest peer, ours in seconds) for rows that have a peer."""
+def ratios(rows: list[dict]) -> dict[tuple[str, str], tuple[float, float, float]]:
+    """(loss, colorspace) -> (ours / fastest peer, ours in seconds, our peak memory in MB or NaN)."""
     out = {}
     for r in rows:
         peers = {k: v for k, v in r["times"].items() if k not in ("ours", "original") and v}
         if "ours" in r["times"] and peers:
-            out[(r["loss"], r["colorspace"])] = (r["times"]["ours"] / min(peers.values()), r["times"]["ours"])
+            memory = r.get("memory", {}).get("ours", float("nan"))
+            out[(r["loss"], r["colorspace"])] = (r["times"]["ours"] / min(peers.values()), r["times"]["ours"], memory)
     return out
 
 
@@ -76,17 +78,20 @@ def compare(per_round: dict[str, list[dict]]) -> list[dict]:
         for side, rounds in per_round.items():
             entry[side] = statistics.median(r[key][0] for r in rounds)
             entry[f"{side}_ms"] = statistics.median(r[key][1] for r in rounds) * 1e3
+            entry[f"{side}_mb"] = statistics.median(r[key][2] for r in rounds)
         entry["change"] = entry["head"] / entry["base"]
         table.append(entry)
     return table
 
 
 def format_table(table: list[dict], rev: str) -> str:
+    memory = any(e["base_mb"] == e["base_mb"] for e in table)  # NaN unless --memory
     lines = [f"{'loss':<18}{'cs':<4}{rev + ' ratio':>16}{'this ratio':>12}{'this/' + rev:>14}"
-             f"{rev + ' ms':>14}{'this ms':>10}"]
+             f"{rev + ' ms':>14}{'this ms':>10}" + (f"{rev + ' MB':>14}{'this MB':>10}" if memory else "")]
     for e in table:
         lines.append(f"{e['loss']:<18}{e['colorspace']:<4}{e['base']:>16.3f}{e['head']:>12.3f}{e['change']:>14.2f}"
-                     f"{e['base_ms']:>14.1f}{e['head_ms']:>10.1f}")
+                     f"{e['base_ms']:>14.1f}{e['head_ms']:>10.1f}"
+                     + (f"{e['base_mb']:>14.0f}{e['head_mb']:>10.0f}" if memory else ""))
     return "\n".join(lines)
 
 
@@ -101,12 +106,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--weights-dir", default=None, help="tuned weight files (both sides)")
+    p.add_argument("--memory", action="store_true", help="also our peak memory (see genloss bench --memory)")
     p.add_argument("--json", dest="json_out", default=None, help="also write the table as JSON here")
     args = p.parse_args(argv)
     bench = ["--losses", *args.losses, "--colorspaces", *args.colorspaces, "--repeats", str(args.repeats),
              "--batch", str(args.batch), "--size", str(args.size)]
     if args.threads:
         bench += ["--threads", str(args.threads)]
+    if args.memory:
+        bench.append("--memory")
     if args.weights_dir:
         bench += ["--weights-dir", str(Path(args.weights_dir).resolve())]
     per_round: dict[str, list[dict]] = {"base": [], "head": []}

@@ -83,3 +83,55 @@ def test_gpu_check_script_runs_end_to_end_on_the_cpu(tmp_path):
     assert [v.split()[-1] for v in verdicts] == ["cuda-tests", "bench-paper", "bench-iter", "ssim-scaling", "corrwise"]
     assert all(v.startswith("ok") for v in verdicts), summary
     assert (tmp_path / "bench-paper.json").is_file() and (tmp_path / "bench-iter.json").is_file()
+
+
+def _against_revision():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "against_revision.py"
+    spec = importlib.util.spec_from_file_location("against_revision", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_against_revision_times_both_source_trees_and_compares_their_ratios(tmp_path, capsys):
+    """benchmarks/against_revision.py: the revision's src/ exported and imported (not ours), ratios side by side."""
+    import json
+    import shutil
+    import subprocess
+
+    pytest.importorskip("piq")
+    bench = _against_revision()
+    if shutil.which("git") is None or subprocess.run(["git", "-C", str(bench.ROOT), "rev-parse", "HEAD"],
+                                                     capture_output=True).returncode:
+        pytest.skip("needs git and a git checkout of genloss")
+    src = bench.export_source("HEAD", tmp_path / "rev")
+    assert (src / "genloss" / "__init__.py").is_file()
+    # the child process really imports the exported tree, not the installed package
+    rows = bench.run_bench(src, ["--losses", "L1", "--colorspaces", "RGB", "--repeats", "1", "--batch", "2",
+                                 "--size", "16"], tmp_path / "out.json")
+    assert rows[0]["loss"] == "L1" and rows[0]["times"]["ours"] > 0
+    out_json = tmp_path / "table.json"
+    assert bench.main(["--rev", "HEAD", "--losses", "L1", "Watson-DCT", "--rounds", "1", "--repeats", "1",
+                       "--batch", "2", "--size", "16", "--json", str(out_json)]) == 0
+    table = json.loads(out_json.read_text())
+    assert [(e["loss"], e["colorspace"]) for e in table] == [("L1", "RGB"), ("Watson-DCT", "RGB")]
+    assert all(e["base"] > 0 and e["head"] > 0 and e["change"] == pytest.approx(e["head"] / e["base"])
+               for e in table)
+    assert "this/HEAD" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="cannot export"):
+        bench.export_source("no-such-revision", tmp_path / "bad")
+
+
+def test_against_revision_table_takes_medians_over_rounds():
+    bench = _against_revision()
+    rows = lambda ours, peer: [{"loss": "SSIM", "colorspace": "RGB", "times": {"ours": ours, "piq.ssim": peer,  # noqa: E731
+                                                                             "pm": 2 * peer}, "memory": {}}]
+    per_round = {"base": [bench.ratios(rows(1.0, 2.0)), bench.ratios(rows(3.0, 2.0)), bench.ratios(rows(1.2, 2.0))],
+                 "head": [bench.ratios(rows(0.5, 2.0)), bench.ratios(rows(0.4, 2.0)), bench.ratios(rows(9.0, 2.0))]}
+    (entry,) = bench.compare(per_round)
+    assert entry["base"] == pytest.approx(0.6) and entry["head"] == pytest.approx(0.25)
+    assert entry["change"] == pytest.approx(0.25 / 0.6) and entry["head_ms"] == pytest.approx(500.0)
+    assert "0.600" in bench.format_table([entry], "v0") and "MB" not in bench.format_table([entry], "v0")
