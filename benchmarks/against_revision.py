@@ -12,9 +12,12 @@ or lost ground is therefore best measured against the earlier code on the same m
 not touched). Each round runs ``genloss bench`` (see genloss/experiments/runtime.py) once with the
 revision's package and once with this checkout's, in alternating order, each in its own process
 with the same options; every process times our loss and its peers side by side. The table gives,
-per loss, the median over rounds of ``ours / fastest peer`` for both, and their quotient
-(< 1: this checkout is ahead of the revision). Times per iteration are printed for reference only;
+per loss, the median over rounds of ``ours / fastest peer`` for both (with its range over the
+rounds) and the quotient of the medians (< 1: this checkout is ahead of the revision). Times per
+iteration are printed for reference only;
 ``--memory`` adds our peak memory of both (one subprocess per case, see ``genloss bench --memory``).
+A change of a few per cent is below what separate processes resolve on a shared machine; time both
+versions alternately in one process for that.
 """
 
 from __future__ import annotations
@@ -77,6 +80,7 @@ def compare(per_round: dict[str, list[dict]]) -> list[dict]:
         entry = {"loss": key[0], "colorspace": key[1]}
         for side, rounds in per_round.items():
             entry[side] = statistics.median(r[key][0] for r in rounds)
+            entry[f"{side}_range"] = (min(r[key][0] for r in rounds), max(r[key][0] for r in rounds))
             entry[f"{side}_ms"] = statistics.median(r[key][1] for r in rounds) * 1e3
             entry[f"{side}_mb"] = statistics.median(r[key][2] for r in rounds)
         entry["change"] = entry["head"] / entry["base"]
@@ -86,11 +90,15 @@ def compare(per_round: dict[str, list[dict]]) -> list[dict]:
 
 def format_table(table: list[dict], rev: str) -> str:
     memory = any(e["base_mb"] == e["base_mb"] for e in table)  # NaN unless --memory
-    lines = [f"{'loss':<18}{'cs':<4}{rev + ' ratio':>16}{'this ratio':>12}{'this/' + rev:>14}"
+    def ratio(e, side):  # median and the range over rounds (how noisy the machine was)
+        lo, hi = e[f"{side}_range"]
+        return f"{e[side]:.3f} ({lo:.3f}-{hi:.3f})"
+
+    lines = [f"{'loss':<18}{'cs':<4}{rev + ' ratio':>26}{'this ratio':>24}{'this/' + rev:>14}"
              f"{rev + ' ms':>14}{'this ms':>10}" + (f"{rev + ' MB':>14}{'this MB':>10}" if memory else "")]
     for e in table:
-        lines.append(f"{e['loss']:<18}{e['colorspace']:<4}{e['base']:>16.3f}{e['head']:>12.3f}{e['change']:>14.2f}"
-                     f"{e['base_ms']:>14.1f}{e['head_ms']:>10.1f}"
+        lines.append(f"{e['loss']:<18}{e['colorspace']:<4}{ratio(e, 'base'):>26}{ratio(e, 'head'):>24}"
+                     f"{e['change']:>14.2f}{e['base_ms']:>14.1f}{e['head_ms']:>10.1f}"
                      + (f"{e['base_mb']:>14.0f}{e['head_mb']:>10.0f}" if memory else ""))
     return "\n".join(lines)
 

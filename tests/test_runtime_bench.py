@@ -134,4 +134,6 @@ def test_against_revision_table_takes_medians_over_rounds():
     (entry,) = bench.compare(per_round)
     assert entry["base"] == pytest.approx(0.6) and entry["head"] == pytest.approx(0.25)
     assert entry["change"] == pytest.approx(0.25 / 0.6) and entry["head_ms"] == pytest.approx(500.0)
-    assert "0.600" in bench.format_table([entry], "v0") and "MB" not in bench.format_table([entry], "v0")
+    assert entry["base_range"] == (0.5, 1.5) and entry["head_range"] == (0.2, 4.5)
+    table = bench.format_table([entry], "v0")
+    assert "0.600 (0.500-1.500)" in table and "0.250 (0.200-4.500)" in table and "MB" not in table

@@ -105,17 +105,21 @@ def _spectrum_backward(grad, total, beta, amp_x, amp_y, phase_x, phase_y, out=No
     return out
 
 
-def amplitude(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``sqrt(x**2 + y**2)``, differentiable and vmap-able (``hypot`` is 2x slower on CPU)."""
-    return torch.addcmul(x * x, y, y).sqrt_()
+def amplitude(x: torch.Tensor, y: torch.Tensor, xx: torch.Tensor | None = None) -> torch.Tensor:
+    """``sqrt(x**2 + y**2)``, differentiable and vmap-able (``hypot`` is 2x slower on CPU).
+
+    ``xx``: ``x * x`` when the caller has it already (it is not changed).
+    """
+    return torch.addcmul(x * x if xx is None else xx, y, y).sqrt_()
 
 
-def _amplitude_forward(amp0, x, y, inv_s, beta):
+def _amplitude_forward(amp0, x, y, inv_s, beta, xx=None):
     """Pooled amplitude distance of the input spectrum ``(x, y)`` (EPS already added): D, S, dD/dx, dD/dy.
 
     The gradients are without the per-image factor ``S**(1/beta-1)`` (see :func:`_pool_forward`).
+    ``xx``: ``x * x``, if the caller needs it too.
     """
-    amp1 = amplitude(x, y)
+    amp1 = amplitude(x, y, xx)
     dist, total, g = _pool_forward(amp0 - amp1, inv_s, beta)
     h = g.div_(amp1).neg_()  # d = amp0 - amp1
     return dist, total, h * x, h.mul_(y)
@@ -170,8 +174,9 @@ class WatsonDFTStable(torch.autograd.Function):
         f = z1.shape[-1] // 2
         im1 = z1[..., f:]
         x = z1[..., :f] + EPS
-        dist, total, amp_x, amp_y = _amplitude_forward(amp0, x, im1 + EPS, inv_s, beta)
-        r = (x * x).addcmul_(im1, im1).sqrt_().clamp_min_(1e-30)
+        xx = x * x  # for both the amplitude (with EPS on im1, as the paper) and the phase's radius (without)
+        dist, total, amp_x, amp_y = _amplitude_forward(amp0, x, im1 + EPS, inv_s, beta, xx)
+        r = xx.addcmul_(im1, im1).sqrt_().clamp_min_(1e-30)
         u1 = x.div_(r)
         v1 = im1 / r
         a = u0 - u1

@@ -575,13 +575,14 @@ class WatsonDFT(_WatsonBase):
     def _reference(self, z0: torch.Tensor, fast: bool) -> dict[str, torch.Tensor]:
         re0, im0 = self._spectrum(z0)
         x0 = re0 + EPS
+        xx = x0 * x0  # for the amplitude and, in the default mode, the phase's radius
         # The paper adds EPS to real and imaginary part before taking the norm; kept for fidelity.
-        amp0 = amplitude(x0, im0 + EPS)
+        amp0 = amplitude(x0, im0 + EPS, xx)
         ref = {"amp0": amp0, "inv_s" if fast else "s": self._thresholds(amp0[..., 0], amp0 + EPS, fast)}
         if self.faithful:
             ref["ph0"] = torch.atan2(im0, x0)
         else:
-            ref["u0"], ref["v0"] = _unit(x0, im0, inplace=fast)
+            ref["u0"], ref["v0"] = _unit(x0, im0, inplace=fast, xx=xx)
         return ref
 
     def _compare(self, z1: torch.Tensor, ref: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -609,13 +610,16 @@ class WatsonDFT(_WatsonBase):
 PHASE_K = 1 - EPS * 1e3
 
 
-def _unit(x: torch.Tensor, y: torch.Tensor, inplace: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Unit vector of (x, y) (the phase as a point on the unit circle); ``inplace``: ``x`` becomes its first part."""
-    r = amplitude(x, y)
+def _unit(x: torch.Tensor, y: torch.Tensor, inplace: bool = False,
+          xx: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit vector of (x, y) (the phase as a point on the unit circle).
+
+    ``inplace`` (no graph): ``x`` becomes its first part, and ``xx`` (``x * x``, if given) the radius.
+    """
     if inplace:  # no graph: fewer fresh tensors (see _thresholds)
-        r.clamp_min_(1e-30)
+        r = (x * x if xx is None else xx).addcmul_(y, y).sqrt_().clamp_min_(1e-30)
         return x.div_(r), y / r
-    r = r.clamp_min(1e-30)  # exactly zero coefficients: (0, 0), angle as |d| = 60 deg
+    r = amplitude(x, y, xx).clamp_min(1e-30)  # exactly zero coefficients: (0, 0), angle as |d| = 60 deg
     return x / r, y / r
 
 
