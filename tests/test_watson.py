@@ -385,3 +385,27 @@ def test_fast_path_matches_autograd_in_training_mode_on_odd_sizes(name):
     slow.backward()
     torch.testing.assert_close(fast, slow, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(a.grad, b.grad, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("train", [False, True])
+@pytest.mark.parametrize("name", NAMES)
+def test_la_on_three_channel_input_equals_la_on_its_luma(name, train, fast):
+    """LA converts 3-channel input to grey first; the training shift then applies to the grey image
+    (its gather index has one channel, not three), on the fast path and the autograd path alike."""
+    loss = CLASSES[name](pretrained=False, colorspace="LA").double().train(train).requires_grad_(not fast)
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 20, 17, dtype=torch.float64)
+    y = (x + 0.1 * torch.randn_like(x)).clamp(0, 1)
+    a = x.clone().requires_grad_(True)
+    torch.manual_seed(4)
+    got = loss(a, y)
+    got.backward()
+    g = as_grey(x).requires_grad_(True)
+    torch.manual_seed(4)
+    expected = loss(g, as_grey(y))
+    expected.backward()
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=0)
+    # chain rule through the luma weights
+    luma = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64).view(1, 3, 1, 1)
+    torch.testing.assert_close(a.grad, g.grad * luma, rtol=1e-9, atol=1e-12)

@@ -264,7 +264,9 @@ class _WatsonBase(ImageLoss):
         self._check_parameter_dtype()
         # The random shift is the paper's training-time augmentation: never in eval mode.
         offset = self._draw_offset(input.device)
-        index = None if offset is None else _shift_index(input.shape, offset, self.max_shift // 2, self.block)
+        # (the index addresses the colour-converted image: n_channels, not the input's channels)
+        index = None if offset is None else _shift_index((input.shape[0], self.n_channels, *input.shape[2:]),
+                                                         offset, self.max_shift // 2, self.block)
         # Everything that depends only on the target (its transform, the masked thresholds) needs
         # no graph when neither the target nor the parameters need gradients: the usual case of a
         # frozen metric used as a training loss. This halves the work autograd has to do. Under
