@@ -409,3 +409,75 @@ def test_la_on_three_channel_input_equals_la_on_its_luma(name, train, fast):
     # chain rule through the luma weights
     luma = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64).view(1, 3, 1, 1)
     torch.testing.assert_close(a.grad, g.grad * luma, rtol=1e-9, atol=1e-12)
+
+
+def _vanishing_coefficient_pairs() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """(input, target) pairs with block coefficients that are zero in exact arithmetic."""
+    torch.manual_seed(0)
+    t = torch.rand(1, 3, 9, 17)  # replicated padding to 16x24: constant columns/rows in the last blocks
+    grey = torch.rand(1, 1, 16, 16)  # a grey picture as RGB: Cb = Cr = 0
+    return {"padded": ((t + 0.05 * torch.randn_like(t)).clamp(0, 1), t),
+            "grey as RGB": ((grey + 0.05 * torch.randn_like(grey)).clamp(0, 1).expand(1, 3, 16, 16).contiguous(),
+                            grey.expand(1, 3, 16, 16).contiguous())}
+
+
+@pytest.mark.parametrize("pretrained", [False, True])
+@pytest.mark.parametrize("case", ["padded", "grey as RGB"])
+@pytest.mark.parametrize("name", NAMES)
+def test_float32_agrees_with_float64_where_coefficients_vanish(name, case, pretrained, request):
+    """Float32 rounding noise (~1e-8) of coefficients that are exactly zero must not decide Watson-DFT's
+    phase angles (the paper's EPS = 1e-10 does): it made the float32 distance 10x off the float64 one."""
+    if pretrained:
+        request.getfixturevalue("reference_weights")
+    a, b = _vanishing_coefficient_pairs()[case]
+    results = {}
+    for dtype in (torch.float32, torch.float64):
+        loss = genloss.get_loss(name, pretrained=pretrained).eval().to(dtype)
+        x = a.to(dtype).detach().requires_grad_(True)
+        value = loss(x, b.to(dtype))
+        value.backward()
+        results[dtype] = (value.double(), x.grad.double())
+    (v32, g32), (v64, g64) = results[torch.float32], results[torch.float64]
+    torch.testing.assert_close(v32, v64, rtol=1e-5, atol=0)
+    assert (g32 - g64).norm() / g64.norm() < 0.05
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_dtype_casts_of_the_module_keep_both_precisions_of_the_transforms(name):
+    """.half()/.float()/.to(dtype) convert every floating buffer; the float64 transform matrices (used by
+    float64 input and by Watson-DFT's float64 block GEMM) must not come back rounded to 16 or 32 bits."""
+    fresh = CLASSES[name](pretrained=False).eval()
+    halved = CLASSES[name](pretrained=False).eval().half()  # (its parameters are rounded: it refuses to run)
+    cast = CLASSES[name](pretrained=False).eval().double().to(torch.float32)  # parameters survive exactly
+    for module in (halved, halved.float(), cast):
+        for buffer in ("block_basis", "mix", "offset"):
+            for dtype in (torch.float32, torch.float64):
+                got, expected = module._buffer(buffer, dtype), fresh._buffer(buffer, dtype)
+                assert got.dtype == dtype and torch.equal(got, expected), (buffer, dtype)
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 16, 24)
+    y = (x + 0.05 * torch.randn_like(x)).clamp(0, 1)
+    assert torch.equal(cast(x, y), fresh(x, y))
+    assert torch.equal(cast.double()(x.double(), y.double()), fresh.double()(x.double(), y.double()))
+
+
+@pytest.mark.parametrize("size", [(16, 24), (20, 13)])
+@pytest.mark.parametrize("shift", [None, (7, 3)])
+@pytest.mark.parametrize("cs,channels", [("RGB", 3), ("LA", 1), ("LA", 3)])
+def test_exact_transform_has_the_transform_s_values_and_gradient(cs, channels, shift, size):
+    """Watson-DFT's float32 transform (chroma in difference form, block GEMM in float64) gives the float64
+    transform to float32 rounding, and its hand-written float32 backward (block GEMM, block rows scattered
+    back incl. replicated pixels, colour) the transform's gradient."""
+    loss = WatsonDFT(pretrained=False, colorspace=cs)
+    torch.manual_seed(0)
+    x = torch.rand(2, channels, *size)
+    index = None if shift is None else _shift_index((2, loss.n_channels, *size), torch.tensor(shift), 4, 8)
+    a, b = x.clone().requires_grad_(True), x.double().requires_grad_(True)
+    z = loss._transform(a, index)
+    reference = loss._transform_impl(b, index, exact=True)
+    assert z.dtype == torch.float32
+    torch.testing.assert_close(z, reference.float(), rtol=1e-6, atol=1e-7)  # (the colour product is float32)
+    upstream = torch.randn_like(reference)
+    z.backward(upstream.float())
+    reference.backward(upstream)
+    torch.testing.assert_close(a.grad.double(), b.grad, rtol=1e-5, atol=1e-6)

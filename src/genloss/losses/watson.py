@@ -114,6 +114,48 @@ def _block_rows(x: torch.Tensor, index: torch.Tensor | None, block: int) -> torc
     return x.reshape(n, -1).index_select(-1, index).view(n, c, -1, block * block)
 
 
+def _block_rows_adjoint(grad: torch.Tensor, index: torch.Tensor | None, shape: tuple[int, ...],
+                        block: int) -> torch.Tensor:
+    """The gradient (N, C, H, W) of :func:`_block_rows` for an image of ``shape``, from the rows' ``grad``.
+
+    Pixels that appear in several rows (replicated borders) receive the sum of their gradients.
+    """
+    n, c, h, w = shape
+    if index is None and h % block == 0 and w % block == 0:  # a pure permutation
+        g = grad.reshape(n, c, h // block, w // block, block, block).permute(0, 1, 2, 4, 3, 5)
+        return g.reshape(n, c, h, w)
+    if index is None:  # the bottom/right padding repeats pixels: scatter with the unshifted index
+        index = _shift_index(shape, torch.zeros(2, dtype=torch.long, device=grad.device), 0, block)
+    out = torch.zeros(n, c * h * w, dtype=grad.dtype, device=grad.device)
+    return out.index_add_(1, index, grad.reshape(n, -1)).view(n, c, h, w)
+
+
+class _ExactTransform(torch.autograd.Function):
+    """``module._transform_impl(x, index, exact=True)`` with a hand-written backward in ``x``'s dtype.
+
+    The transform is linear, so its backward (``grad @ basis^T``, the block rows scattered back, the
+    colour matrix transposed) has no cancellation to fear and runs in float32; only the forward needs
+    the care (see ``WatsonDFT._exact_transform``).
+    """
+
+    @staticmethod
+    def forward(ctx, x, index, module):
+        ctx.save_for_backward(index)
+        ctx.module, ctx.shape, ctx.mixed = module, x.shape, module._mixes(x)
+        return module._transform_impl(x, index, exact=True)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (index,) = ctx.saved_tensors
+        module, shape = ctx.module, ctx.shape
+        if not module._identity_basis:
+            grad = grad @ module._buffer("block_basis", grad.dtype).t()
+        grad = _block_rows_adjoint(grad, index, (shape[0], module.n_channels, *shape[2:]), module.block)
+        if ctx.mixed:
+            grad = torch.matmul(module._buffer("mix", grad.dtype).t(), grad.flatten(2)).view(shape)
+        return grad, None, None
+
+
 class _WatsonBase(ImageLoss):
     """Shared parameters, colour handling, shift and pooling of Watson-DCT and Watson-DFT."""
 
@@ -170,8 +212,8 @@ class _WatsonBase(ImageLoss):
 
         Built here, not on first use, and as buffers: they follow ``.to(device)``, so forward never
         copies a host tensor to the GPU (a blocking copy that synchronises the stream). Each in
-        float32 and float64, because ``module.double()`` would otherwise turn a float32-rounded
-        matrix into the one that float64 inputs use; nothing is saved in the state dict.
+        float32 and float64, kept so through dtype casts of the module (:meth:`_apply`): float64
+        inputs, and Watson-DFT's transform, use the float64 ones. Nothing is saved in the state dict.
         """
         basis = self._basis_f64()  # (B*B, F), applied to each channel's blocks
         # the faithful DFT's "basis" is the identity (torch.fft follows): no product at all
@@ -190,13 +232,36 @@ class _WatsonBase(ImageLoss):
             transforms["offset"] = offset.view(3, 1) * (sums[:1] if self._offset_dc_only else sums)
         else:
             transforms["mix"] = torch.tensor(LUMA_WEIGHTS, dtype=torch.float64).view(1, 3)  # for 3-channel input
-        for name, t in transforms.items():
-            self.register_buffer(f"_{name}_f32", t.float().contiguous(), persistent=False)
-            self.register_buffer(f"_{name}_f64", t.contiguous(), persistent=False)
+        # The same colour product in difference form, mix = mix_diff @ DIFF with DIFF = (R, G - R, B - R):
+        # a grey pixel gives exact zeros in DIFF's last two rows, so its chroma comes out exactly 0
+        # in any precision (the direct product leaves float32 rounding noise); see _exact_transform.
+        inverse = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [1.0, 0.0, 1.0]], dtype=torch.float64)
+        mix_diff = transforms["mix"] @ inverse
+        transforms["mix_diff"] = torch.where(mix_diff.abs() < 1e-12, 0.0, mix_diff)  # rows that sum to 0
+        transforms["diff"] = torch.linalg.inv(inverse)
+        self._transform_masters = {name: t.contiguous() for name, t in transforms.items()}  # CPU, float64
+        for name, t in self._transform_masters.items():
+            self.register_buffer(f"_{name}_f32", t.float(), persistent=False)
+            self.register_buffer(f"_{name}_f64", t, persistent=False)
+
+    def _apply(self, fn, recurse: bool = True):
+        super()._apply(fn, recurse)
+        # A dtype cast of the module (.float(), .half(), .to(torch.float32)) converts every floating
+        # buffer, which would round the float64 matrices to float32 (and the float32 ones to 16 bit):
+        # keep both precisions, on the new device (float64-less backends such as MPS keep the copy).
+        for name, master in self._transform_masters.items():
+            for suffix, dtype in (("f32", torch.float32), ("f64", torch.float64)):
+                buf = getattr(self, f"_{name}_{suffix}")
+                if buf.dtype != dtype and buf.device.type != "mps":
+                    setattr(self, f"_{name}_{suffix}", master.to(buf.device, dtype))
+        return self
 
     def _buffer(self, name: str, dtype: torch.dtype) -> torch.Tensor:
         """A transform buffer in the compute dtype (no copy in the usual float32 and float64 cases)."""
         return getattr(self, f"_{name}_f64" if dtype == torch.float64 else f"_{name}_f32").to(dtype)
+
+    #: coefficients that vanish in exact arithmetic also vanish (to ~1e-17) in float32 (see WatsonDFT)
+    _exact_transform = False
 
     def _transform(self, x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
         """Colour conversion, (shift,) block split and block transform: (N, C_in, H, W) -> (N, C, K, F).
@@ -206,12 +271,35 @@ class _WatsonBase(ImageLoss):
         column for RGB). Per channel the GEMM has a third of the multiply-adds of one
         (3 B*B, 3 F) product that folds colour and block transform together.
         """
-        n, c_in = x.shape[:2]
+        if not self._exact_transform:
+            return self._transform_impl(x, index)
+        if x.dtype == torch.float64 or in_functorch_transform(x):  # (a Function needs a vmap rule there)
+            return self._transform_impl(x, index, exact=True)
+        return _ExactTransform.apply(x, index, self)
+
+    def _mixes(self, x: torch.Tensor) -> bool:
+        """Whether the transform of ``x`` starts with a colour product (RGB, or LA of 3-channel input)."""
+        return x.shape[1] != self.n_channels or self.colorspace == "RGB"
+
+    def _transform_impl(self, x: torch.Tensor, index: torch.Tensor | None, exact: bool = False) -> torch.Tensor:
+        """:meth:`_transform` through autograd; ``exact``: colour product in difference form and the
+        block GEMM in float64 (see ``WatsonDFT._exact_transform``), result in ``x``'s dtype."""
+        n = x.shape[0]
         dtype = x.dtype
-        if c_in != self.n_channels or self.colorspace == "RGB":
-            x = torch.matmul(self._buffer("mix", dtype), x.flatten(2)).view(n, self.n_channels, *x.shape[2:])
+        if self._mixes(x):
+            flat = x.flatten(2)
+            if exact and flat.shape[1] == 3:
+                flat = torch.matmul(self._buffer("mix_diff", dtype), torch.matmul(self._buffer("diff", dtype), flat))
+            else:
+                flat = torch.matmul(self._buffer("mix", dtype), flat)
+            x = flat.view(n, self.n_channels, *x.shape[2:])
         rows = _block_rows(x, index, self.block)  # (N, C, K, B*B)
-        z = rows if self._identity_basis else rows @ self._buffer("block_basis", dtype)
+        if self._identity_basis:
+            z = rows
+        elif exact:
+            z = (rows.double() @ self._buffer("block_basis", torch.float64)).to(dtype)
+        else:
+            z = rows @ self._buffer("block_basis", dtype)
         if self.colorspace == "RGB":
             # A constant does not change the gradient, so it is added in place outside autograd, on
             # a view made there too: a view made with gradients and then changed in place would get
@@ -538,6 +626,20 @@ class WatsonDFT(_WatsonBase):
     _init_beta = 1.0
 
     _file_stem = "watson_fft"
+
+    @property
+    def _exact_transform(self) -> bool:
+        # The phase term takes the angle of every coefficient, also of those that are zero in exact
+        # arithmetic (the Cb/Cr channels of a grey picture, the replicated padding of sizes that are
+        # not multiples of 8, flat blocks): there the paper's EPS = 1e-10 decides the angle, but a
+        # float32 colour product and GEMM leave rounding noise of ~1e-8, whose random angle then
+        # counts as a phase difference. The float32 distance was 10x (untrained) or 12% (tuned
+        # weights) off the float64 one on such images, its gradient ~1e4x. So for float32 input the
+        # chroma is computed in difference form (exact zeros for grey pixels) and the block GEMM in
+        # float64 (noise ~1e-17), then rounded to float32; the rest, and the backward, stay float32.
+        # The faithful mode keeps the paper's float32 arithmetic (torch.fft, exact zeros for the
+        # padding; not for grey pictures' chroma).
+        return not self.faithful
 
     def _basis_f64(self) -> torch.Tensor:
         if self.faithful:  # the pixels: torch.fft follows in _spectrum, as in the paper's code
