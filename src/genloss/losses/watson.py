@@ -207,6 +207,10 @@ class _WatsonBase(ImageLoss):
     def _basis_f64(self) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
+    def _pixel_basis(self) -> bool:
+        """Whether the block "transform" is the identity (the pixels themselves; the faithful DFT)."""
+        return False
+
     def _register_transforms(self) -> None:
         """Colour matrix, block transform and YCbCr offset as buffers.
 
@@ -215,27 +219,29 @@ class _WatsonBase(ImageLoss):
         float32 and float64, kept so through dtype casts of the module (:meth:`_apply`): float64
         inputs, and Watson-DFT's transform, use the float64 ones. Nothing is saved in the state dict.
         """
-        basis = self._basis_f64()  # (B*B, F), applied to each channel's blocks
+        # Everything is built explicitly on the CPU in float64 (also inside `with torch.device("meta")`):
+        # these masters are the matrices' only source, see _apply.
+        cpu = torch.device("cpu")
+        basis = self._basis_f64()  # (B*B, F) on the CPU, applied to each channel's blocks
         # the faithful DFT's "basis" is the identity (torch.fft follows): no product at all
-        self._identity_basis = basis.shape[0] == basis.shape[1] and bool(torch.equal(basis, torch.eye(len(basis),
-                                                                                                  dtype=basis.dtype)))
+        self._identity_basis = self._pixel_basis()
         transforms = {"block_basis": basis}
         if self.colorspace == "RGB":
-            transforms["mix"] = torch.tensor(YCBCR_MATRIX, dtype=torch.float64)
-            offset = torch.tensor(YCBCR_OFFSET, dtype=torch.float64)
+            transforms["mix"] = torch.tensor(YCBCR_MATRIX, dtype=torch.float64, device=cpu)
+            offset = torch.tensor(YCBCR_OFFSET, dtype=torch.float64, device=cpu)
             # The YCbCr offset is constant over a block, so for the DCT and DFT it moves only the DC
             # coefficient (column 0: every other basis column sums to zero); it is added to those
             # values after the product instead of to every pixel, which costs a full pass.
             # (The faithful DFT's identity "basis" keeps the offset on every pixel.)
+            self._offset_dc_only = not self._identity_basis
             sums = basis.sum(0)
-            self._offset_dc_only = bool(sums[1:].abs().max() < 1e-12)
             transforms["offset"] = offset.view(3, 1) * (sums[:1] if self._offset_dc_only else sums)
         else:
-            transforms["mix"] = torch.tensor(LUMA_WEIGHTS, dtype=torch.float64).view(1, 3)  # for 3-channel input
+            transforms["mix"] = torch.tensor(LUMA_WEIGHTS, dtype=torch.float64, device=cpu).view(1, 3)  # 3-ch. input
         # The same colour product in difference form, mix = mix_diff @ DIFF with DIFF = (R, G - R, B - R):
         # a grey pixel gives exact zeros in DIFF's last two rows, so its chroma comes out exactly 0
         # in any precision (the direct product leaves float32 rounding noise); see _exact_transform.
-        inverse = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [1.0, 0.0, 1.0]], dtype=torch.float64)
+        inverse = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [1.0, 0.0, 1.0]], dtype=torch.float64, device=cpu)
         mix_diff = transforms["mix"] @ inverse
         transforms["mix_diff"] = torch.where(mix_diff.abs() < 1e-12, 0.0, mix_diff)  # rows that sum to 0
         transforms["diff"] = torch.linalg.inv(inverse)
@@ -248,12 +254,14 @@ class _WatsonBase(ImageLoss):
         super()._apply(fn, recurse)
         # A dtype cast of the module (.float(), .half(), .to(torch.float32)) converts every floating
         # buffer, which would round the float64 matrices to float32 (and the float32 ones to 16 bit):
-        # keep both precisions, on the new device (float64-less backends such as MPS keep the copy).
+        # keep both precisions (float64-less backends such as MPS keep the converted copy).
+        # The buffers are set anew from the CPU masters, on their new device.
         for name, master in self._transform_masters.items():
             for suffix, dtype in (("f32", torch.float32), ("f64", torch.float64)):
                 buf = getattr(self, f"_{name}_{suffix}")
-                if buf.dtype != dtype and buf.device.type != "mps":
-                    setattr(self, f"_{name}_{suffix}", master.to(buf.device, dtype))
+                if buf.device.type == "meta" or (buf.device.type == "mps" and dtype == torch.float64):
+                    continue
+                setattr(self, f"_{name}_{suffix}", master.to(buf.device, dtype))
         return self
 
     def _buffer(self, name: str, dtype: torch.dtype) -> torch.Tensor:
@@ -641,9 +649,12 @@ class WatsonDFT(_WatsonBase):
         # padding; not for grey pictures' chroma).
         return not self.faithful
 
+    def _pixel_basis(self) -> bool:
+        return self.faithful  # the pixels: torch.fft follows in _spectrum, as in the paper's code
+
     def _basis_f64(self) -> torch.Tensor:
-        if self.faithful:  # the pixels: torch.fft follows in _spectrum, as in the paper's code
-            return torch.eye(self.block**2, dtype=torch.float64)
+        if self._pixel_basis():
+            return torch.eye(self.block**2, dtype=torch.float64, device=torch.device("cpu"))
         # rfft2 of each block, divided by B*B (the paper's normalisation), as [real | imag] columns
         return block_rdft_matrix(self.block, torch.float64, torch.device("cpu")) / self.block**2
 
