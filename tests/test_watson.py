@@ -481,3 +481,21 @@ def test_exact_transform_has_the_transform_s_values_and_gradient(cs, channels, s
     z.backward(upstream.float())
     reference.backward(upstream)
     torch.testing.assert_close(a.grad.double(), b.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_exact_transform_double_backward_matches_float64():
+    """create_graph=True through Watson-DFT's float32 transform: the second backward runs the transform's
+    backward ops forward, so they need its float64 care too (a padded size has vanishing coefficients)."""
+    torch.manual_seed(0)
+    t = torch.rand(1, 3, 9, 17)
+    x = (t + 0.05 * torch.randn_like(t)).clamp(0, 1)
+
+    def hessian_vector(dtype):
+        loss = WatsonDFT(pretrained=False).eval().to(dtype)
+        loss.fast_backward = False
+        xi = x.to(dtype).detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(loss(xi, t.to(dtype)), xi, create_graph=True)
+        return torch.autograd.grad((g * g).sum(), xi)[0].double()
+
+    h32, h64 = hessian_vector(torch.float32), hessian_vector(torch.float64)
+    assert (h32 - h64).norm() / h64.norm() < 1e-2

@@ -148,11 +148,24 @@ class _ExactTransform(torch.autograd.Function):
     def backward(ctx, grad):
         (index,) = ctx.saved_tensors
         module, shape = ctx.module, ctx.shape
+        # Under create_graph=True these ops are recorded, and a second backward pushes its direction
+        # forward through them: then they need the forward's care too (float64 GEMM, colour in
+        # difference form), or the vanishing coefficients get their noise back.
+        exact = torch.is_grad_enabled()
+        dtype = grad.dtype
         if not module._identity_basis:
-            grad = grad @ module._buffer("block_basis", grad.dtype).t()
+            if exact:
+                grad = (grad.double() @ module._buffer("block_basis", torch.float64).t()).to(dtype)
+            else:
+                grad = grad @ module._buffer("block_basis", dtype).t()
         grad = _block_rows_adjoint(grad, index, (shape[0], module.n_channels, *shape[2:]), module.block)
         if ctx.mixed:
-            grad = torch.matmul(module._buffer("mix", grad.dtype).t(), grad.flatten(2)).view(shape)
+            flat = grad.flatten(2)
+            if exact and shape[1] == 3:
+                flat = module._buffer("diff", dtype).t() @ (module._buffer("mix_diff", dtype).t() @ flat)
+            else:
+                flat = module._buffer("mix", dtype).t() @ flat
+            grad = flat.view(shape)
         return grad, None, None
 
 
