@@ -69,6 +69,55 @@ def _pool_coef(grad: torch.Tensor, total: torch.Tensor, beta: torch.Tensor) -> t
     return (grad * total.pow(1 / beta.view(1, -1) - 1)).unsqueeze(-1).unsqueeze(-1)
 
 
+def block_dft_fft(rows: torch.Tensor, block: int) -> torch.Tensor:
+    """``[real | imag]`` (..., 2F) of the rfft2 / B*B of each block row (..., B*B), by FFT.
+
+    Unlike a GEMM with the DFT matrix, the FFT's butterflies give exact zeros for every block that is
+    constant along its rows or its columns (in any precision): such coefficients vanish in exact
+    arithmetic, and Watson-DFT's phase needs them to (see ``WatsonDFT._exact_transform``). The
+    1/B*B is applied to the real input (exact: a power of 2; ``norm="forward"`` is 4x slower on CPU).
+    """
+    spec = torch.fft.rfft2((rows * (1.0 / block**2)).reshape(*rows.shape[:-1], block, block))
+    # (..., B, B//2+1) complex -> (..., F, 2) -> (..., 2, F) -> [re | im], one copy
+    return torch.view_as_real(spec).flatten(-3, -2).transpose(-1, -2).reshape(*rows.shape[:-1], -1)
+
+
+class BlockDFT(torch.autograd.Function):
+    """:func:`block_dft_fft` whose backward is the GEMM with the transposed DFT matrix ``basis`` (B*B, 2F).
+
+    The backward of a linear map needs no exact zeros (the gradient with respect to a vanishing
+    coefficient is itself exactly zero), and the GEMM is about 2x faster than autograd's FFT backward
+    on CPU. Under ``create_graph=True`` the backward's own backward runs this FFT again
+    (:class:`BlockDFTAdjoint`), so second derivatives keep the exact zeros too.
+    """
+
+    @staticmethod
+    def forward(ctx, rows, basis, block: int):
+        ctx.save_for_backward(basis)
+        ctx.block = block
+        return block_dft_fft(rows, block)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (basis,) = ctx.saved_tensors
+        return BlockDFTAdjoint.apply(grad, basis, ctx.block), None, None
+
+
+class BlockDFTAdjoint(torch.autograd.Function):
+    """The transpose of :class:`BlockDFT` (``grad @ basis^T``); its own backward is :class:`BlockDFT`."""
+
+    @staticmethod
+    def forward(ctx, grad, basis, block: int):
+        ctx.save_for_backward(basis)
+        ctx.block = block
+        return grad @ basis.t()
+
+    @staticmethod
+    def backward(ctx, grad):
+        (basis,) = ctx.saved_tensors
+        return BlockDFT.apply(grad, basis, ctx.block), None, None
+
+
 class WatsonPoolDCT(torch.autograd.Function):
     """D(c1) = Minkowski pooling of (c0 - c1) / s; gradient only with respect to c1."""
 

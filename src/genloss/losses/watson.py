@@ -36,7 +36,16 @@ from .. import weights as _weights
 from .._validation import in_functorch_transform
 from ..transforms.blocks import block_dct_matrix, block_rdft_matrix, pad_to_multiple
 from ..transforms.color import LUMA_WEIGHTS, YCBCR_MATRIX, YCBCR_OFFSET
-from ._watson_kernels import EPS, WatsonDFTInput, WatsonDFTStable, WatsonPoolDCT, amplitude, positive_pow
+from ._watson_kernels import (
+    EPS,
+    BlockDFT,
+    WatsonDFTInput,
+    WatsonDFTStable,
+    WatsonPoolDCT,
+    amplitude,
+    block_dft_fft,
+    positive_pow,
+)
 from .base import ImageLoss, grey_channels
 
 #: JPEG luminance quantisation table as Watson's DCT sensitivity init (Watson 1993)
@@ -112,61 +121,6 @@ def _block_rows(x: torch.Tensor, index: torch.Tensor | None, block: int) -> torc
         x = x.reshape(n, c, hb, block, wb, block).permute(0, 1, 2, 4, 3, 5)
         return x.reshape(n, c, hb * wb, block * block)
     return x.reshape(n, -1).index_select(-1, index).view(n, c, -1, block * block)
-
-
-def _block_rows_adjoint(grad: torch.Tensor, index: torch.Tensor | None, shape: tuple[int, ...],
-                        block: int) -> torch.Tensor:
-    """The gradient (N, C, H, W) of :func:`_block_rows` for an image of ``shape``, from the rows' ``grad``.
-
-    Pixels that appear in several rows (replicated borders) receive the sum of their gradients.
-    """
-    n, c, h, w = shape
-    if index is None and h % block == 0 and w % block == 0:  # a pure permutation
-        g = grad.reshape(n, c, h // block, w // block, block, block).permute(0, 1, 2, 4, 3, 5)
-        return g.reshape(n, c, h, w)
-    if index is None:  # the bottom/right padding repeats pixels: scatter with the unshifted index
-        index = _shift_index(shape, torch.zeros(2, dtype=torch.long, device=grad.device), 0, block)
-    out = torch.zeros(n, c * h * w, dtype=grad.dtype, device=grad.device)
-    return out.index_add_(1, index, grad.reshape(n, -1)).view(n, c, h, w)
-
-
-class _ExactTransform(torch.autograd.Function):
-    """``module._transform_impl(x, index, exact=True)`` with a hand-written backward in ``x``'s dtype.
-
-    The transform is linear, so its backward (``grad @ basis^T``, the block rows scattered back, the
-    colour matrix transposed) has no cancellation to fear and runs in float32; only the forward needs
-    the care (see ``WatsonDFT._exact_transform``).
-    """
-
-    @staticmethod
-    def forward(ctx, x, index, module):
-        ctx.save_for_backward(index)
-        ctx.module, ctx.shape, ctx.mixed = module, x.shape, module._mixes(x)
-        return module._transform_impl(x, index, exact=True)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (index,) = ctx.saved_tensors
-        module, shape = ctx.module, ctx.shape
-        # Under create_graph=True these ops are recorded, and a second backward pushes its direction
-        # forward through them: then they need the forward's care too (float64 GEMM, colour in
-        # difference form), or the vanishing coefficients get their noise back.
-        exact = torch.is_grad_enabled()
-        dtype = grad.dtype
-        if not module._identity_basis:
-            if exact:
-                grad = (grad.double() @ module._buffer("block_basis", torch.float64).t()).to(dtype)
-            else:
-                grad = grad @ module._buffer("block_basis", dtype).t()
-        grad = _block_rows_adjoint(grad, index, (shape[0], module.n_channels, *shape[2:]), module.block)
-        if ctx.mixed:
-            flat = grad.flatten(2)
-            if exact and shape[1] == 3:
-                flat = module._buffer("diff", dtype).t() @ (module._buffer("mix_diff", dtype).t() @ flat)
-            else:
-                flat = module._buffer("mix", dtype).t() @ flat
-            grad = flat.view(shape)
-        return grad, None, None
 
 
 class _WatsonBase(ImageLoss):
@@ -281,7 +235,7 @@ class _WatsonBase(ImageLoss):
         """A transform buffer in the compute dtype (no copy in the usual float32 and float64 cases)."""
         return getattr(self, f"_{name}_f64" if dtype == torch.float64 else f"_{name}_f32").to(dtype)
 
-    #: coefficients that vanish in exact arithmetic also vanish (to ~1e-17) in float32 (see WatsonDFT)
+    #: coefficients that vanish in exact arithmetic also vanish exactly (see WatsonDFT._exact_transform)
     _exact_transform = False
 
     def _transform(self, x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
@@ -290,23 +244,12 @@ class _WatsonBase(ImageLoss):
         A 3x3 (YCbCr) or 1x3 (luma) product over the channels, one gather or permute copy into
         per-channel block rows, and one (B*B, F) GEMM on all rows (plus the YCbCr offset on the DC
         column for RGB). Per channel the GEMM has a third of the multiply-adds of one
-        (3 B*B, 3 F) product that folds colour and block transform together.
+        (3 B*B, 3 F) product that folds colour and block transform together. Differentiable
+        through autograd (also twice, and under torch.func).
         """
-        if not self._exact_transform:
-            return self._transform_impl(x, index)
-        if x.dtype == torch.float64 or in_functorch_transform(x):  # (a Function needs a vmap rule there)
-            return self._transform_impl(x, index, exact=True)
-        return _ExactTransform.apply(x, index, self)
-
-    def _mixes(self, x: torch.Tensor) -> bool:
-        """Whether the transform of ``x`` starts with a colour product (RGB, or LA of 3-channel input)."""
-        return x.shape[1] != self.n_channels or self.colorspace == "RGB"
-
-    def _transform_impl(self, x: torch.Tensor, index: torch.Tensor | None, exact: bool = False) -> torch.Tensor:
-        """:meth:`_transform` through autograd; ``exact``: colour product in difference form and the
-        block GEMM in float64 (see ``WatsonDFT._exact_transform``), result in ``x``'s dtype."""
         n = x.shape[0]
         dtype = x.dtype
+        exact = self._exact_transform
         if self._mixes(x):
             flat = x.flatten(2)
             if exact and flat.shape[1] == 3:
@@ -318,7 +261,7 @@ class _WatsonBase(ImageLoss):
         if self._identity_basis:
             z = rows
         elif exact:
-            z = (rows.double() @ self._buffer("block_basis", torch.float64)).to(dtype)
+            z = self._exact_block_transform(rows)
         else:
             z = rows @ self._buffer("block_basis", dtype)
         if self.colorspace == "RGB":
@@ -329,6 +272,13 @@ class _WatsonBase(ImageLoss):
             with torch.no_grad():
                 z[..., :1 if self._offset_dc_only else None] += self._buffer("offset", dtype).unsqueeze(1)
         return z
+
+    def _exact_block_transform(self, rows: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def _mixes(self, x: torch.Tensor) -> bool:
+        """Whether the transform of ``x`` starts with a colour product (RGB, or LA of 3-channel input)."""
+        return x.shape[1] != self.n_channels or self.colorspace == "RGB"
 
     # -- parameters in their constrained form ---------------------------------------------------
     @property
@@ -652,15 +602,21 @@ class WatsonDFT(_WatsonBase):
     def _exact_transform(self) -> bool:
         # The phase term takes the angle of every coefficient, also of those that are zero in exact
         # arithmetic (the Cb/Cr channels of a grey picture, the replicated padding of sizes that are
-        # not multiples of 8, flat blocks): there the paper's EPS = 1e-10 decides the angle, but a
-        # float32 colour product and GEMM leave rounding noise of ~1e-8, whose random angle then
-        # counts as a phase difference. The float32 distance was 10x (untrained) or 12% (tuned
-        # weights) off the float64 one on such images, its gradient ~1e4x. So for float32 input the
-        # chroma is computed in difference form (exact zeros for grey pixels) and the block GEMM in
-        # float64 (noise ~1e-17), then rounded to float32; the rest, and the backward, stay float32.
-        # The faithful mode keeps the paper's float32 arithmetic (torch.fft, exact zeros for the
-        # padding; not for grey pictures' chroma).
+        # not multiples of 8, flat blocks): there the paper's EPS = 1e-10 decides the angle, and the
+        # gradient of the angle is ~1/EPS-singular. A colour product and a GEMM leave rounding noise
+        # there (~1e-8 in float32, ~1e-16 in float64), whose random angle counted as a phase
+        # difference: the float32 distance was 10x (untrained) or 12% (tuned) off the float64 one,
+        # and in both precisions the gradient at a flat block was ~1e3 instead of ~1e-1. So the
+        # chroma is computed in difference form (exact zeros for grey pixels) and the blocks are
+        # transformed with an FFT, whose butterflies give exact zeros for blocks that are constant
+        # along a row or a column, as the paper's torch.fft does.
         return not self.faithful
+
+    def _exact_block_transform(self, rows: torch.Tensor) -> torch.Tensor:
+        """(N, C, K, B*B) block rows -> (N, C, K, 2F) ``[real | imag]`` of each block's rfft2 / B*B (an FFT)."""
+        if in_functorch_transform(rows):  # an autograd.Function needs a vmap rule there: plain autograd
+            return block_dft_fft(rows, self.block)
+        return BlockDFT.apply(rows, self._buffer("block_basis", rows.dtype), self.block)
 
     def _pixel_basis(self) -> bool:
         return self.faithful  # the pixels: torch.fft follows in _spectrum, as in the paper's code
