@@ -523,3 +523,25 @@ def test_flat_blocks_get_the_gradient_of_their_dc_only(dtype):
     patch = xi.grad[..., :8, :8]
     assert patch.abs().max() < 1.0
     assert (patch.amax(dim=(-2, -1)) - patch.amin(dim=(-2, -1))).abs().max() < 1e-2 * patch.abs().max()
+
+
+@pytest.mark.parametrize("fast_backward", [True, False])
+def test_dft_forward_mode_ad_and_vectorised_hessian(fast_backward):
+    """Watson-DFT's block FFT Functions have a jvp (forward-mode AD) and batch under the vectorised
+    Jacobians of torch.autograd.functional, as the plain autograd ops before them did."""
+    import torch.autograd.forward_ad as fwAD
+
+    loss = WatsonDFT(pretrained=False).eval().double()
+    loss.fast_backward = fast_backward
+    torch.manual_seed(0)
+    t = torch.rand(1, 3, 8, 8, dtype=torch.float64)
+    x = (t + 0.05 * torch.randn_like(t)).clamp(0, 1)
+    v = torch.randn_like(x)
+    with fwAD.dual_level():
+        value, tangent = fwAD.unpack_dual(loss(fwAD.make_dual(x, v), t))
+    a = x.clone().requires_grad_(True)
+    loss(a, t).backward()
+    torch.testing.assert_close(tangent, (a.grad * v).sum(), rtol=1e-10, atol=1e-12)
+    hessian = torch.autograd.functional.hessian(lambda z: loss(z, t), x, vectorize=True)
+    torch.testing.assert_close(hessian, torch.autograd.functional.hessian(lambda z: loss(z, t), x),
+                               rtol=1e-10, atol=1e-10)

@@ -77,9 +77,11 @@ def block_dft_fft(rows: torch.Tensor, block: int) -> torch.Tensor:
     arithmetic, and Watson-DFT's phase needs them to (see ``WatsonDFT._exact_transform``). The
     1/B*B is applied to the real input (exact: a power of 2; ``norm="forward"`` is 4x slower on CPU).
     """
-    spec = torch.fft.rfft2((rows * (1.0 / block**2)).reshape(*rows.shape[:-1], block, block))
-    # (..., B, B//2+1) complex -> (..., F, 2) -> (..., 2, F) -> [re | im], one copy
-    return torch.view_as_real(spec).flatten(-3, -2).transpose(-1, -2).reshape(*rows.shape[:-1], -1)
+    lead = rows.shape[:-1]
+    spec = torch.fft.rfft2((rows * (1.0 / block**2)).reshape(*lead, block, block))
+    # (..., B, B//2+1) complex -> (..., F, 2) -> (..., 2, F) -> [re | im], one copy (reshape, not
+    # flatten: torch.autograd.functional's vectorised Jacobians cannot batch flatten here)
+    return torch.view_as_real(spec).reshape(*lead, -1, 2).transpose(-1, -2).reshape(*lead, -1)
 
 
 class BlockDFT(torch.autograd.Function):
@@ -94,13 +96,17 @@ class BlockDFT(torch.autograd.Function):
     @staticmethod
     def forward(ctx, rows, basis, block: int):
         ctx.save_for_backward(basis)
-        ctx.block = block
+        ctx.basis, ctx.block = basis, block  # (for jvp: forward-mode AD)
         return block_dft_fft(rows, block)
 
     @staticmethod
     def backward(ctx, grad):
         (basis,) = ctx.saved_tensors
         return BlockDFTAdjoint.apply(grad, basis, ctx.block), None, None
+
+    @staticmethod
+    def jvp(ctx, rows_tangent, basis_tangent, block_tangent):
+        return BlockDFT.apply(rows_tangent, ctx.basis, ctx.block)  # a linear map: its own derivative
 
 
 class BlockDFTAdjoint(torch.autograd.Function):
@@ -109,13 +115,17 @@ class BlockDFTAdjoint(torch.autograd.Function):
     @staticmethod
     def forward(ctx, grad, basis, block: int):
         ctx.save_for_backward(basis)
-        ctx.block = block
+        ctx.basis, ctx.block = basis, block
         return grad @ basis.t()
 
     @staticmethod
     def backward(ctx, grad):
         (basis,) = ctx.saved_tensors
         return BlockDFT.apply(grad, basis, ctx.block), None, None
+
+    @staticmethod
+    def jvp(ctx, grad_tangent, basis_tangent, block_tangent):
+        return BlockDFTAdjoint.apply(grad_tangent, ctx.basis, ctx.block)
 
 
 class WatsonPoolDCT(torch.autograd.Function):

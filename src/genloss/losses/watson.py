@@ -184,14 +184,12 @@ class _WatsonBase(ImageLoss):
         Built here, not on first use, and as buffers: they follow ``.to(device)``, so forward never
         copies a host tensor to the GPU (a blocking copy that synchronises the stream). Each in
         float32 and float64, kept so through dtype casts of the module (:meth:`_apply`): float64
-        inputs, and Watson-DFT's transform, use the float64 ones. Nothing is saved in the state dict.
+        inputs use the float64 ones. Nothing is saved in the state dict.
         """
         # Everything is built explicitly on the CPU in float64 (also inside `with torch.device("meta")`):
         # these masters are the matrices' only source, see _apply.
         cpu = torch.device("cpu")
         basis = self._basis_f64()  # (B*B, F) on the CPU, applied to each channel's blocks
-        # the faithful DFT's "basis" is the identity (torch.fft follows): no product at all
-        self._identity_basis = self._pixel_basis()
         transforms = {"block_basis": basis}
         if self.colorspace == "RGB":
             transforms["mix"] = torch.tensor(YCBCR_MATRIX, dtype=torch.float64, device=cpu)
@@ -200,18 +198,20 @@ class _WatsonBase(ImageLoss):
             # coefficient (column 0: every other basis column sums to zero); it is added to those
             # values after the product instead of to every pixel, which costs a full pass.
             # (The faithful DFT's identity "basis" keeps the offset on every pixel.)
-            self._offset_dc_only = not self._identity_basis
+            self._offset_dc_only = not self._pixel_basis()
             sums = basis.sum(0)
             transforms["offset"] = offset.view(3, 1) * (sums[:1] if self._offset_dc_only else sums)
         else:
             transforms["mix"] = torch.tensor(LUMA_WEIGHTS, dtype=torch.float64, device=cpu).view(1, 3)  # 3-ch. input
-        # The same colour product in difference form, mix = mix_diff @ DIFF with DIFF = (R, G - R, B - R):
-        # a grey pixel gives exact zeros in DIFF's last two rows, so its chroma comes out exactly 0
-        # in any precision (the direct product leaves float32 rounding noise); see _exact_transform.
-        inverse = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [1.0, 0.0, 1.0]], dtype=torch.float64, device=cpu)
-        mix_diff = transforms["mix"] @ inverse
-        transforms["mix_diff"] = torch.where(mix_diff.abs() < 1e-12, 0.0, mix_diff)  # rows that sum to 0
-        transforms["diff"] = torch.linalg.inv(inverse)
+        if self._exact_transform:
+            # The same colour product in difference form, mix = mix_diff @ DIFF with DIFF = (R, G - R,
+            # B - R): a grey pixel gives exact zeros in DIFF's last two rows, so its chroma comes out
+            # exactly 0 in any precision (the direct product leaves rounding noise).
+            inverse = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [1.0, 0.0, 1.0]], dtype=torch.float64,
+                                   device=cpu)
+            mix_diff = transforms["mix"] @ inverse
+            transforms["mix_diff"] = torch.where(mix_diff.abs() < 1e-12, 0.0, mix_diff)  # rows that sum to 0
+            transforms["diff"] = torch.linalg.inv(inverse)
         self._transform_masters = {name: t.contiguous() for name, t in transforms.items()}  # CPU, float64
         for name, t in self._transform_masters.items():
             self.register_buffer(f"_{name}_f32", t.float(), persistent=False)
@@ -244,8 +244,9 @@ class _WatsonBase(ImageLoss):
         A 3x3 (YCbCr) or 1x3 (luma) product over the channels, one gather or permute copy into
         per-channel block rows, and one (B*B, F) GEMM on all rows (plus the YCbCr offset on the DC
         column for RGB). Per channel the GEMM has a third of the multiply-adds of one
-        (3 B*B, 3 F) product that folds colour and block transform together. Differentiable
-        through autograd (also twice, and under torch.func).
+        (3 B*B, 3 F) product that folds colour and block transform together. With
+        ``_exact_transform`` (Watson-DFT) the colour product is in difference form and the GEMM is
+        a block FFT. Differentiable through autograd (also twice, and under torch.func).
         """
         n = x.shape[0]
         dtype = x.dtype
@@ -258,7 +259,7 @@ class _WatsonBase(ImageLoss):
                 flat = torch.matmul(self._buffer("mix", dtype), flat)
             x = flat.view(n, self.n_channels, *x.shape[2:])
         rows = _block_rows(x, index, self.block)  # (N, C, K, B*B)
-        if self._identity_basis:
+        if self._pixel_basis():
             z = rows
         elif exact:
             z = self._exact_block_transform(rows)
@@ -606,7 +607,7 @@ class WatsonDFT(_WatsonBase):
         # gradient of the angle is ~1/EPS-singular. A colour product and a GEMM leave rounding noise
         # there (~1e-8 in float32, ~1e-16 in float64), whose random angle counted as a phase
         # difference: the float32 distance was 10x (untrained) or 12% (tuned) off the float64 one,
-        # and in both precisions the gradient at a flat block was ~1e3 instead of ~1e-1. So the
+        # and in both precisions the gradient at a flat block was ~1e3 instead of ~3e-3. So the
         # chroma is computed in difference form (exact zeros for grey pixels) and the blocks are
         # transformed with an FFT, whose butterflies give exact zeros for blocks that are constant
         # along a row or a column, as the paper's torch.fft does.
