@@ -615,7 +615,9 @@ class WatsonDFT(_WatsonBase):
 
     def _exact_block_transform(self, rows: torch.Tensor) -> torch.Tensor:
         """(N, C, K, B*B) block rows -> (N, C, K, 2F) ``[real | imag]`` of each block's rfft2 / B*B (an FFT)."""
-        if in_functorch_transform(rows):  # an autograd.Function needs a vmap rule there: plain autograd
+        # Under torch.func an autograd.Function needs a vmap rule, and Dynamo cannot trace one with a
+        # jvp: plain autograd through the FFT there (the compiler does the backward itself)
+        if in_functorch_transform(rows) or torch.compiler.is_compiling():
             return block_dft_fft(rows, self.block)
         return BlockDFT.apply(rows, self._buffer("block_basis", rows.dtype), self.block)
 
