@@ -446,7 +446,7 @@ def test_float32_agrees_with_float64_where_coefficients_vanish(name, case, pretr
 @pytest.mark.parametrize("name", NAMES)
 def test_dtype_casts_of_the_module_keep_both_precisions_of_the_transforms(name):
     """.half()/.float()/.to(dtype) convert every floating buffer; the float64 transform matrices (used by
-    float64 input and by Watson-DFT's float64 block GEMM) must not come back rounded to 16 or 32 bits."""
+    float64 input) must not come back rounded to 16 or 32 bits."""
     fresh = CLASSES[name](pretrained=False).eval()
     halved = CLASSES[name](pretrained=False).eval().half()  # (its parameters are rounded: it refuses to run)
     cast = CLASSES[name](pretrained=False).eval().double().to(torch.float32)  # parameters survive exactly
@@ -491,7 +491,7 @@ def test_exact_transform_is_the_block_dft_with_exact_zeros(cs, channels, shift, 
 
 def test_exact_transform_double_backward_matches_float64():
     """create_graph=True through Watson-DFT's float32 transform: the second backward runs the transform's
-    backward ops forward, so they need its float64 care too (a padded size has vanishing coefficients)."""
+    backward forward again, so it needs the FFT's exact zeros too (a padded size has vanishing coefficients)."""
     torch.manual_seed(0)
     t = torch.rand(1, 3, 9, 17)
     x = (t + 0.05 * torch.randn_like(t)).clamp(0, 1)
