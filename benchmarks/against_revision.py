@@ -65,7 +65,8 @@ def ratios(rows: list[dict]) -> dict[tuple[str, str], tuple[float, float, float]
     """(loss, colorspace) -> (ours / fastest peer, ours in seconds, our peak memory in MB or NaN)."""
     out = {}
     for r in rows:
-        peers = {k: v for k, v in r["times"].items() if k not in ("ours", "original") and v}
+        # neither ours nor a compiled variant of ours ("ours+compile...") nor the paper's code
+        peers = {k: v for k, v in r["times"].items() if not k.startswith("ours") and k != "original" and v}
         if "ours" in r["times"] and peers:
             memory = r.get("memory", {}).get("ours", float("nan"))
             out[(r["loss"], r["colorspace"])] = (r["times"]["ours"] / min(peers.values()), r["times"]["ours"], memory)

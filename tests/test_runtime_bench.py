@@ -69,6 +69,7 @@ def test_paper_experiment_reconstructs_from_noise_and_reports_the_whole_run(caps
 def test_gpu_check_script_runs_end_to_end_on_the_cpu(tmp_path):
     """benchmarks/gpu_checks.sh is run once when a GPU is lent (15 minutes in all): its plumbing is
     checked here with DEVICE=cpu QUICK=1, so that a typo cannot waste that run."""
+    import json
     import os
     import subprocess
     from pathlib import Path
@@ -80,9 +81,12 @@ def test_gpu_check_script_runs_end_to_end_on_the_cpu(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     summary = (tmp_path / "summary.txt").read_text().splitlines()
     verdicts = [ln for ln in summary if ln.startswith(("ok", "FAIL"))]
-    assert [v.split()[-1] for v in verdicts] == ["cuda-tests", "bench-paper", "bench-iter", "ssim-scaling", "corrwise"]
+    assert [v.split()[-1] for v in verdicts] == ["cuda-tests", "bench-paper", "bench-iter", "bench-compile",
+                                                 "ssim-scaling", "corrwise"]
     assert all(v.startswith("ok") for v in verdicts), summary
     assert (tmp_path / "bench-paper.json").is_file() and (tmp_path / "bench-iter.json").is_file()
+    compiled = json.loads((tmp_path / "bench-compile.json").read_text())
+    assert compiled[0]["times"]["ours+compile"] > 0 and not compiled[0]["errors"]
 
 
 def _against_revision():
@@ -137,3 +141,82 @@ def test_against_revision_table_takes_medians_over_rounds():
     assert entry["base_range"] == (0.5, 1.5) and entry["head_range"] == (0.2, 4.5)
     table = bench.format_table([entry], "v0")
     assert "0.600 (0.500-1.500)" in table and "0.250 (0.200-4.500)" in table and "MB" not in table
+
+
+def test_compile_option_times_our_compiled_losses_beside_eager_and_peers(capsys):
+    """--compile: torch.compile(fullgraph=True) variants of ours as further rows, each with its verdict."""
+    code = runtime.main(["--losses", "L1", "Watson-DCT", "--colorspaces", "RGB", "--batch", "2", "--size", "16",
+                         "--repeats", "1", "--compile"])
+    assert code == 0
+    out = capsys.readouterr().out
+    rows = [ln.split() for ln in out.splitlines() if "ours+compile" in ln and not ln.startswith(("PASS", "MISS"))]
+    assert len(rows) == 2 and all(float(r[r.index("ours+compile") + 1]) > 0 for r in rows), out
+    assert "unavailable" not in out
+    verdicts = [ln.split(":")[0].split(maxsplit=1)[1] for ln in out.splitlines() if ln.startswith(("PASS", "MISS"))]
+    assert verdicts == ["L1 RGB", "L1 RGB ours+compile", "Watson-DCT RGB", "Watson-DCT RGB ours+compile"]
+
+
+def test_compiled_loss_is_checked_against_the_eager_value_before_timing():
+    """A compiled loss that computes another number is refused, not timed as a faster one."""
+    import torch
+
+    def drifts(a, b):  # another value only when traced: what a compiler bug would look like
+        return (a - b).abs().sum() + (1.0 if torch.compiler.is_compiling() else 0.0)
+
+    x, y = torch.rand(2, 1, 8, 8, requires_grad=True), torch.rand(2, 1, 8, 8)
+    with pytest.raises(RuntimeError, match="torch.compile\\(mode='default'\\) gives"):
+        runtime._compiled(drifts, "default")(x, y)
+    good = runtime._compiled(lambda a, b: (a - b).abs().sum(), "default")
+    good(x, y).backward()
+    assert torch.allclose(x.grad, torch.sign(x - y).detach())
+
+
+def test_compiled_check_compares_random_training_mode_losses_in_eval_mode():
+    """Watson's training-mode shifts draw other random numbers when compiled: the check uses eval mode,
+    and the module is left in the mode it was in (the paper's experiment times training mode)."""
+    import torch
+
+    import genloss
+
+    loss = genloss.get_loss("Watson-DCT", colorspace="LA", pretrained=False)
+    assert loss.training
+    x, y = torch.rand(2, 1, 16, 16, requires_grad=True), torch.rand(2, 1, 16, 16)
+    value = runtime._compiled(loss, "default")(x, y)
+    assert loss.training and torch.isfinite(value)
+    value.backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_table_gives_every_implementation_its_ratio_to_the_fastest_peer():
+    rows = [{"loss": "SSIM", "colorspace": "RGB", "shape": "1x3x8x8", "errors": {}, "memory": {},
+             "times": {"ours": 1.0, "ours+compile:reduce-overhead": 0.25, "piq.ssim": 2.0, "pm": 4.0}}]
+    lines = runtime.format_table(rows).splitlines()[2:]
+    # implementation, ms, ratio (the first line also has loss, colour space, shape and the paper's GPU ms)
+    assert lines[0].split()[3:6] == ["ours", "1000.0", "0.50"]
+    assert [ln.split() for ln in lines[1:]] == [["ours+compile:reduce-overhead", "250.0", "0.12"],
+                                                ["piq.ssim", "2000.0", "1.00"], ["pm", "4000.0", "2.00"]]
+    verdicts = runtime.targets(rows)
+    assert verdicts[0].startswith("PASS SSIM RGB: 0.50x the fastest peer piq.ssim")
+    assert verdicts[1].startswith("PASS SSIM RGB ours+compile:reduce-overhead: 0.12x the fastest peer piq.ssim")
+
+
+def test_results_are_saved_after_every_case_so_a_stopped_run_keeps_them(tmp_path, monkeypatch):
+    """A lent GPU's steps are time-boxed: a run stopped in its second case has saved the first."""
+    import json
+
+    calls = []
+    real = runtime.time_losses
+
+    def stopped_in_the_second_case(fns, *args, **kwargs):
+        calls.append(list(fns))  # time_loss' single-implementation calls pass {"fn": ...}
+        if sum(labels != ["fn"] for labels in calls) == 2:
+            raise KeyboardInterrupt  # what the time limit's signal does to the run
+        return real(fns, *args, **kwargs)
+
+    monkeypatch.setattr(runtime, "time_losses", stopped_in_the_second_case)
+    out = tmp_path / "rows.json"
+    with pytest.raises(KeyboardInterrupt):
+        runtime.main(["--losses", "L1", "L2", "--colorspaces", "RGB", "--batch", "2", "--size", "8",
+                      "--repeats", "1", "--json", str(out)])
+    rows = json.loads(out.read_text())
+    assert [r["loss"] for r in rows] == ["L1"] and rows[0]["times"]["ours"] > 0

@@ -12,9 +12,15 @@ memory. In the same run the peers that compute the same quantity are timed on th
 * Watson-DCT / Watson-DFT: ``piq.ssim`` (targets: :data:`WATSON_CPU_RATIO`) and, with
   ``--original PATH`` (a clone of the paper's repository), the paper's own implementation.
 
-Implementations are timed round-robin (one iteration each, in turn). The ratio column is ours /
-fastest peer: <= 1.0 means at least as fast. Times vary between machines and runs; compare the
-ratios, which are measured in the same process minutes apart. Peak memory is
+``--compile [MODE ...]`` adds our losses under ``torch.compile(fullgraph=True, mode=MODE)`` as
+further implementations (``ours+compile``, ``ours+compile:reduce-overhead``, ...), each checked
+against the eager value on the benchmark batch before it is timed; compilation happens in the
+warm-up and is not timed. ``reduce-overhead`` replays the whole forward and backward as CUDA graphs.
+
+Implementations are timed round-robin (one iteration each, in turn). The ratio column is each
+implementation's time / the fastest peer's: <= 1.0 means at least as fast. Times vary between
+machines and runs; compare the ratios, which are measured in the same process minutes apart. Peak
+memory is
 ``torch.cuda.max_memory_allocated`` on CUDA; on CPU it is the peak growth of the resident memory
 during one forward + backward (sampled every ms from /proc, Linux), measured in a fresh subprocess
 per case (``--memory``), since the CPU allocator keeps no statistics. """
@@ -191,7 +197,7 @@ def time_losses(fns: dict[str, LossFn], shape, device: str, repeats: int, warmup
     g = torch.Generator().manual_seed(0)
     target = torch.rand(shape, generator=g).to(device)
     pred0 = (target + 0.1 * torch.randn(shape, generator=g).to(device)).clamp(0, 1)
-    fns = {k: (f.to(device) if isinstance(f, torch.nn.Module) else f) for k, f in fns.items()}
+    fns = {k: _to_device(f, device) for k, f in fns.items()}
     times: dict[str, list[float]] = {k: [] for k in fns}
     for i in range(warmup + repeats):
         for label, fn in fns.items():
@@ -264,8 +270,7 @@ def paper_experiment(fn: LossFn, target: torch.Tensor, iterations: int = 500, se
     g = torch.Generator().manual_seed(seed)
     recon = torch.nn.Parameter(torch.randn(target.shape, generator=g).to(device))
     opt = torch.optim.SGD([recon], lr=1e-4)
-    if isinstance(fn, torch.nn.Module):
-        fn = fn.to(device)
+    fn = _to_device(fn, device)
     cuda = device.type == "cuda"
     if cuda:
         torch.cuda.synchronize(device)
@@ -298,10 +303,79 @@ def _implementations(case: Case, args: argparse.Namespace) -> dict[str, Callable
     """Builders of every implementation timed for ``case``: ours, the peers, the paper's code (``--original``)."""
     impls: dict[str, Callable[[], LossFn]] = {
         "ours": lambda: _ours(case.loss, case.colorspace, args.weights_dir, case.shape[-1])}
+    for mode in getattr(args, "compile", None) or ():
+        impls[compiled_label(mode)] = lambda mode=mode: _compiled(
+            _ours(case.loss, case.colorspace, args.weights_dir, case.shape[-1]), mode)
     impls.update(case.peers)
     if args.original and case.loss in ORIGINAL_LOSSES:
         impls["original"] = lambda: _original(args.original, case.loss, case.colorspace)
     return impls
+
+
+#: the ``torch.compile`` modes ``--compile`` accepts (``reduce-overhead`` captures CUDA graphs on a GPU)
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compiled_label(mode: str) -> str:
+    """The implementation label of our loss under ``torch.compile(mode=mode)``."""
+    return "ours+compile" if mode == "default" else f"ours+compile:{mode}"
+
+
+def is_ours(label: str) -> bool:
+    """Whether an implementation label is genloss' own loss (eager or compiled), not a peer or the paper's code."""
+    return label == "ours" or label.startswith("ours+")
+
+
+def _compiled(fn: LossFn, mode: str) -> LossFn:
+    """``torch.compile(fn, fullgraph=True, mode=mode)``, checked against the eager value before it is timed.
+
+    The check runs on the first call (which also compiles): a compiled loss that gives another
+    number than the eager one must not enter the table as a faster one. A module is compared in
+    eval mode: in training mode the Watson losses shift the images at random, and the compiled code
+    draws other random numbers than eager PyTorch. Under ``reduce-overhead`` the result lives in a
+    CUDA graph's memory that the next replay overwrites, so it is cloned first.
+    """
+    compiled = torch.compile(fn, fullgraph=True, mode=None if mode == "default" else mode)
+    checked = False
+
+    def check(x: torch.Tensor, y: torch.Tensor) -> None:
+        module = fn if isinstance(fn, torch.nn.Module) else None
+        training = module is not None and module.training
+        if training:
+            module.eval()
+        try:
+            with torch.no_grad():
+                got, eager = compiled(x.detach(), y).clone(), fn(x.detach(), y)
+        finally:
+            if training:
+                module.train()
+        if not torch.allclose(got.to(eager.dtype), eager, rtol=1e-4, atol=1e-6):
+            raise RuntimeError(f"torch.compile(mode={mode!r}) gives {got.tolist()}, eager {eager.tolist()}")
+
+    def run(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        nonlocal checked
+        if not checked:
+            check(x, y)
+            checked = True
+        return compiled(x, y)
+
+    run.module = fn  # type: ignore[attr-defined]  # for .to(device), see _to_device
+    return run
+
+
+def _to_device(fn: LossFn, device) -> LossFn:
+    """Moves a loss module (or the module under a compiled loss) to ``device``; returns the callable."""
+    module = getattr(fn, "module", fn)
+    if isinstance(module, torch.nn.Module):
+        module.to(device)
+    return fn
+
+
+def _save(rows: list[dict], args: argparse.Namespace) -> None:
+    """Writes the rows so far to ``--json`` after every case, so that a run stopped by a time limit
+    (a lent GPU is lent for minutes) keeps what it measured."""
+    if getattr(args, "json_out", None):
+        Path(args.json_out).write_text(json.dumps(rows, indent=2))
 
 
 def _row(case: Case) -> dict:
@@ -349,13 +423,14 @@ def run_paper(args: argparse.Namespace) -> list[dict]:
                     row["memory"][label] = max(row["memory"].get(label, 0.0), memory)
         row["times"] = {k: statistics.median(v) for k, v in runs.items()}
         rows.append(row)
+        _save(rows, args)
     return rows
 
 
 def format_paper_table(rows: list[dict], device: str) -> str:
     """Seconds for the whole run (``iterations`` steps) and peak MB, with ratios ours / each other."""
     lines = []
-    head = (f"{'loss':<17} {'cs':<3} {'implementation':<24} {'seconds':>9} {'MB':>8} {'ours/this':>10} "
+    head = (f"{'loss':<17} {'cs':<3} {'implementation':<34} {'seconds':>9} {'MB':>8} {'ours/this':>10} "
             f"{'paper GPU s':>11}")
     lines += [head, "-" * len(head)]
     for r in rows:
@@ -363,11 +438,11 @@ def format_paper_table(rows: list[dict], device: str) -> str:
         paper = PAPER_GPU.get((r["loss"], r["colorspace"]))
         for i, (label, t) in enumerate(r["times"].items()):
             ratio = f"{ours / t:.2f}" if ours and label != "ours" else ""
-            lines.append(f"{r['loss'] if i == 0 else '':<17} {r['colorspace'] if i == 0 else '':<3} {label:<24} "
+            lines.append(f"{r['loss'] if i == 0 else '':<17} {r['colorspace'] if i == 0 else '':<3} {label:<34} "
                          f"{t:>9.4g} {_fmt_mb(r['memory'].get(label)):>8} {ratio:>10} "
                          f"{(f'{paper[0]:.2f}' if paper and i == 0 else ''):>11}")
         for label, err in r["errors"].items():
-            lines.append(f"{'':<17} {'':<3} {label:<24} unavailable: {err}")
+            lines.append(f"{'':<17} {'':<3} {label:<34} unavailable: {err}")
     note = ("(paper GPU s: the published figures on the authors' GPU, for orientation only; compare the ratios, "
             f"measured side by side on {device} in this run)")
     if not device.startswith("cuda"):
@@ -380,6 +455,8 @@ def _peak_memory(spec: dict, device: str) -> float:
     """Peak memory (MB) of one case, in a fresh process so earlier cases do not mask it."""
     if device.startswith("cuda"):
         fn = _build(spec)
+        time_loss(fn, tuple(spec["shape"]), device, repeats=1, warmup=0)  # lazy state, compilation
+        torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.max_memory_allocated()
         time_loss(fn, tuple(spec["shape"]), device, repeats=1, warmup=0)
@@ -398,6 +475,9 @@ def _build(spec: dict) -> LossFn:
     kind, name, cs = spec["kind"], spec["loss"], spec["colorspace"]
     if kind == "ours":
         return _ours(name, cs, spec.get("weights_dir"), spec["shape"][-1])
+    if kind.startswith("ours+compile"):
+        mode = kind.partition(":")[2] or "default"
+        return _compiled(_ours(name, cs, spec.get("weights_dir"), spec["shape"][-1]), mode)
     if kind == "original":
         return _original(spec["original"], name, cs)
     return _peers(name, cs)[kind]()
@@ -411,7 +491,9 @@ def _child(spec_json: str) -> None:
     g = torch.Generator().manual_seed(0)
     target = torch.rand(shape, generator=g)
     pred = (target + 0.1 * torch.randn(shape, generator=g)).clamp(0, 1).requires_grad_(True)
-    fn(pred[:1], target[:1]).backward()  # build lazy state before measuring
+    # build lazy state before measuring; a compiled loss at the full size (another size would recompile)
+    warm = slice(None) if spec["kind"].startswith("ours+compile") else slice(1)
+    fn(pred[warm], target[warm]).backward()
     pred.grad = None
     with _RssSampler() as sampler:
         fn(pred, target).backward()
@@ -448,34 +530,36 @@ def run(args: argparse.Namespace) -> list[dict]:
         if built:
             row["times"] = time_losses(built, case.shape, args.device, args.repeats)
         rows.append(row)
+        _save(rows, args)
     return rows
 
 
 def format_table(rows: list[dict]) -> str:
+    """One line per implementation: ms per iteration, peak MB, and time / the fastest peer's time."""
     lines = []
-    head = (f"{'loss':<17} {'cs':<3} {'batch':<14} {'ours ms':>9} {'peer':<24} {'peer ms':>9} {'ours/peer':>9} "
-            f"{'ours MB':>8} {'peer MB':>8} {'paper GPU ms':>12}")
+    head = (f"{'loss':<17} {'cs':<3} {'batch':<14} {'implementation':<34} {'ms':>9} {'MB':>8} "
+            f"{'/fastest peer':>13} {'paper GPU ms':>12}")
     lines += [head, "-" * len(head)]
     for r in rows:
-        ours = r["times"].get("ours")
+        peers = _peer_times(r)
+        best = min(peers.values()) if peers else None
         paper = PAPER_GPU.get((r["loss"], r["colorspace"]))
         paper_ms = f"{paper[0] / 500 * 1e3:.1f}" if paper else ""
-        peers = [k for k in r["times"] if k != "ours"] or [None]
-        for i, p in enumerate(peers):
-            pt = r["times"].get(p) if p else None
-            ratio = f"{ours / pt:.2f}" if ours and pt else ""
+        for i, (label, t) in enumerate(r["times"].items()):
             first = i == 0
+            ratio = f"{t / best:.2f}" if best and label != "original" else ""
             lines.append(
                 f"{r['loss'] if first else '':<17} {r['colorspace'] if first else '':<3} "
-                f"{r['shape'] if first else '':<14} "
-                f"{(f'{ours * 1e3:.1f}' if ours and first else ''):>9} {p or '-':<24} "
-                f"{(f'{pt * 1e3:.1f}' if pt else ''):>9} {ratio:>9} "
-                f"{(_fmt_mb(r['memory'].get('ours')) if first else ''):>8} {_fmt_mb(r['memory'].get(p)):>8} "
-                f"{paper_ms if first else '':>12}"
-            )
+                f"{r['shape'] if first else '':<14} {label:<34} {t * 1e3:>9.1f} "
+                f"{_fmt_mb(r['memory'].get(label)):>8} {ratio:>13} {paper_ms if first else '':>12}")
         for label, err in r["errors"].items():
-            lines.append(f"{'':<17} {'':<3} {'':<14} {'':>9} {label:<24} unavailable: {err}")
+            lines.append(f"{'':<17} {'':<3} {'':<14} {label:<34} unavailable: {err}")
     return "\n".join(lines)
+
+
+def _peer_times(row: dict) -> dict[str, float]:
+    """The peers' times of a result row: neither ours (eager or compiled) nor the paper's code."""
+    return {k: v for k, v in row["times"].items() if not is_ours(k) and k != "original"}
 
 
 def _fmt_mb(v) -> str:
@@ -494,33 +578,41 @@ WATSON_GPU_SECONDS = 0.5e-3
 
 def targets(rows: list[dict], device: str = "cpu") -> list[str]:
     """The issue's targets, checked on this run: ours <= the fastest peer; Watson on the CPU at most
-    :data:`WATSON_CPU_RATIO` x piq SSIM, on a GPU (RGB) at most 0.5 ms per iteration."""
+    :data:`WATSON_CPU_RATIO` x piq SSIM, on a GPU (RGB) at most 0.5 ms per iteration. One verdict per
+    variant of ours (eager, and each ``--compile`` mode), each against the same peers."""
     out = []
     for r in rows:
-        ours = r["times"].get("ours")
-        peers = {k: v for k, v in r["times"].items() if k not in ("ours", "original")}
-        if not ours or not peers:
+        peers = _peer_times(r)
+        if not peers:
             continue
-        name = f"{r['loss']} {r['colorspace']}"
-        if r["loss"].startswith("Watson") and device.startswith("cuda") and r["colorspace"] == "RGB":
-            ok = ours <= WATSON_GPU_SECONDS
-            out.append(f"{'PASS' if ok else 'MISS'} {name}: {ours * 1e3:.2f} ms per iteration "
-                       f"(target <= {WATSON_GPU_SECONDS * 1e3:.1f} ms on an H200)")
-        elif r["loss"].startswith("Watson"):
-            ratio = ours / peers["piq.ssim"] if "piq.ssim" in peers else None
-            limit = WATSON_CPU_RATIO.get((r["loss"], r["colorspace"]), WATSON_CPU_RATIO_DEFAULT)
-            if ratio is not None:
-                out.append(f"{'PASS' if ratio <= limit else 'MISS'} {name}: {ratio:.2f}x piq SSIM "
-                           f"(target <= {limit})")
-        else:
-            best = min(peers, key=peers.get)
-            ratio = ours / peers[best]
-            out.append(f"{'PASS' if ratio <= 1.0 else 'MISS'} {r['loss']} {r['colorspace']}: {ratio:.2f}x "
-                       f"the fastest peer {best} (target <= 1.0)")
-        if "original" in r["memory"] and "ours" in r["memory"]:
-            ok = r["memory"]["ours"] <= r["memory"]["original"] * 1.05 + 1
-            out.append(f"{'PASS' if ok else 'MISS'} {r['loss']} {r['colorspace']}: peak memory "
-                       f"{r['memory']['ours']:.0f} MB vs original {r['memory']['original']:.0f} MB")
+        for label in filter(is_ours, r["times"]):
+            out += _verdicts(r, label, peers, device)
+    return out
+
+
+def _verdicts(r: dict, label: str, peers: dict[str, float], device: str) -> list[str]:
+    ours = r["times"][label]
+    name = f"{r['loss']} {r['colorspace']}" + ("" if label == "ours" else f" {label}")
+    out = []
+    if r["loss"].startswith("Watson") and device.startswith("cuda") and r["colorspace"] == "RGB":
+        ok = ours <= WATSON_GPU_SECONDS
+        out.append(f"{'PASS' if ok else 'MISS'} {name}: {ours * 1e3:.2f} ms per iteration "
+                   f"(target <= {WATSON_GPU_SECONDS * 1e3:.1f} ms on an H200)")
+    elif r["loss"].startswith("Watson"):
+        limit = WATSON_CPU_RATIO.get((r["loss"], r["colorspace"]), WATSON_CPU_RATIO_DEFAULT)
+        if "piq.ssim" in peers:
+            ratio = ours / peers["piq.ssim"]
+            out.append(f"{'PASS' if ratio <= limit else 'MISS'} {name}: {ratio:.2f}x piq SSIM (target <= {limit})")
+    else:
+        best = min(peers, key=peers.get)
+        ratio = ours / peers[best]
+        out.append(f"{'PASS' if ratio <= 1.0 else 'MISS'} {name}: {ratio:.2f}x the fastest peer {best} "
+                   "(target <= 1.0)")
+    memory = r["memory"]
+    if "original" in memory and label in memory:
+        ok = memory[label] <= memory["original"] * 1.05 + 1
+        out.append(f"{'PASS' if ok else 'MISS'} {name}: peak memory {memory[label]:.0f} MB vs original "
+                   f"{memory['original']:.0f} MB")
     return out
 
 
@@ -549,6 +641,10 @@ def parser() -> argparse.ArgumentParser:
                    help="the paper's runtime experiment: --iterations SGD steps reconstructing a batch from noise, "
                         "whole-run time and peak memory per implementation (--repeats rounds, round-robin)")
     p.add_argument("--iterations", type=int, default=500, help="SGD steps per run with --paper (the paper: 500)")
+    p.add_argument("--compile", nargs="*", choices=COMPILE_MODES, metavar="MODE", default=None,
+                   help="also time our losses under torch.compile(fullgraph=True, mode=MODE), each checked against "
+                        "the eager value first; no MODE: 'default'. 'reduce-overhead' captures CUDA graphs on a "
+                        f"GPU. Modes: {', '.join(COMPILE_MODES)}")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     return p
 
@@ -560,6 +656,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.compile == []:
+        args.compile = ["default"]
     if args.quick:
         args.batch, args.repeats = 16, 3
         if args.paper:
@@ -569,8 +667,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"torch {torch.__version__}, device {_device_name(args.device)}, {torch.get_num_threads()} threads, "
               f"the paper's runtime experiment: {args.iterations} SGD iterations, median of {args.repeats} run(s)")
         print(format_paper_table(rows, args.device))
-        if args.json_out:
-            Path(args.json_out).write_text(json.dumps(rows, indent=2))
+        _save(rows, args)
         return 0
     rows = run(args)
     print(f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} threads, "
@@ -579,8 +676,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for line in targets(rows, args.device):
         print(line)
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(rows, indent=2))
+    _save(rows, args)
     return 0
 
 
