@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import types
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -93,6 +95,8 @@ class ImageLoss(nn.Module):
         super().__init_subclass__(**kwargs)
         if "__init__" in cls.__dict__:  # every loss' flags refuse truthy strings such as 'False'
             cls.__init__ = strict_bools(cls.__dict__["__init__"])
+        if "forward" not in cls.__dict__:
+            cls.forward = _forward_of(cls)
     #: smallest accepted (H, W)
     min_size: int | tuple[int, int] | None = None
 
@@ -145,6 +149,29 @@ class ImageLoss(nn.Module):
     def extra_repr(self) -> str:
         rng = "" if self.value_range == (0.0, 1.0) else f", value_range={self.value_range}"
         return f"colorspace={self.colorspace!r}, reduction={self.reduction!r}{rng}"
+
+
+def _forward_of(cls: type) -> Callable[..., torch.Tensor]:
+    """A copy of :meth:`ImageLoss.forward` with its own code object, for ``cls``.
+
+    ``torch.compile`` keeps its compiled graphs per code object, at most
+    ``torch._dynamo.config.recompile_limit`` (8) of them. With every loss sharing one ``forward``,
+    the ninth loss class or mode compiled in one process (say, nine of the registered losses) hit
+    that limit: an error under ``fullgraph=True``, otherwise a silent fall-back to eager code. A
+    code object per class gives each loss its own limit (and its name in profiles and tracebacks).
+    """
+    base = ImageLoss.forward
+    code = base.__code__
+    if hasattr(code, "co_qualname"):  # Python >= 3.11; replace() gives a new code object either way
+        code = code.replace(co_qualname=f"{cls.__qualname__}.forward")
+    else:  # pragma: no cover
+        code = code.replace()
+    forward = types.FunctionType(code, base.__globals__, base.__name__, base.__defaults__, base.__closure__)
+    forward.__kwdefaults__ = base.__kwdefaults__
+    functools.update_wrapper(forward, base)
+    forward.__qualname__ = f"{cls.__qualname__}.forward"
+    del forward.__wrapped__  # it is not a wrapper: inspect and docs should read this function itself
+    return forward
 
 
 def grey_channels(colorspace: str) -> int | tuple[int, ...]:
