@@ -315,6 +315,40 @@ def test_every_registered_loss_compiles_in_one_process_in_both_modes():
     assert compiled > torch._dynamo.config.recompile_limit
 
 
+_DYNAMIC_SHAPES_CHECK = """
+import sys, torch, genloss
+torch._inductor.config.fallback_random = True  # compiled code draws the eager random shifts: values comparable
+loss = genloss.get_loss(sys.argv[1], pretrained=False).train()
+compiled = torch.compile(loss, dynamic=True)
+for b, s in ((3, 32), (2, 30), (3, 17)):  # batch and sizes change, also to sizes that are not multiples of 8
+    g = torch.Generator().manual_seed(s)
+    x, y = torch.rand(b, 3, s, s, generator=g).requires_grad_(), torch.rand(b, 3, s, s, generator=g)
+    torch.manual_seed(0)
+    got = compiled(x, y)
+    (got_grad,) = torch.autograd.grad(got, x)
+    torch.manual_seed(0)
+    want = loss(x, y)
+    (want_grad,) = torch.autograd.grad(want, x)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got_grad, want_grad, rtol=1e-4, atol=1e-6 * float(want_grad.abs().max()))
+print("ok")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss_name", ["Watson-DCT", "Watson-DFT"])
+def test_watson_training_mode_compiles_with_dynamic_shapes(loss_name):
+    """torch.compile(dynamic=True) (and automatic dynamic shapes, after a second image size) in training
+    mode: the block padding was written as (-h) % 8, whose sympy Mod kept inductor's index simplification
+    busy for over 10 minutes (Watson-DFT). A subprocess with a time limit makes a hang a failure."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _DYNAMIC_SHAPES_CHECK, loss_name], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu_without_host_synchronisation(name):
     loss = build(name).eval()

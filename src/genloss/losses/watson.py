@@ -95,7 +95,8 @@ def _shift_index(shape: torch.Size, offset: torch.Tensor, pad: int, block: int) 
     traces it), once per call for both images.
     """
     _, c, h, w = shape
-    hp, wp = h + (-h) % block, w + (-w) % block
+    # ceil division, not h + (-h) % block: see transforms.blocks.pad_to_multiple (dynamic shapes)
+    hp, wp = -(-h // block) * block, -(-w // block) * block
     device = offset.device
     # source row/column of every output row/column: the block padding repeats the last row/column
     # of the shifted image, the shift's own padding repeats the image border

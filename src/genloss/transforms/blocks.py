@@ -22,7 +22,9 @@ def pad_to_multiple(x: torch.Tensor, block: int, mode: str = "replicate") -> tor
     the border, so every input pixel still receives a gradient (cropping would drop the border).
     """
     h, w = x.shape[-2:]
-    ph, pw = (-h) % block, (-w) % block
+    # ceil division, not (-h) % block: with symbolic sizes (torch.compile's dynamic shapes) a Mod
+    # sent inductor's index simplification into minutes of sympy (Watson-DFT in training mode)
+    ph, pw = -(-h // block) * block - h, -(-w // block) * block - w
     if ph == 0 and pw == 0:
         return x
     return F.pad(x, (0, pw, 0, ph), mode=mode)
