@@ -220,3 +220,19 @@ def test_results_are_saved_after_every_case_so_a_stopped_run_keeps_them(tmp_path
                       "--repeats", "1", "--json", str(out)])
     rows = json.loads(out.read_text())
     assert [r["loss"] for r in rows] == ["L1"] and rows[0]["times"]["ours"] > 0
+
+
+def test_eval_option_times_our_losses_in_eval_mode(monkeypatch):
+    """--eval: no random shift (Watson's training-mode augmentation) in what is timed; default: training mode."""
+    seen = []
+    real = runtime.time_losses
+
+    def record(fns, *args, **kwargs):
+        seen.extend(getattr(f, "module", f).training for label, f in fns.items() if label.startswith("ours"))
+        return real(fns, *args, **kwargs)
+
+    monkeypatch.setattr(runtime, "time_losses", record)
+    common = ["--losses", "Watson-DCT", "--colorspaces", "LA", "--batch", "2", "--size", "16", "--repeats", "1"]
+    runtime.run(runtime.parser().parse_args(common))
+    runtime.run(runtime.parser().parse_args([*common, "--eval"]))
+    assert seen == [True, False]

@@ -16,14 +16,15 @@ memory. In the same run the peers that compute the same quantity are timed on th
 further implementations (``ours+compile``, ``ours+compile:reduce-overhead``, ...), each checked
 against the eager value on the benchmark batch before it is timed; compilation happens in the
 warm-up and is not timed. ``reduce-overhead`` replays the whole forward and backward as CUDA graphs.
+Our losses run in training mode, as a new module and the paper's experiment do (the Watson
+losses then shift both images by a random offset); ``--eval`` times them in eval mode.
 
 Implementations are timed round-robin (one iteration each, in turn). The ratio column is each
 implementation's time / the fastest peer's: <= 1.0 means at least as fast. Times vary between
 machines and runs; compare the ratios, which are measured in the same process minutes apart. Peak
-memory is
-``torch.cuda.max_memory_allocated`` on CUDA; on CPU it is the peak growth of the resident memory
-during one forward + backward (sampled every ms from /proc, Linux), measured in a fresh subprocess
-per case (``--memory``), since the CPU allocator keeps no statistics. """
+memory is ``torch.cuda.max_memory_allocated`` on CUDA; on CPU it is the peak growth of the resident
+memory during one forward + backward (sampled every ms from /proc, Linux), measured in a fresh
+subprocess per case (``--memory``), since the CPU allocator keeps no statistics. """
 
 from __future__ import annotations
 
@@ -67,7 +68,14 @@ class Case:
     peers: dict[str, Callable[[], LossFn]] = field(default_factory=dict)
 
 
-def _ours(name: str, colorspace: str, weights_dir: str | None, size: int = 64) -> LossFn:
+def _ours(name: str, colorspace: str, weights_dir: str | None, size: int = 64, eval_mode: bool = False) -> LossFn:
+    """Our loss as the paper's experiment runs it: tuned (or untrained and frozen), in training mode
+    (Watson's random shift) unless ``eval_mode``."""
+    loss = _ours_module(name, colorspace, weights_dir, size)
+    return loss.eval() if eval_mode else loss
+
+
+def _ours_module(name: str, colorspace: str, weights_dir: str | None, size: int) -> torch.nn.Module:
     from genloss.registry import make_loss
     from genloss.weights import WeightsUnavailableError
 
@@ -152,7 +160,7 @@ def _lpips(net: str, imagenet: bool) -> LossFn:
     return fn
 
 
-def _original(repo: str, name: str, colorspace: str) -> LossFn:
+def _original(repo: str, name: str, colorspace: str, eval_mode: bool = False) -> LossFn:
     """The paper's own LossProvider from a local clone (``--original``), as the paper runs it."""
     src = Path(repo) / "src" / "loss"
     if not src.is_dir():
@@ -173,7 +181,8 @@ def _original(repo: str, name: str, colorspace: str) -> LossFn:
 
     paper_name = {"Watson-DFT": "Watson-fft", "Watson-DCT": "Watson-dct", "Deeploss-VGG": "Deeploss-vgg",
                   "Deeploss-Squeeze": "Deeploss-squeeze"}.get(name, name)
-    return LossProvider().get_loss_function(paper_name, colorspace, image_size=(3, 64, 64))
+    loss = LossProvider().get_loss_function(paper_name, colorspace, image_size=(3, 64, 64))
+    return loss.eval() if eval_mode and isinstance(loss, torch.nn.Module) else loss
 
 
 def cases(losses: list[str], colorspaces: list[str], batch: int, size: int) -> list[Case]:
@@ -302,13 +311,13 @@ ORIGINAL_LOSSES = ("L1", "L2", "SSIM", "Watson-DCT", "Watson-DFT", "Deeploss-VGG
 def _implementations(case: Case, args: argparse.Namespace) -> dict[str, Callable[[], LossFn]]:
     """Builders of every implementation timed for ``case``: ours, the peers, the paper's code (``--original``)."""
     impls: dict[str, Callable[[], LossFn]] = {
-        "ours": lambda: _ours(case.loss, case.colorspace, args.weights_dir, case.shape[-1])}
+        "ours": lambda: _ours(case.loss, case.colorspace, args.weights_dir, case.shape[-1], args.eval)}
     for mode in getattr(args, "compile", None) or ():
         impls[compiled_label(mode)] = lambda mode=mode: _compiled(
-            _ours(case.loss, case.colorspace, args.weights_dir, case.shape[-1]), mode)
+            _ours(case.loss, case.colorspace, args.weights_dir, case.shape[-1], args.eval), mode)
     impls.update(case.peers)
     if args.original and case.loss in ORIGINAL_LOSSES:
-        impls["original"] = lambda: _original(args.original, case.loss, case.colorspace)
+        impls["original"] = lambda: _original(args.original, case.loss, case.colorspace, args.eval)
     return impls
 
 
@@ -474,12 +483,12 @@ def _peak_memory(spec: dict, device: str) -> float:
 def _build(spec: dict) -> LossFn:
     kind, name, cs = spec["kind"], spec["loss"], spec["colorspace"]
     if kind == "ours":
-        return _ours(name, cs, spec.get("weights_dir"), spec["shape"][-1])
+        return _ours(name, cs, spec.get("weights_dir"), spec["shape"][-1], spec.get("eval", False))
     if kind.startswith("ours+compile"):
         mode = kind.partition(":")[2] or "default"
-        return _compiled(_ours(name, cs, spec.get("weights_dir"), spec["shape"][-1]), mode)
+        return _compiled(_ours(name, cs, spec.get("weights_dir"), spec["shape"][-1], spec.get("eval", False)), mode)
     if kind == "original":
-        return _original(spec["original"], name, cs)
+        return _original(spec["original"], name, cs, spec.get("eval", False))
     return _peers(name, cs)[kind]()
 
 
@@ -523,7 +532,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                 if args.memory:
                     spec = {"kind": label, "loss": case.loss, "colorspace": case.colorspace,
                             "shape": list(case.shape), "weights_dir": args.weights_dir,
-                            "original": args.original, "threads": torch.get_num_threads()}
+                            "original": args.original, "threads": torch.get_num_threads(), "eval": args.eval}
                     row["memory"][label] = _peak_memory(spec, args.device)
             except Exception as e:  # a missing optional peer must not stop the benchmark
                 row["errors"][label] = _error_text(e)
@@ -645,6 +654,9 @@ def parser() -> argparse.ArgumentParser:
                    help="also time our losses under torch.compile(fullgraph=True, mode=MODE), each checked against "
                         "the eager value first; no MODE: 'default'. 'reduce-overhead' captures CUDA graphs on a "
                         f"GPU. Modes: {', '.join(COMPILE_MODES)}")
+    p.add_argument("--eval", action="store_true",
+                   help="time our losses (and the paper's) in eval mode: no random shift in the Watson losses. "
+                        "Default: training mode, as the paper's experiment and a new module")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     return p
 
