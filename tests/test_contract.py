@@ -315,6 +315,23 @@ def test_every_registered_loss_compiles_in_one_process_in_both_modes():
     assert compiled > torch._dynamo.config.recompile_limit
 
 
+@pytest.mark.slow
+def test_torch_compile_dynamic_shapes_gives_the_eager_value(name):
+    """dynamic=True traces sizes and float options symbolically (Python math or a format spec on them
+    broke tracing elsewhere): the batch and the image size change without a new graph's errors."""
+    torch._dynamo.reset()
+    loss = _frozen(name)
+    x, y = pair(name)
+    compiled = torch.compile(loss, fullgraph=True, dynamic=True, backend="aot_eager")
+    crops: list[tuple[torch.Tensor, ...]] = [(x, y), (x[:1], y[:1])]
+    if loss_info(name).family != "adaptive":  # Adaptive's parameters are built for one image size
+        h, w = x.shape[-2:]  # larger, not smaller: the pair has the loss' minimum size
+        larger = (h + 3, w + 2)
+        crops.append(tuple(torch.nn.functional.interpolate(t[1:], size=larger, mode="bilinear") for t in (x, y)))
+    for a, b in crops:
+        torch.testing.assert_close(compiled(a, b), loss(a, b), rtol=1e-5, atol=1e-5)
+
+
 _DYNAMIC_SHAPES_CHECK = """
 import sys, torch, genloss
 torch._inductor.config.fallback_random = True  # compiled code draws the eager random shifts: values comparable

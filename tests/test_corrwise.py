@@ -499,6 +499,39 @@ def test_compile_fullgraph_gives_the_eager_value():
     torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-7)
 
 
+def test_compile_with_dynamic_shapes_gives_the_eager_value_and_names_bad_input():
+    """torch.compile(dynamic=True) traces float options and constants as symbolic floats: the flow's
+    Gaussian taps (Python math on them) and the range check's message (formatted with :g) raised
+    internal Dynamo errors. Two sizes, values against eager; a NaN input still names the problem."""
+    cw = CorrWise(nn.L1Loss()).eval()
+    compiled = torch.compile(cw, fullgraph=True, dynamic=True, backend="aot_eager")
+    for size in (32, 24):
+        pred, target = _moved(size, 1.5, 0.5)
+        torch.testing.assert_close(compiled(pred, target), cw(pred, target), rtol=1e-5, atol=1e-6)
+    bad = pred.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(RuntimeError, match=r"CorrWise input contains NaN/Inf or values outside \[0.0, 1.0\]"):
+        compiled(bad, target)
+
+
+def test_flow_sigma_options_set_later_change_the_filter():
+    """The Gaussian taps are computed when a sigma is set (not while compiling), so setting one later
+    must give what building the estimator with it gives, and bad values raise."""
+    from genloss.corrwise.flow.classical import CoarseToFineFlow
+
+    pred, target = _moved(32, 1.5, 0.5)
+    later = CoarseToFineFlow()
+    later.window_sigma, later.smooth_sigma, later.presmooth_sigma = 2.5, 0.0, 1.0
+    built = CoarseToFineFlow(window_sigma=2.5, smooth_sigma=0.0, presmooth_sigma=1.0)
+    flow = later(pred, target)
+    torch.testing.assert_close(flow, built(pred, target), rtol=0, atol=0)
+    assert not torch.allclose(flow, CoarseToFineFlow()(pred, target))
+    with pytest.raises(ValueError, match="window_sigma must be > 0, got 0.0"):
+        later.window_sigma = 0
+    with pytest.raises(ValueError, match="smooth_sigma must be >= 0, got -1.0"):
+        later.smooth_sigma = -1
+
+
 def test_sub_pixel_motion_is_realigned():
     """A 128 x 128 photograph moved by 2.5 px (bilinear sampling) is realigned to at most 0.25 of plain L1."""
     pred, target = _moved(128, 2.5, 2.5, ("astronaut", "coffee", "chelsea", "rocket"))

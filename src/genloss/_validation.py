@@ -210,7 +210,9 @@ def check_values(
     if mode == "device":
         mn, mx = torch.aminmax(data)
         ok = (mn >= lo - tol) & (mx <= hi + tol)
-        torch._assert_async(ok, f"{name} contains NaN/Inf or values outside [{lo:g}, {hi:g}] (see value_range)")
+        # no format spec: under torch.compile(dynamic=True) a range from a module-level constant is traced
+        # as a symbolic float, and Dynamo raises an internal error formatting one with :g (CorrWise's flow)
+        torch._assert_async(ok, f"{name} contains NaN/Inf or values outside [{lo}, {hi}] (see value_range)")
         return
     mn, mx = (float(v) for v in torch.aminmax(data))
     if not (math.isfinite(mn) and math.isfinite(mx)):

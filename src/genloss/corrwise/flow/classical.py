@@ -49,6 +49,27 @@ from .base import FlowEstimator
 to_grey = as_grey
 
 
+def _sigma_option(name: str, *, zero_disables: bool) -> property:
+    """A Gaussian's standard deviation (pixels) whose taps are computed when it is set.
+
+    Not while ``torch.compile`` traces: with ``dynamic=True`` a float option is traced as a symbolic
+    float, whose Python math (``math.exp`` of a symbolic power) Dynamo cannot evaluate. Setting the
+    option later (``flow.window_sigma = 2.0``) recomputes the taps, so they never go stale.
+    """
+
+    def fget(self) -> float:
+        return getattr(self, "_" + name)
+
+    def fset(self, value: float) -> None:
+        value = float(value)
+        if not (value > 0 or (zero_disables and value == 0)):
+            raise ValueError(f"{name} must be {'>= 0' if zero_disables else '> 0'}, got {value}")
+        setattr(self, "_" + name, value)
+        setattr(self, f"_{name}_taps", _gaussian_taps(value) if value > 0 else None)
+
+    return property(fget, fset, doc=f"{name} (pixels); 0 disables the filter" if zero_disables else f"{name} (pixels)")
+
+
 def _gaussian_taps(sigma: float) -> tuple[float, ...]:
     """Normalised 1-D Gaussian taps, radius ceil(2 sigma)."""
     radius = max(1, int(math.ceil(2.0 * sigma)))
@@ -326,6 +347,9 @@ class CoarseToFineFlow(FlowEstimator):
     """
 
     learned = False
+    window_sigma = _sigma_option("window_sigma", zero_disables=False)
+    smooth_sigma = _sigma_option("smooth_sigma", zero_disables=True)
+    presmooth_sigma = _sigma_option("presmooth_sigma", zero_disables=True)
 
     def __init__(self, min_size: int = 12, max_levels: int = 6, iterations: int = 2, window_sigma: float = 1.5,
                  smooth_sigma: float = 2.0, regularization: float = 1e-6, symmetric_gradients: bool = True,
@@ -373,18 +397,17 @@ class CoarseToFineFlow(FlowEstimator):
     def _estimate(self, grey: torch.Tensor, n: int) -> torch.Tensor:
         """The flow (N, 2, H, W) from the greyscale images (2N, 1, H, W): image 1 then image 2."""
         h, w = grey.shape[2:]
-        if self.presmooth_sigma > 0:
+        if self._presmooth_sigma_taps is not None:
             # a slight blur of both images evens out the interpolation blur that separates a
             # sub-pixel-shifted image from its warp back (the bias that locks LK to whole pixels)
-            grey = _separable_filter(grey, _gaussian_taps(self.presmooth_sigma))
+            grey = _separable_filter(grey, self._presmooth_sigma_taps)
         pyramid = [grey]
         del grey
         for _ in range(self.num_levels(h, w) - 1):
             ph, pw = pyramid[-1].shape[2:]
             pyramid.append(_downsample(pyramid[-1], (ph // 2, pw // 2)))
         dev, dt = pyramid[0].device, pyramid[0].dtype
-        window = _gaussian_taps(self.window_sigma)
-        smooth = _gaussian_taps(self.smooth_sigma) if self.smooth_sigma > 0 else None
+        window, smooth = self._window_sigma_taps, self._smooth_sigma_taps
 
         flow = torch.zeros(n, 2, *pyramid[-1].shape[2:], device=dev, dtype=dt)
         iterations = self.iterations * 2  # at the coarsest level
