@@ -157,23 +157,30 @@ def test_compile_option_times_our_compiled_losses_beside_eager_and_peers(capsys)
 
 
 def test_compiled_loss_is_checked_against_the_eager_value_before_timing():
-    """A compiled loss that computes another number is refused, not timed as a faster one."""
+    """A compiled loss that computes another value or gradient is refused, not timed as a faster one."""
     import torch
 
     def drifts(a, b):  # another value only when traced: what a compiler bug would look like
         return (a - b).abs().sum() + (1.0 if torch.compiler.is_compiling() else 0.0)
 
+    def drifts_in_gradient(a, b):  # the same value, but a gradient larger by 1 when traced
+        extra = (a - a.detach()).sum() if torch.compiler.is_compiling() else 0.0
+        return (a - b).abs().sum() + extra
+
     x, y = torch.rand(2, 1, 8, 8, requires_grad=True), torch.rand(2, 1, 8, 8)
-    with pytest.raises(RuntimeError, match="torch.compile\\(mode='default'\\) gives"):
+    with pytest.raises(RuntimeError, match="torch.compile\\(mode='default'\\) gives \\d"):
         runtime._compiled(drifts, "default")(x, y)
+    with pytest.raises(RuntimeError, match="gives another gradient: largest difference 1"):
+        runtime._compiled(drifts_in_gradient, "default")(x, y)
     good = runtime._compiled(lambda a, b: (a - b).abs().sum(), "default")
     good(x, y).backward()
     assert torch.allclose(x.grad, torch.sign(x - y).detach())
 
 
-def test_compiled_check_compares_random_training_mode_losses_in_eval_mode():
-    """Watson's training-mode shifts draw other random numbers when compiled: the check uses eval mode,
-    and the module is left in the mode it was in (the paper's experiment times training mode)."""
+def test_compiled_check_compares_training_mode_with_the_same_random_shifts():
+    """What is timed is checked: Watson in training mode (random shifts), value and gradient. Compiled code
+    draws other random shifts than eager code, so without inductor's fallback_random and one seed for both
+    calls this check refused every compiled Watson loss; the module stays in training mode."""
     import torch
 
     import genloss
@@ -236,3 +243,10 @@ def test_eval_option_times_our_losses_in_eval_mode(monkeypatch):
     runtime.run(runtime.parser().parse_args(common))
     runtime.run(runtime.parser().parse_args([*common, "--eval"]))
     assert seen == [True, False]
+
+
+def test_unknown_loss_is_an_error_not_an_unavailable_row(capsys):
+    with pytest.raises(SystemExit) as exc:
+        runtime.main(["--losses", "L1", "Nope", "--batch", "2", "--size", "8"])
+    assert exc.value.code == 2
+    assert "unknown loss(es) 'Nope'; registered: L1, L2" in capsys.readouterr().err
