@@ -526,10 +526,21 @@ def test_flow_sigma_options_set_later_change_the_filter():
     flow = later(pred, target)
     torch.testing.assert_close(flow, built(pred, target), rtol=0, atol=0)
     assert not torch.allclose(flow, CoarseToFineFlow()(pred, target))
-    with pytest.raises(ValueError, match="window_sigma must be > 0, got 0.0"):
+    with pytest.raises(ValueError, match="window_sigma must be > 0 and at most 1000 px .*, got 0.0"):
         later.window_sigma = 0
-    with pytest.raises(ValueError, match="smooth_sigma must be >= 0, got -1.0"):
+    with pytest.raises(ValueError, match="smooth_sigma must be >= 0 and at most 1000 px .*, got -1.0"):
         later.smooth_sigma = -1
+    for huge in (float("inf"), float("nan"), 1e9):  # inf raised OverflowError, 1e9 built 4e9 taps
+        with pytest.raises(ValueError, match="presmooth_sigma must be >= 0 and at most 1000 px"):
+            later.presmooth_sigma = huge
+        with pytest.raises(ValueError, match="window_sigma must be > 0"):
+            CoarseToFineFlow(window_sigma=huge)
+    for not_a_number in ("2.0", True, None):
+        with pytest.raises(TypeError, match="window_sigma must be a number of pixels"):
+            later.window_sigma = not_a_number
+    with pytest.raises(ValueError, match="regularization must be a finite number > 0, got nan"):
+        CoarseToFineFlow(regularization=float("nan"))
+    assert later.window_sigma == 2.5  # unchanged by the refused values
 
 
 def test_sub_pixel_motion_is_realigned():

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -49,6 +50,11 @@ from .base import FlowEstimator
 to_grey = as_grey
 
 
+#: the largest Gaussian standard deviation (pixels) of coarse2fine's options: 4001 taps (an infinite or
+#: huge sigma would build a Python list of billions of taps)
+MAX_SIGMA = 1000.0
+
+
 def _sigma_option(name: str, *, zero_disables: bool) -> property:
     """A Gaussian's standard deviation (pixels) whose taps are computed when it is set.
 
@@ -61,9 +67,12 @@ def _sigma_option(name: str, *, zero_disables: bool) -> property:
         return getattr(self, "_" + name)
 
     def fset(self, value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{name} must be a number of pixels, got {value!r}")
         value = float(value)
-        if not (value > 0 or (zero_disables and value == 0)):
-            raise ValueError(f"{name} must be {'>= 0' if zero_disables else '> 0'}, got {value}")
+        if not (value > 0 or (zero_disables and value == 0)) or value > MAX_SIGMA:
+            raise ValueError(f"{name} must be {'>= 0' if zero_disables else '> 0'} and at most {MAX_SIGMA:g} px "
+                             f"(a window of 2 * ceil(2 sigma) + 1 taps), got {value}")
         setattr(self, "_" + name, value)
         setattr(self, f"_{name}_taps", _gaussian_taps(value) if value > 0 else None)
 
@@ -359,8 +368,9 @@ class CoarseToFineFlow(FlowEstimator):
             raise ValueError(f"min_size must be at least 4, got {min_size}")
         if max_levels < 1 or iterations < 1:
             raise ValueError(f"max_levels and iterations must be >= 1, got {max_levels} and {iterations}")
-        if window_sigma <= 0 or smooth_sigma < 0 or regularization <= 0 or presmooth_sigma < 0:
-            raise ValueError("window_sigma and regularization must be > 0, smooth_sigma and presmooth_sigma >= 0")
+        # (the sigmas are checked by their setters, see _sigma_option)
+        if not math.isfinite(regularization) or regularization <= 0:
+            raise ValueError(f"regularization must be a finite number > 0, got {regularization}")
         self.min_size = int(min_size)
         self.max_levels = int(max_levels)
         self.iterations = int(iterations)
