@@ -338,15 +338,17 @@ def is_ours(label: str) -> bool:
 def _compiled(fn: LossFn, mode: str) -> LossFn:
     """``torch.compile(fn, fullgraph=True, mode=mode)``, checked against eager code before it is timed.
 
-    The check is the first call, which also compiles: the same call as the timed ones (gradient
-    enabled, the module in the mode it is timed in), its value and its gradient against eager
-    code's, so that a compiled loss that computes another number does not enter the table as a
-    faster one. Compiled code draws other random numbers than eager code (the Watson losses' random
-    shift in training mode), so it is compiled with inductor's ``fallback_random`` and both calls
-    start from one seed (in a forked RNG, which the benchmark's own stream does not see); the graph
-    keeps that setting, which for the Watson shift's two random integers costs nothing measurable.
-    Under ``reduce-overhead`` the result lives in a CUDA graph's memory that the next replay
-    overwrites, so it is cloned first.
+    The check is the first call, which also compiles. It makes the same call as the timed ones
+    (gradient enabled, the module in the mode it is timed in). It compares the value with eager
+    code's, and the gradient with float64 eager code's: no further off than float32 eager code's.
+    So a compiled loss that computes another number does not enter the table as a faster one.
+
+    Compiled code draws other random numbers than eager code (the Watson losses' random shift in
+    training mode). So it is compiled with inductor's ``fallback_random``, and all calls start from
+    one seed, in a forked RNG that the benchmark's own stream does not see. The graph keeps that
+    setting, which for the Watson shift's two random integers costs nothing measurable. Under
+    ``reduce-overhead`` the result lives in a CUDA graph's memory that the next replay overwrites,
+    so it is cloned first.
     """
     compiled = torch.compile(fn, fullgraph=True, mode=None if mode == "default" else mode)
     checked = False
@@ -365,14 +367,20 @@ def _compiled(fn: LossFn, mode: str) -> LossFn:
         with torch.random.fork_rng(devices=devices), inductor_config.patch(fallback_random=True):
             got, got_grad = value_and_grad(compiled, x, y)
             want, want_grad = value_and_grad(fn, x, y)
-        got, got_grad = got.to(want.dtype), got_grad.to(want_grad.dtype)
+            exact, exact_grad = value_and_grad(fn, x.double(), y.double())
+        got, got_grad, want, want_grad = (t.double() for t in (got, got_grad, want, want_grad))
         if not torch.allclose(got, want, rtol=1e-4, atol=1e-6):
             raise RuntimeError(f"torch.compile(mode={mode!r}) gives {got.tolist()}, eager {want.tolist()}")
-        scale = float(want_grad.abs().max())
-        if not torch.allclose(got_grad, want_grad, rtol=1e-3, atol=1e-5 * scale):
-            worst = float((got_grad - want_grad).abs().max())
-            raise RuntimeError(f"torch.compile(mode={mode!r}) gives another gradient: largest difference "
-                               f"{worst:.3g}, largest eager gradient {scale:.3g}")
+        # The gradient is held to eager code's own accuracy (against float64 eager code), not to eager
+        # float32's digits: Watson-DFT's phase gradients depend on float32 rounding by up to ~10% of
+        # the largest gradient there, in compiled and eager code alike.
+        scale = float(exact_grad.abs().max())
+        eager_error = float((want_grad - exact_grad).abs().max())
+        error = float((got_grad - exact_grad).abs().max())
+        if error > 2 * eager_error + 1e-5 * scale:
+            raise RuntimeError(f"torch.compile(mode={mode!r}) gives another gradient: largest error {error:.3g} "
+                               f"against float64 eager code (float32 eager code: {eager_error:.3g}), largest "
+                               f"gradient {scale:.3g}")
 
     def run(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         nonlocal checked
