@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every GPU check and benchmark in one run, for a machine with CUDA (e.g. the device tool's H200).
+# Every GPU check and benchmark in one run, for a machine with CUDA (e.g. the device tool's H200; first
+# run benchmarks/gpu_wheels.sh here and carry .whl, see there).
 # Logs go to $OUT (default ./gpu-logs). Each step is time-boxed (about 580 s in all, under one device
 # call) so that one slow step cannot use up the machine; the summary at the end says which steps failed.
 #
@@ -14,6 +15,17 @@ DEVICE=${DEVICE:-cuda}
 QUICK=${QUICK:-0}
 mkdir -p "$OUT"
 export GENLOSS_SHARED=${GENLOSS_SHARED:-$(cd .. && pwd)/shared}
+# the lent machine's image names its interpreter python3; the steps below (run through timeout) call python
+if ! command -v python >/dev/null; then
+  mkdir -p /tmp/genloss-bin && ln -sf "$(command -v python3)" /tmp/genloss-bin/python && export PATH=/tmp/genloss-bin:$PATH
+fi
+# On the lent machine: the peers from the wheels carried in .whl (benchmarks/gpu_wheels.sh) and genloss
+# from this checkout's src/ (its image has torch and genloss' other dependencies, not genloss).
+if [ -d .whl ]; then
+  python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/genloss-site \
+    .whl/*.whl && export PYTHONPATH=/tmp/genloss-site${PYTHONPATH:+:$PYTHONPATH}
+fi
+python -c "import genloss" 2>/dev/null || export PYTHONPATH=$(pwd)/src${PYTHONPATH:+:$PYTHONPATH}
 if [ "$QUICK" = 1 ]; then
   paper=(--iterations 2 --losses L1 Watson-DCT --batch 2 --size 16)
   iter=(--losses L1 SSIM Watson-DCT --batch 2 --size 16 --repeats 1)
