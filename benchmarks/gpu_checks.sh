@@ -15,9 +15,11 @@ DEVICE=${DEVICE:-cuda}
 QUICK=${QUICK:-0}
 mkdir -p "$OUT"
 export GENLOSS_SHARED=${GENLOSS_SHARED:-$(cd .. && pwd)/shared}
-# the lent machine's image names its interpreter python3; the steps below (run through timeout) call python
+# the lent machine's image names its interpreter python3; the steps below (run through timeout) call python.
+# A wrapper, not a symbolic link: python3 is a virtual environment's, which a link elsewhere would leave.
 if ! command -v python >/dev/null; then
-  mkdir -p /tmp/genloss-bin && ln -sf "$(command -v python3)" /tmp/genloss-bin/python && export PATH=/tmp/genloss-bin:$PATH
+  mkdir -p /tmp/genloss-bin && printf '#!/bin/sh\nexec %s "$@"\n' "$(command -v python3)" >/tmp/genloss-bin/python \
+    && chmod +x /tmp/genloss-bin/python && export PATH=/tmp/genloss-bin:$PATH
 fi
 # On the lent machine: the peers from the wheels carried in .whl (benchmarks/gpu_wheels.sh) and genloss
 # from this checkout's src/ (its image has torch and genloss' other dependencies, not genloss).

@@ -540,6 +540,8 @@ def test_flow_sigma_options_set_later_change_the_filter():
             later.window_sigma = not_a_number
     with pytest.raises(ValueError, match="regularization must be a finite number > 0, got nan"):
         CoarseToFineFlow(regularization=float("nan"))
+    with pytest.raises(TypeError, match="smooth_sigma must be a number of pixels, got '0'"):
+        CoarseToFineFlow(smooth_sigma="0")  # the constructor's own float() used to accept it
     assert later.window_sigma == 2.5  # unchanged by the refused values
 
 
@@ -611,3 +613,23 @@ def test_small_images_and_bad_base_losses_get_clear_errors():
         CorrWise(torch.nn.L1Loss(), symmetric="False")
     with pytest.raises(ValueError, match="CorrWise input has values"):
         CorrWise(get_loss("L1", value_range=(0, 255)))(y * 255, y * 255)
+
+
+def test_estimator_pickled_before_the_sigma_properties_still_loads():
+    """Pickles of coarse2fine from before the sigmas became properties hold them as plain attributes."""
+    import pickle
+
+    from genloss.corrwise.flow.classical import CoarseToFineFlow
+
+    pred, target = _moved(32, 1.5, 0.5)
+    flow = CoarseToFineFlow(window_sigma=2.0)
+    state = flow.__getstate__() if hasattr(flow, "__getstate__") else dict(flow.__dict__)
+    state = dict(state)
+    for name in ("window_sigma", "smooth_sigma", "presmooth_sigma"):  # the old layout
+        state[name] = state.pop("_" + name)
+        del state[f"_{name}_taps"]
+    old = CoarseToFineFlow.__new__(CoarseToFineFlow)
+    old.__setstate__(state)
+    restored = pickle.loads(pickle.dumps(old))
+    assert "window_sigma=2.0" in repr(restored)
+    torch.testing.assert_close(restored(pred, target), flow(pred, target), rtol=0, atol=0)

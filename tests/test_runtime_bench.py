@@ -250,3 +250,12 @@ def test_unknown_loss_is_an_error_not_an_unavailable_row(capsys):
         runtime.main(["--losses", "L1", "Nope", "--batch", "2", "--size", "8"])
     assert exc.value.code == 2
     assert "unknown loss(es) 'Nope'; registered: L1, L2" in capsys.readouterr().err
+    args = runtime.parser().parse_args(["--losses", "l1", "mse", "watson-fft"])
+    assert runtime._canonical_names(args.losses) == ["L1", "L2", "Watson-DFT"]  # any case, aliases
+
+
+def test_a_case_without_any_timed_implementation_is_named_in_the_table():
+    rows = [{"loss": "Adaptive", "colorspace": "RGB", "shape": "2x3x16x16", "times": {}, "memory": {},
+             "errors": {"ours": "ValueError: needs 64 px"}}]
+    assert runtime.format_table(rows).splitlines()[2].split()[:4] == ["Adaptive", "RGB", "2x3x16x16", "ours"]
+    assert runtime.format_paper_table(rows, "cpu").splitlines()[2].split()[:3] == ["Adaptive", "RGB", "ours"]

@@ -471,8 +471,10 @@ def format_paper_table(rows: list[dict], device: str) -> str:
             lines.append(f"{r['loss'] if i == 0 else '':<17} {r['colorspace'] if i == 0 else '':<3} {label:<40} "
                          f"{t:>9.4g} {_fmt_mb(r['memory'].get(label)):>8} {ratio:>10} "
                          f"{(f'{paper[0]:.2f}' if paper and i == 0 else ''):>11}")
-        for label, err in r["errors"].items():
-            lines.append(f"{'':<17} {'':<3} {label:<40} unavailable: {err}")
+        for i, (label, err) in enumerate(r["errors"].items()):
+            first = i == 0 and not r["times"]  # no timed line above: this one names the case
+            lines.append(f"{r['loss'] if first else '':<17} {r['colorspace'] if first else '':<3} {label:<40} "
+                         f"unavailable: {err}")
     note = ("(paper GPU s: the published figures on the authors' GPU, for orientation only; compare the ratios, "
             f"measured side by side on {device} in this run)")
     if not device.startswith("cuda"):
@@ -582,8 +584,10 @@ def format_table(rows: list[dict]) -> str:
                 f"{r['loss'] if first else '':<17} {r['colorspace'] if first else '':<3} "
                 f"{r['shape'] if first else '':<14} {label:<40} {t * 1e3:>9.1f} "
                 f"{_fmt_mb(r['memory'].get(label)):>8} {ratio:>13} {paper_ms if first else '':>12}")
-        for label, err in r["errors"].items():
-            lines.append(f"{'':<17} {'':<3} {'':<14} {label:<40} unavailable: {err}")
+        for i, (label, err) in enumerate(r["errors"].items()):
+            first = i == 0 and not r["times"]  # no timed line above: this one names the case
+            lines.append(f"{r['loss'] if first else '':<17} {r['colorspace'] if first else '':<3} "
+                         f"{r['shape'] if first else '':<14} {label:<40} unavailable: {err}")
     return "\n".join(lines)
 
 
@@ -652,6 +656,24 @@ def _device_name(device: str) -> str:
     return device
 
 
+def _canonical_names(names: list[str]) -> list[str]:
+    """The registered names of ``--losses`` (any case, aliases such as 'mse'), so that the peers of each
+    are found; an unknown name is an error (exit 2), not a row of "unavailable" and exit code 0."""
+    import genloss
+    from genloss.registry import loss_info
+
+    out, unknown = [], []
+    for name in names:
+        try:
+            out.append(loss_info(name).name)
+        except (KeyError, ValueError):
+            unknown.append(name)
+    if unknown:
+        parser().error(f"unknown loss(es) {', '.join(map(repr, unknown))}; registered: "
+                       f"{', '.join(genloss.list_losses())}")
+    return out
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="genloss bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--losses", nargs="*", help="losses to time (default: every registered loss)")
@@ -692,12 +714,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.compile == []:
         args.compile = ["default"]
     if args.losses:
-        import genloss
-
-        unknown = [n for n in args.losses if n not in genloss.list_losses()]
-        if unknown:  # an error, not a row of "unavailable" and exit code 0
-            parser().error(f"unknown loss(es) {', '.join(map(repr, unknown))}; "
-                           f"registered: {', '.join(genloss.list_losses())}")
+        args.losses = _canonical_names(args.losses)
     if args.quick:
         args.batch, args.repeats = 16, 3
         if args.paper:

@@ -95,7 +95,10 @@ class ImageLoss(nn.Module):
         super().__init_subclass__(**kwargs)
         if "__init__" in cls.__dict__:  # every loss' flags refuse truthy strings such as 'False'
             cls.__init__ = strict_bools(cls.__dict__["__init__"])
-        if "forward" not in cls.__dict__:
+        inherited = cls.__dict__.get("forward") or getattr(cls, "forward", None)
+        if "forward" not in cls.__dict__ and getattr(inherited, "_image_loss_forward", False):
+            # only where ImageLoss.forward (or a class's copy of it) is what the class would run: a
+            # forward inherited from an intermediate class or a mixin stays what it is
             cls.forward = _forward_of(cls)
     #: smallest accepted (H, W)
     min_size: int | tuple[int, int] | None = None
@@ -136,6 +139,8 @@ class ImageLoss(nn.Module):
                 return self.total(input, target)
             return reduce_batch(self.per_image(input, target), self.reduction)
 
+    forward._image_loss_forward = True  # type: ignore[attr-defined]  # see __init_subclass__
+
     def total(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Sum of :meth:`per_image` over the batch; losses with a cheaper direct sum override it."""
         return self.per_image(input, target).sum()
@@ -170,6 +175,8 @@ def _forward_of(cls: type) -> Callable[..., torch.Tensor]:
     forward.__kwdefaults__ = base.__kwdefaults__
     functools.update_wrapper(forward, base)
     forward.__qualname__ = f"{cls.__qualname__}.forward"
+    forward.__module__ = cls.__module__  # where pickle finds it by its qualified name
+    forward._image_loss_forward = True  # type: ignore[attr-defined]
     del forward.__wrapped__  # it is not a wrapper: inspect and docs should read this function itself
     return forward
 

@@ -374,12 +374,19 @@ class CoarseToFineFlow(FlowEstimator):
         self.min_size = int(min_size)
         self.max_levels = int(max_levels)
         self.iterations = int(iterations)
-        self.window_sigma = float(window_sigma)
-        self.smooth_sigma = float(smooth_sigma)
+        self.window_sigma = window_sigma
+        self.smooth_sigma = smooth_sigma
         self.regularization = float(regularization)
         self.symmetric_gradients = bool(symmetric_gradients)
-        self.presmooth_sigma = float(presmooth_sigma)
+        self.presmooth_sigma = presmooth_sigma
         self.check_range = check_range
+
+    def __setstate__(self, state: dict) -> None:
+        # estimators pickled before the sigmas became properties hold them as plain attributes
+        old = {k: state.pop(k) for k in ("window_sigma", "smooth_sigma", "presmooth_sigma") if k in state}
+        super().__setstate__(state)
+        for name, value in old.items():
+            setattr(self, name, value)
 
     def extra_repr(self) -> str:
         return (f"min_size={self.min_size}, max_levels={self.max_levels}, iterations={self.iterations}, "
