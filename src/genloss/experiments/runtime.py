@@ -468,13 +468,10 @@ def format_paper_table(rows: list[dict], device: str) -> str:
         paper = PAPER_GPU.get((r["loss"], r["colorspace"]))
         for i, (label, t) in enumerate(r["times"].items()):
             ratio = f"{ours / t:.2f}" if ours and label != "ours" else ""
-            lines.append(f"{r['loss'] if i == 0 else '':<17} {r['colorspace'] if i == 0 else '':<3} {label:<40} "
+            lines.append(f"{_case_cells(r, i == 0, shape=False)}{label:<40} "
                          f"{t:>9.4g} {_fmt_mb(r['memory'].get(label)):>8} {ratio:>10} "
                          f"{(f'{paper[0]:.2f}' if paper and i == 0 else ''):>11}")
-        for i, (label, err) in enumerate(r["errors"].items()):
-            first = i == 0 and not r["times"]  # no timed line above: this one names the case
-            lines.append(f"{r['loss'] if first else '':<17} {r['colorspace'] if first else '':<3} {label:<40} "
-                         f"unavailable: {err}")
+        lines += _error_lines(r, shape=False)
     note = ("(paper GPU s: the published figures on the authors' GPU, for orientation only; compare the ratios, "
             f"measured side by side on {device} in this run)")
     if not device.startswith("cuda"):
@@ -580,15 +577,24 @@ def format_table(rows: list[dict]) -> str:
         for i, (label, t) in enumerate(r["times"].items()):
             first = i == 0
             ratio = f"{t / best:.2f}" if best and label != "original" else ""
-            lines.append(
-                f"{r['loss'] if first else '':<17} {r['colorspace'] if first else '':<3} "
-                f"{r['shape'] if first else '':<14} {label:<40} {t * 1e3:>9.1f} "
-                f"{_fmt_mb(r['memory'].get(label)):>8} {ratio:>13} {paper_ms if first else '':>12}")
-        for i, (label, err) in enumerate(r["errors"].items()):
-            first = i == 0 and not r["times"]  # no timed line above: this one names the case
-            lines.append(f"{r['loss'] if first else '':<17} {r['colorspace'] if first else '':<3} "
-                         f"{r['shape'] if first else '':<14} {label:<40} unavailable: {err}")
+            lines.append(f"{_case_cells(r, first, shape=True)}{label:<40} {t * 1e3:>9.1f} "
+                         f"{_fmt_mb(r['memory'].get(label)):>8} {ratio:>13} {paper_ms if first else '':>12}")
+        lines += _error_lines(r, shape=True)
     return "\n".join(lines)
+
+
+def _case_cells(r: dict, first: bool, shape: bool) -> str:
+    """The case's columns of a table line (loss, colour space and, with ``shape``, the batch shape):
+    filled on the case's first line, blank below it."""
+    cells = f"{r['loss'] if first else '':<17} {r['colorspace'] if first else '':<3} "
+    return cells + (f"{r['shape'] if first else '':<14} " if shape else "")
+
+
+def _error_lines(r: dict, shape: bool) -> list[str]:
+    """One ``unavailable`` line per implementation that could not run; the first names the case when
+    no timed line above does."""
+    return [f"{_case_cells(r, i == 0 and not r['times'], shape)}{label:<40} unavailable: {err}"
+            for i, (label, err) in enumerate(r["errors"].items())]
 
 
 def _peer_times(row: dict) -> dict[str, float]:
