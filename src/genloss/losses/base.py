@@ -95,8 +95,7 @@ class ImageLoss(nn.Module):
         super().__init_subclass__(**kwargs)
         if "__init__" in cls.__dict__:  # every loss' flags refuse truthy strings such as 'False'
             cls.__init__ = strict_bools(cls.__dict__["__init__"])
-        inherited = cls.__dict__.get("forward") or getattr(cls, "forward", None)
-        if "forward" not in cls.__dict__ and getattr(inherited, "_image_loss_forward", False):
+        if "forward" not in cls.__dict__ and getattr(cls.forward, "_image_loss_forward", False):
             # only where ImageLoss.forward (or a class's copy of it) is what the class would run: a
             # forward inherited from an intermediate class or a mixin stays what it is
             cls.forward = _forward_of(cls)
