@@ -15,7 +15,11 @@ Learned estimators whose weights are not available are timed with random weights
 their end-point error is then not meaningful and not shown.
 
     python benchmarks/corrwise.py [--quick] [--methods coarse2fine,dis] [--sizes 64,128] [--threads 2]
-                                  [--device cuda]
+                                  [--device cuda] [--compile reduce-overhead]
+
+``--compile MODE`` adds ``<method>+compile`` rows for the PyTorch estimators: the estimator and the
+whole CorrWise(L1) under ``torch.compile(fullgraph=True, mode=MODE)``, with their own end-point error,
+so that a compiled flow is compared at the same accuracy.
 
 On CUDA the images and the PyTorch estimators live on the GPU (OpenCV's still run on the CPU and copy
 their flow over) and every timed call is bracketed by CUDA events, with one ``torch.cuda.synchronize``
@@ -38,6 +42,17 @@ from genloss.corrwise.synthetic import MOTIONS, end_point_error, synthetic_pair
 from genloss.data.photos import load_photos
 
 SETTINGS = {64: 32, 128: 8, 256: 4}  # size -> batch
+OPENCV = ("dis", "farneback")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def _compile(module: nn.Module, mode: str) -> nn.Module:
+    """``torch.compile(module, fullgraph=True, mode=mode)``: a graph break is an error, not a slow path.
+
+    Each image size (and on the CPU each batch size, see docs/corrwise.md) compiles once, in the
+    warm-up and end-point-error calls, not in the timed ones.
+    """
+    return torch.compile(module, fullgraph=True, mode=None if mode == "default" else mode)
 CLASSICAL = ["coarse2fine", "dis", "farneback"]
 LEARNED = ["raft", "raft-small", "pwcnet"]
 PHOTOS = ["astronaut", "coffee", "chelsea", "camera"]
@@ -86,6 +101,10 @@ def main() -> None:
     ap.add_argument("--sizes", default="64,128,256", help="comma-separated sizes among 64,128,256")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda[:i]")
+    ap.add_argument("--compile", default=None, metavar="MODE", choices=COMPILE_MODES,
+                    help="also time each PyTorch estimator and its CorrWise(L1) under torch.compile(fullgraph=True, "
+                         "mode=MODE) as '<method>+compile', with its own end-point error ('reduce-overhead': "
+                         "CUDA graphs on a GPU)")
     args = ap.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -105,6 +124,13 @@ def main() -> None:
     estimators = {m: build(m) for m in methods}
     for est, _ in estimators.values():
         est.to(device)
+    compiled = {}  # '<method>+compile' -> the method it compiles
+    if args.compile:
+        for m in [m for m in methods if m not in OPENCV]:  # OpenCV's estimators run outside PyTorch
+            est, note = estimators[m]
+            estimators[f"{m}+compile"] = (_compile(est, args.compile), note)
+            compiled[f"{m}+compile"] = m
+        methods += list(compiled)
     rows = []
     for size in sizes:
         batch = SETTINGS[size]
@@ -120,7 +146,10 @@ def main() -> None:
         a, b, _ = pairs["subpixel"]
         reps = -(-batch // a.shape[0])
         target, pred = a.repeat(reps, 1, 1, 1)[:batch], b.repeat(reps, 1, 1, 1)[:batch]
-        losses = {m: CorrWise(nn.L1Loss(), flow=est) for m, (est, _) in estimators.items()}
+        losses = {m: CorrWise(nn.L1Loss(), flow=est) for m, (est, _) in estimators.items() if m not in compiled}
+        # compiled whole (the wrapper, the flow, the warp and the loss in one graph), from the eager estimator
+        losses.update({c: _compile(CorrWise(nn.L1Loss(), flow=estimators[m][0]), args.compile)
+                       for c, m in compiled.items()})
 
         times: dict[str, dict[str, list[float]]] = {m: {"flow": [], "cw": []} for m in methods}
         for m in methods:  # warm-up (first calls allocate and pick kernels)
@@ -136,7 +165,7 @@ def main() -> None:
 
     dis_time = {(r[0]): (r[3], r[4]) for r in rows if r[2] == "dis"}
     fb_time = {(r[0]): r[4] for r in rows if r[2] == "farneback"}
-    head = (f"{'size':>4} {'batch':>5} {'method':<12} {'flow ms':>9} {'corrwise ms':>11} {'flow/DIS':>8} "
+    head = (f"{'size':>4} {'batch':>5} {'method':<20} {'flow ms':>9} {'corrwise ms':>11} {'flow/DIS':>8} "
             f"{'cw/DIS':>7} {'cw/Farn':>7} " + " ".join(f"{k[:8]:>8}" for k in MOTIONS) + f" {'EPE mean':>8}  note")
     print("\nTime per call (median) and end-point error in pixels (interior, mean over 4 photographs)")
     print(head)
@@ -148,7 +177,7 @@ def main() -> None:
         rc += f" {tc / fb_time[size]:7.2f}" if size in fb_time else f" {'-':>7}"
         errs = " ".join(f"{e[k]:8.3f}" for k in MOTIONS) + f" {statistics.mean(e.values()):8.3f}" if e else \
             " ".join(f"{'n/a':>8}" for _ in MOTIONS) + f" {'n/a':>8}"
-        print(f"{size:>4} {batch:>5} {m:<12} {tf:9.1f} {tc:11.1f} {rf} {rc} {errs}  {note}")
+        print(f"{size:>4} {batch:>5} {m:<20} {tf:9.1f} {tc:11.1f} {rf} {rc} {errs}  {note}")
 
 
 if __name__ == "__main__":

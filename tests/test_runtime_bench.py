@@ -82,7 +82,7 @@ def test_gpu_check_script_runs_end_to_end_on_the_cpu(tmp_path):
     summary = (tmp_path / "summary.txt").read_text().splitlines()
     verdicts = [ln for ln in summary if ln.startswith(("ok", "FAIL"))]
     assert [v.split()[-1] for v in verdicts] == ["cuda-tests", "bench-paper", "bench-iter", "bench-compile",
-                                                 "ssim-scaling", "corrwise"]
+                                                 "ssim-scaling", "corrwise", "corrwise-compile"]
     assert all(v.startswith("ok") for v in verdicts), summary
     assert (tmp_path / "bench-paper.json").is_file() and (tmp_path / "bench-iter.json").is_file()
     compiled = json.loads((tmp_path / "bench-compile.json").read_text())
