@@ -40,19 +40,12 @@ from genloss import CorrWise
 from genloss.corrwise import get_flow, list_flows
 from genloss.corrwise.synthetic import MOTIONS, end_point_error, synthetic_pair
 from genloss.data.photos import load_photos
+from genloss.experiments.runtime import COMPILE_MODES, compile_fullgraph
 
 SETTINGS = {64: 32, 128: 8, 256: 4}  # size -> batch
 OPENCV = ("dis", "farneback")
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-
-def _compile(module: nn.Module, mode: str) -> nn.Module:
-    """``torch.compile(module, fullgraph=True, mode=mode)``: a graph break is an error, not a slow path.
-
-    Each image size (and on the CPU each batch size, see docs/corrwise.md) compiles once, in the
-    warm-up and end-point-error calls, not in the timed ones.
-    """
-    return torch.compile(module, fullgraph=True, mode=None if mode == "default" else mode)
+# Compiled rows (--compile): each image size (and on the CPU each batch size, see docs/corrwise.md)
+# compiles once, in the warm-up and end-point-error calls, not in the timed ones.
 CLASSICAL = ["coarse2fine", "dis", "farneback"]
 LEARNED = ["raft", "raft-small", "pwcnet"]
 PHOTOS = ["astronaut", "coffee", "chelsea", "camera"]
@@ -128,7 +121,7 @@ def main() -> None:
     if args.compile:
         for m in [m for m in methods if m not in OPENCV]:  # OpenCV's estimators run outside PyTorch
             est, note = estimators[m]
-            estimators[f"{m}+compile"] = (_compile(est, args.compile), note)
+            estimators[f"{m}+compile"] = (compile_fullgraph(est, args.compile), note)
             compiled[f"{m}+compile"] = m
         methods += list(compiled)
     rows = []
@@ -148,7 +141,7 @@ def main() -> None:
         target, pred = a.repeat(reps, 1, 1, 1)[:batch], b.repeat(reps, 1, 1, 1)[:batch]
         losses = {m: CorrWise(nn.L1Loss(), flow=est) for m, (est, _) in estimators.items() if m not in compiled}
         # compiled whole (the wrapper, the flow, the warp and the loss in one graph), from the eager estimator
-        losses.update({c: _compile(CorrWise(nn.L1Loss(), flow=estimators[m][0]), args.compile)
+        losses.update({c: compile_fullgraph(CorrWise(nn.L1Loss(), flow=estimators[m][0]), args.compile)
                        for c, m in compiled.items()})
 
         times: dict[str, dict[str, list[float]]] = {m: {"flow": [], "cw": []} for m in methods}

@@ -335,6 +335,12 @@ def is_ours(label: str) -> bool:
     return label == "ours" or label.startswith("ours+")
 
 
+def compile_fullgraph(fn, mode: str):
+    """``torch.compile(fn, fullgraph=True, mode=mode)`` (``'default'``: no mode): a graph break is an
+    error, not a slow path. Shared by this benchmark and ``benchmarks/corrwise.py``."""
+    return torch.compile(fn, fullgraph=True, mode=None if mode == "default" else mode)
+
+
 def _compiled(fn: LossFn, mode: str) -> LossFn:
     """``torch.compile(fn, fullgraph=True, mode=mode)``, checked against eager code before it is timed.
 
@@ -350,7 +356,7 @@ def _compiled(fn: LossFn, mode: str) -> LossFn:
     ``reduce-overhead`` the result lives in a CUDA graph's memory that the next replay overwrites,
     so it is cloned first.
     """
-    compiled = torch.compile(fn, fullgraph=True, mode=None if mode == "default" else mode)
+    compiled = compile_fullgraph(fn, mode)
     checked = False
 
     def value_and_grad(f: LossFn, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
