@@ -514,6 +514,20 @@ def test_compile_with_dynamic_shapes_gives_the_eager_value_and_names_bad_input()
         compiled(bad, target)
 
 
+def test_compiled_corrwise_does_not_recompile_per_batch_size():
+    """The CPU flow solves large batches in chunks; its loop over them (even over one chunk) made the graph
+    depend on the batch size, so every new batch size recompiled, also with dynamic=True, and the ninth
+    failed (the recompile limit). Compiled with dynamic shapes once, any batch size runs that graph."""
+    pred, target = _moved(32, 1.5, 0.5)
+    cw = CorrWise(nn.L1Loss()).eval()
+    compiled = torch.compile(cw, fullgraph=True, dynamic=True, backend="eager")
+    torch.testing.assert_close(compiled(pred, target), cw(pred, target), rtol=1e-5, atol=1e-6)
+    with torch.compiler.set_stance("fail_on_recompile"):
+        for n in (3, 5, 4):  # (not 1: torch.compile specialises sizes 0 and 1 by design)
+            p, t = pred.repeat(3, 1, 1, 1)[:n], target.repeat(3, 1, 1, 1)[:n]
+            torch.testing.assert_close(compiled(p, t), cw(p, t), rtol=1e-5, atol=1e-6)
+
+
 def test_flow_sigma_options_set_later_change_the_filter():
     """The Gaussian taps are computed when a sigma is set (not while compiling), so setting one later
     must give what building the estimator with it gives, and bad values raise."""

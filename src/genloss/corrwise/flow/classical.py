@@ -321,7 +321,7 @@ def _warp_border(x: torch.Tensor, flow: torch.Tensor, base: torch.Tensor) -> tor
 #: On the CPU a pyramid level is solved in chunks of images of at most this many pixels in all (at
 #: least one image; every image is independent): a chunk's temporaries stay in the cache and reuse
 #: each other's memory instead of new pages. Measured at 64 x 64, batch 32: two chunks of 16 images
-#: are 10-20% faster than one (with 3-6x fewer page faults), four chunks slower again.
+#: are 10-20% faster than one (with 3-6x fewer page faults), four chunks slower again. Eager code only.
 _CPU_CHUNK_PIXELS = 1 << 16
 
 
@@ -436,10 +436,15 @@ class CoarseToFineFlow(FlowEstimator):
                 # vectors rescaled to the finer pixels (python scalars: no host-to-device copy per level)
                 flow = _upsample_flow(flow, (lh, lw))
             base = _normalized_grid(moving)
-            chunk = n if dev.type != "cpu" else max(1, _CPU_CHUNK_PIXELS // (lh * lw))
+            # Not while compiling: a loop over chunks, even of one chunk, makes the graph depend on the
+            # batch size (one recompilation per batch size even with dynamic=True, an error after 8),
+            # and the compiler plans the temporaries' memory itself.
+            chunk = n
+            if dev.type == "cpu" and not torch.compiler.is_compiling():
+                chunk = max(1, _CPU_CHUNK_PIXELS // (lh * lw))
+            parts = [slice(None)] if chunk >= n else [slice(i, i + chunk) for i in range(0, n, chunk)]
             flows = []
-            for i in range(0, n, chunk):
-                part = slice(i, i + chunk)
+            for part in parts:
                 f = initial = flow[part]
                 inputs = (moving[part], fixed[part], None if structure is None else tuple(x[part] for x in structure))
                 for _ in range(iterations):
