@@ -371,11 +371,17 @@ print(float(genloss.{cls}(pretrained=False).eval()(x, x.flip(-1)).detach()))
     assert float(out.stdout.split()[-1]) == pytest.approx(want, rel=1e-6)
 
 
+@pytest.mark.parametrize(("cs", "channels"), [("RGB", 3), ("LA", 1), ("LA", 3)])
+@pytest.mark.parametrize("size", [(21, 30), (16, 24)])
+@pytest.mark.parametrize("train", [True, False])
 @pytest.mark.parametrize("name", NAMES)
-def test_fast_path_matches_autograd_in_training_mode_on_odd_sizes(name):
-    """With the random shift (same seed) and sizes that need block padding, frozen fast path == autograd."""
-    loss = CLASSES[name](pretrained=False).double().requires_grad_(False)  # training mode: shifts
-    x = torch.rand(2, 3, 21, 30, dtype=torch.float64)
+def test_fast_path_matches_autograd(name, train, size, cs, channels):
+    """Frozen fast path (Watson-DCT: one Function that reuses its buffers) == autograd: with and without
+    the random shift (same seed), sizes with and without block padding, RGB and grey of 1 or 3 channels."""
+    loss = CLASSES[name](pretrained=False, colorspace=cs).double().train(train).requires_grad_(False)
+    with torch.no_grad():  # different parameters per channel, so a mixed-up channel would show
+        loss.beta.copy_(torch.tensor([1.5, 2.5, 4.0][: loss.beta.numel()]))
+    x = torch.rand(2, channels, *size, dtype=torch.float64)
     y = (x + 0.05 * torch.randn_like(x)).clamp(0, 1)
     a, b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
     torch.manual_seed(3)

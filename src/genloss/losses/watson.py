@@ -24,6 +24,7 @@ Differences from the paper's code (``faithful=True`` restores the original behav
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Mapping
@@ -39,6 +40,8 @@ from ..transforms.color import LUMA_WEIGHTS, YCBCR_MATRIX, YCBCR_OFFSET
 from ._watson_kernels import (
     EPS,
     BlockDFT,
+    BlockPlan,
+    FrozenWatsonDCT,
     WatsonDFTInput,
     WatsonDFTStable,
     WatsonPoolDCT,
@@ -335,12 +338,35 @@ class _WatsonBase(ImageLoss):
         # (they have no vmap rule): those take the plain autograd path, which every transform supports.
         fast = (self.fast_backward and not target.requires_grad and not in_functorch_transform(input, target)
                 and not any(p.requires_grad for p in self.parameters()))
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not fast):
-            ref = self._reference(self._transform(target, index), fast)
-        dist = self._compare(self._transform(input, index), ref)  # (N, C)
+        if fast and self._frozen_function is not None and not torch.compiler.is_compiling():
+            # the whole distance in one Function with few fresh buffers (the compiler fuses the
+            # plain form below by itself)
+            dist = self._frozen_function.apply(input, target, self.beta.detach().to(input.dtype),
+                                               self._block_plan(input, index),
+                                               functools.partial(self._thresholds, fast=True))
+        else:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not fast):
+                ref = self._reference(self._transform(target, index), fast)
+            dist = self._compare(self._transform(input, index), ref)  # (N, C)
         if self.channel_logits is None:  # LA: one channel, weight 1
             return dist[:, 0]
         return (dist * torch.softmax(self.channel_logits.to(dist.dtype), 0)).sum(1)
+
+    #: an autograd.Function computing the (N, C) distances of a frozen metric from (input, target,
+    #: beta, plan, thresholds) in one piece (see FrozenWatsonDCT), or None
+    _frozen_function: type[torch.autograd.Function] | None = None
+
+    def _block_plan(self, x: torch.Tensor, index: torch.Tensor | None) -> BlockPlan:
+        """The colour product, block transform, offset and gather index of :meth:`_transform` for ``x``."""
+        dtype = x.dtype
+        h, w = x.shape[2:]
+        if index is None and (h % self.block or w % self.block):  # the block padding as a gather
+            index = _shift_index((x.shape[0], self.n_channels, h, w), torch.zeros(2, dtype=torch.long,
+                                                                                   device=x.device), 0, self.block)
+        rgb = self.colorspace == "RGB"
+        return BlockPlan(mix=self._buffer("mix", dtype) if self._mixes(x) else None,
+                         basis=self._buffer("block_basis", dtype),
+                         offset=self._buffer("offset", dtype) if rgb else None, block=self.block, index=index)
 
     def _reference(self, z0: torch.Tensor, fast: bool) -> dict[str, torch.Tensor]:  # pragma: no cover
         """Target-side quantities from the target's transform z0 (N, C, K, F).
@@ -357,7 +383,7 @@ class _WatsonBase(ImageLoss):
     def _thresholds(self, dc: torch.Tensor, amp0_eps: torch.Tensor, fast: bool) -> torch.Tensor:
         """Masked thresholds ``s`` (N, C, K, F) from target DC (N, C, K) and ``|c0| + EPS`` (N, C, K, F).
 
-        ``fast`` (no graph): ``1 / s``, computed in place, overwriting ``amp0_eps``. On the CPU a
+        ``fast`` (no graph): ``1 / s`` (a fresh tensor), computed in place, overwriting ``amp0_eps``. On the CPU a
         fresh full-size tensor costs several times the arithmetic on it (its pages are faulted in
         anew), so the in-place chain is about twice as fast as the out-of-place one autograd needs.
         """
@@ -518,6 +544,7 @@ class WatsonDCT(_WatsonBase):
     _init_beta = 4.0
 
     _file_stem = "watson_dct"
+    _frozen_function = FrozenWatsonDCT
 
     def _basis_f64(self) -> torch.Tensor:
         return block_dct_matrix(self.block, torch.float64, torch.device("cpu")).clone()
