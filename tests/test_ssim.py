@@ -168,6 +168,31 @@ def test_ssim_gradcheck_float64_on_both_filter_paths(monkeypatch, banded_max_sid
     x = (0.2 + 0.6 * torch.rand(1, 3, 8, 13, dtype=torch.float64)).requires_grad_(True)
     y = (x + 0.1 * torch.randn_like(x)).clamp(0, 1).detach()
     assert torch.autograd.gradcheck(lambda a: SSIMLoss()(a, y), (x,), eps=1e-6, atol=1e-6)
+    # create_graph=True: the hand-written backward rebuilds itself from differentiable ops
+    assert torch.autograd.gradgradcheck(lambda a: SSIMLoss()(a, y), (x,), eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("banded_max_side", [0, 10_000])
+@pytest.mark.parametrize(("colorspace", "channels", "window", "sigma"),
+                         [("RGB", 3, 11, 1.5), ("LA", 1, 11, 1.5), ("LA", 3, 7, 3.0), ("RGB", 3, 1, 1.0)])
+def test_fixed_target_backward_equals_autograd(monkeypatch, banded_max_side, colorspace, channels, window, sigma):
+    """The input-only backward (a fixed target: the usual case) filters three maps instead of autograd's five;
+    it must give autograd's gradient (a target that needs a gradient takes the autograd path) on both filter
+    paths, any window, per-image weights (reduction 'none'), sizes smaller and larger than the window."""
+    monkeypatch.setattr(ssim_module, "BANDED_MAX_SIDE", banded_max_side)
+    torch.manual_seed(0)
+    loss = SSIMLoss(colorspace=colorspace, reduction="none", window=window, sigma=sigma)
+    for shape in ((3, channels, 37, 50), (2, channels, 5, 9)):
+        x = torch.rand(*shape, dtype=torch.float64)
+        y = (x + 0.1 * torch.randn_like(x)).clamp(0, 1)
+        weights = torch.arange(1.0, shape[0] + 1, dtype=torch.float64)
+        a, b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+        fixed = loss(a, y)
+        (fixed * weights).sum().backward()
+        plain = loss(b, y.clone().requires_grad_(True))
+        (plain * weights).sum().backward()
+        torch.testing.assert_close(fixed, plain, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-9, atol=1e-12)
 
 
 def test_value_range_replaces_data_range():

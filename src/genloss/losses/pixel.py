@@ -5,21 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .._validation import in_functorch_transform
 from ..transforms.color import as_grey
-from .base import ImageLoss, grey_channels
-
-
-def _custom_backward_ok(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """The one-pass backward applies to a plain tensor that needs a gradient against a fixed target.
-
-    Under ``torch.func`` transforms (grad, vmap) autograd.Functions without vmap rules do not apply,
-    so those take the plain path, which every transform supports.
-    """
-    if b.requires_grad or not a.requires_grad or not torch.is_grad_enabled():
-        return False
-    # the compiler fuses the plain form itself
-    return not torch.compiler.is_compiling() and not in_functorch_transform(a)
+from .base import ImageLoss, custom_backward_applies, grey_channels
 
 
 class _PixelLoss(ImageLoss):
@@ -76,7 +63,7 @@ class L1Loss(_PixelLoss):
 
     def total(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         a, b = self._prepare(input, target)
-        if _custom_backward_ok(a, b):
+        if custom_backward_applies(a, b):
             return _L1Sum.apply(a, b)
         return F.l1_loss(a, b, reduction="sum")
 
@@ -119,7 +106,7 @@ class L2Loss(_PixelLoss):
 
     def total(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         a, b = self._prepare(input, target)
-        if _custom_backward_ok(a, b):
+        if custom_backward_applies(a, b):
             return _L2Sum.apply(a, b)
         return F.mse_loss(a, b, reduction="sum")
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ..transforms.color import as_grey
-from .base import ImageLoss, grey_channels
+from .base import ImageLoss, custom_backward_applies, grey_channels
 
 #: the standard MS-SSIM exponents of Wang et al. 2003, finest scale first
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
@@ -146,6 +146,68 @@ def ssim_maps(
     return lum * cs, cs
 
 
+def _ssim_terms(x: torch.Tensor, y: torch.Tensor, g: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The "same"-padded SSIM map S and its partial derivatives with respect to the filtered statistics.
+
+    Returns ``(S, dS/dmu_x, dS/dsigma_xx, dS/dsigma_xy)``, each (N, C, H, W), where ``mu_x = G x``,
+    ``sigma_xx = G x^2`` and ``sigma_xy = G (x y)`` are the Gaussian-filtered moments (the
+    variances and covariance follow from them). With ``lum = L / L'`` and ``cs = K / K'``
+    (``L' = mu_x^2 + mu_y^2 + C1``, ``K' = sigma_xx - mu_x^2 + sigma_yy - mu_y^2 + C2``):
+    ``dS/dsigma_xy = 2 lum / K'``, ``dS/dsigma_xx = -S / K'`` and
+    ``dS/dmu_x = 2 cs (mu_y - lum mu_x) / L' + 2 lum (cs mu_x - mu_y) / K'``.
+    Differentiable (the plain ops), so a double backward can run through it.
+    """
+    n = x.shape[0]
+    mu_x, mu_y, xx, yy, xy = gaussian_blur(torch.cat([x, y, x * x, y * y, x * y], 0), g, True).split(n, 0)
+    mu_xy = mu_x * mu_y
+    mu_xx = mu_x * mu_x
+    mu_yy = mu_y * mu_y
+    k_den = (xx - mu_xx) + (yy - mu_yy) + C2
+    l_den = mu_xx + mu_yy + C1
+    cs = (2 * (xy - mu_xy) + C2) / k_den
+    lum = (2 * mu_xy + C1) / l_den
+    s = lum * cs
+    d_mu = 2 * cs * (mu_y - lum * mu_x) / l_den + 2 * lum * (cs * mu_x - mu_y) / k_den
+    return s, d_mu, -s / k_den, 2 * lum / k_den
+
+
+def _ssim_input_gradient(x, y, g, d_mu, d_xx, d_xy, grad_s):
+    """Gradient of ``sum(grad_s * S)`` with respect to x, for a per-image ``grad_s`` (N, 1, 1, 1).
+
+    The statistics are linear in ``x``, ``x^2`` and ``x y`` through the filter G, and G is its own
+    transpose (a symmetric window with zero "same" padding), so the gradient is
+    ``grad_s (G dS/dmu_x + 2 x G dS/dsigma_xx + y G dS/dsigma_xy)``: one filter of three maps.
+    """
+    n = x.shape[0]
+    a, b, c = gaussian_blur(torch.cat([d_mu, d_xx, d_xy], 0), g, True).split(n, 0)
+    return grad_s * (a + 2 * x * b + y * c)
+
+
+class _SSIMFixedTarget(torch.autograd.Function):
+    """``1 - mean(S)`` per image (N,) with the gradient for the input only (the target needs none).
+
+    Autograd would keep the five filtered statistics and a dozen intermediate maps, and run the
+    filter's transpose on five maps; here forward keeps the three partial derivatives of S and
+    backward filters three maps (see :func:`_ssim_input_gradient`). Under ``create_graph=True``
+    the backward is recomputed from differentiable ops, so second derivatives stay correct.
+    """
+
+    @staticmethod
+    def forward(ctx, x, y, g):
+        s, d_mu, d_xx, d_xy = _ssim_terms(x, y, g)
+        ctx.save_for_backward(x, y, g, d_mu, d_xx, d_xy)
+        return 1 - s.flatten(1).mean(1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, y, g, d_mu, d_xx, d_xy = ctx.saved_tensors
+        grad_s = grad.view(-1, 1, 1, 1) / -x[0].numel()
+        if torch.is_grad_enabled():  # create_graph: rebuild the partials with a graph through x
+            _, d_mu, d_xx, d_xy = _ssim_terms(x, y, g)
+        return _ssim_input_gradient(x, y, g, d_mu, d_xx, d_xy, grad_s), None, None
+
+
 def _positive_power(t: torch.Tensor, w: float) -> torch.Tensor:
     """``max(t, 0) ** w`` with a zero (not NaN) gradient where ``t <= 0``.
 
@@ -221,6 +283,9 @@ class SSIMLoss(ImageLoss):
     def per_image(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.colorspace == "LA":
             input, target = as_grey(input), as_grey(target)
+        if custom_backward_applies(input, target):
+            g = gaussian_window(self.window, self.sigma, input.dtype, input.device)
+            return _SSIMFixedTarget.apply(input, target, g)
         s, _ = ssim_maps(input, target, self.window, self.sigma, same_padding=True)
         return 1 - s.flatten(1).mean(1)
 
