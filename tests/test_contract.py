@@ -283,6 +283,51 @@ def test_torch_func_vmap_matches_a_loop(name):
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
+def test_torch_func_vmap_over_the_target_only(name):
+    """vmap over targets with one plain prediction that needs a gradient (the case a hand-written
+    backward takes outside transforms): the target is the wrapped tensor, so the plain path must run."""
+    loss = _frozen(name)
+    x, y = pair(name)
+    xg = x.clone().requires_grad_(True)
+    ys = torch.stack([y, y.flip(-1)])
+    got = torch.func.vmap(lambda t: loss(xg, t))(ys)
+    want = torch.stack([loss(xg, t) for t in ys])
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_batched_gradients_match_a_loop(name):
+    """autograd.grad(..., is_grads_batched=True) (vectorised Jacobians, gradcheck's batched check) runs a
+    backward under vmap: an in-place product with the batched incoming gradient failed in SSIM's."""
+    loss = build(name, reduction="none").eval().requires_grad_(False)
+    x, y = pair(name)
+    xg = x.clone().requires_grad_(True)
+    value = loss(xg, y)
+    (batched,) = torch.autograd.grad(value, xg, grad_outputs=torch.eye(N), is_grads_batched=True, retain_graph=True)
+    rows = [torch.autograd.grad(value[i], xg, retain_graph=True)[0] for i in range(N)]
+    torch.testing.assert_close(batched, torch.stack(rows), rtol=1e-4, atol=1e-6)
+    # a scalar loss ('sum', where L1/L2 have their own backward) with a batch of cotangents
+    total = build(name).eval().requires_grad_(False)(xg, y)
+    (batched,) = torch.autograd.grad(total, xg, grad_outputs=torch.tensor([1.0, -2.0]), is_grads_batched=True,
+                                     retain_graph=True)
+    (single,) = torch.autograd.grad(total, xg)
+    torch.testing.assert_close(batched, torch.stack([single, -2 * single]), rtol=1e-4, atol=1e-6)
+
+
+def test_forward_mode_ad_of_an_input_that_needs_a_gradient(name):
+    """A dual tensor (forward-mode AD) that also needs a gradient: the hand-written backwards have no jvp,
+    so such input takes the plain path; the tangent equals the gradient's directional derivative."""
+    import torch.autograd.forward_ad as fwAD
+
+    loss = _frozen(name).double()
+    x, y = pair(name, torch.float64)
+    v = torch.randn_like(x)
+    xg = x.clone().requires_grad_(True)
+    loss(xg, y).backward()
+    with fwAD.dual_level():
+        tangent = fwAD.unpack_dual(loss(fwAD.make_dual(x.clone().requires_grad_(True), v), y)).tangent
+    torch.testing.assert_close(tangent, (xg.grad * v).sum(), rtol=1e-4, atol=1e-8)
+
+
 @pytest.mark.slow
 def test_torch_compile_fullgraph_gives_the_eager_value(name):
     torch._dynamo.reset()

@@ -195,6 +195,20 @@ def test_fixed_target_backward_equals_autograd(monkeypatch, banded_max_side, col
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-9, atol=1e-12)
 
 
+def test_fixed_target_value_where_the_variances_vanish_float32():
+    """With window 1 the local variances are exactly 0 (G x² = mu_x²); a fused multiply-subtract in the
+    fixed-target forward left ~3e-8 there, relative to C2 = 9e-4, and moved float32 values by up to 3e-5
+    on 1x1 images. The in-place forward must give the plain form's value."""
+    torch.manual_seed(0)
+    loss = SSIMLoss(window=1, sigma=1.0, reduction="none")
+    for shape in ((4, 3, 16, 16), (3, 3, 1, 1)):
+        x = torch.rand(*shape)
+        y = (x + 0.1 * torch.randn_like(x)).clamp(0, 1)
+        fixed = loss(x.clone().requires_grad_(True), y)
+        plain = loss(x.clone().requires_grad_(True), y.clone().requires_grad_(True))
+        torch.testing.assert_close(fixed, plain, rtol=1e-7, atol=0)
+
+
 def test_value_range_replaces_data_range():
     """[-1, 1] images with value_range=(-1, 1) give the value of the same images in [0, 1]."""
     x = photo_batch(["astronaut"], 64)

@@ -394,6 +394,18 @@ def test_fast_path_matches_autograd(name, train, size, cs, channels):
     torch.testing.assert_close(a.grad, b.grad, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("train", [False, True])
+@pytest.mark.parametrize("name", NAMES)
+def test_input_gradient_owns_its_memory(name, train):
+    """The fast path reuses buffers: the input's gradient must not be a view that keeps a larger buffer
+    alive (a one-channel image of 9x9 px held the 512 values of its padded blocks)."""
+    loss = CLASSES[name](pretrained=False, colorspace="LA").train(train).requires_grad_(False)
+    x = torch.rand(2, 1, 9, 9)
+    a = x.clone().requires_grad_(True)
+    loss(a, (x + 0.1).clamp(0, 1)).backward()
+    assert a.grad.untyped_storage().nbytes() == a.grad.numel() * a.grad.element_size()
+
+
 @pytest.mark.parametrize("fast", [True, False])
 @pytest.mark.parametrize("train", [False, True])
 @pytest.mark.parametrize("name", NAMES)

@@ -132,16 +132,32 @@ def check_pair(
 
 
 def in_functorch_transform(*tensors: torch.Tensor) -> bool:
-    """True inside ``torch.func`` transforms (grad, vmap): their tensors are wrapped, so hand-written
-    autograd.Functions (no vmap rules) and memory-format changes do not apply there.
+    """True inside ``torch.func`` transforms (grad, vmap) and for batched tensors, where hand-written
+    autograd.Functions (no vmap rules, no setup_context), in-place products and ``out=`` do not apply.
 
-    False while ``torch.compile`` traces (dynamo cannot call the check, and compiled graphs hold no wrappers).
+    Three cases: a transform is active (any Function called there needs a vmap rule, even on plain
+    tensors, e.g. a vmap over the target only); a tensor is wrapped by one; a tensor is batched by
+    the vmap that ``autograd.grad(..., is_grads_batched=True)`` runs a backward under (the gradient
+    arriving in a hand-written backward). False while ``torch.compile`` traces (dynamo cannot call
+    the check, and compiled graphs hold no wrappers).
     """
     if torch.compiler.is_compiling():
         return False
-    from torch._C._functorch import is_functorch_wrapped_tensor
+    from torch._C._functorch import is_functorch_wrapped_tensor, is_legacy_batchedtensor, peek_interpreter_stack
 
-    return any(is_functorch_wrapped_tensor(t) for t in tensors)
+    if peek_interpreter_stack() is not None:
+        return True
+    return any(is_functorch_wrapped_tensor(t) or is_legacy_batchedtensor(t) for t in tensors)
+
+
+def has_forward_tangent(*tensors: torch.Tensor) -> bool:
+    """True for the dual tensors of forward-mode AD (``torch.autograd.forward_ad``), which hand-written
+    autograd.Functions without a ``jvp`` cannot take (False while ``torch.compile`` traces)."""
+    if torch.compiler.is_compiling():
+        return False
+    from torch.autograd.forward_ad import unpack_dual
+
+    return any(unpack_dual(t).tangent is not None for t in tensors)
 
 
 def _underlying(x: torch.Tensor) -> torch.Tensor:

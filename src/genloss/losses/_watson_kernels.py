@@ -17,6 +17,8 @@ from typing import NamedTuple
 
 import torch
 
+from .._validation import in_functorch_transform
+
 #: the epsilon of the paper's code, kept for fidelity (it also keeps gradients finite at 0)
 EPS = 1e-10
 
@@ -198,13 +200,16 @@ def coefficients_adjoint(grad: torch.Tensor, plan: BlockPlan, shape: torch.Size)
     """The transpose of :func:`coefficients_into`: a gradient (N, C, K, F) of z -> (N, C_in, H, W) of x.
 
     ``grad`` must be a fresh contiguous tensor of the caller's: it is overwritten (it holds the
-    pixels' gradient before the colour product's transpose).
+    pixels' gradient before the colour product's transpose, if there is one).
     """
     n, c_in, h, w = shape
     b = plan.block
     c = grad.shape[1]
     rows = torch.matmul(grad, plan.basis.t())  # (N, C, K, B*B)
-    pixels = grad.view(-1)[: n * c * h * w].view(n, c, h * w)
+    if plan.mix is None:  # the pixels' gradient is the result: its own tensor, not a view of a larger one
+        pixels = torch.empty(n, c, h * w, dtype=grad.dtype, device=grad.device)
+    else:
+        pixels = grad.view(-1)[: n * c * h * w].view(n, c, h * w)
     if plan.index is None:
         blocks = rows.view(n, c, h // b, w // b, b, b).permute(0, 1, 2, 4, 3, 5)
         pixels.view(n, c, h // b, b, w // b, b).copy_(blocks)
@@ -218,7 +223,8 @@ def coefficients_adjoint(grad: torch.Tensor, plan: BlockPlan, shape: torch.Size)
 class FrozenWatsonDCT(torch.autograd.Function):
     """Watson-DCT of a frozen metric as one Function: both transforms, thresholds, pooling; gradient to the input.
 
-    ``forward(x, target, beta, plan, thresholds)`` with ``thresholds(dc, amp0_eps) -> 1 / s`` (the
+    ``forward(x, target, beta, plan, thresholds)`` with a ``plan`` whose basis is square (F = B*B: the
+    DCT; its buffers hold the pooling's temporaries) and ``thresholds(dc, amp0_eps) -> 1 / s`` (the
     module's masking, overwriting ``amp0_eps``; its result is a fresh tensor). Returns (N, C)
     distances. Autograd through the transforms would allocate every intermediate anew and keep
     some for backward; here the forward needs four full-size tensors and the backward three, and
@@ -256,7 +262,7 @@ def _spectrum_backward(grad, total, beta, amp_x, amp_y, phase_x, phase_y, out=No
     coef = _pool_coef(grad, total, beta)
     if out is None:
         return torch.addcmul(amp_x * coef, phase_x, g), torch.addcmul(amp_y * coef, phase_y, g)
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or in_functorch_transform(grad):  # (no out= under batched gradients)
         return torch.cat(_spectrum_backward(grad, total, beta, amp_x, amp_y, phase_x, phase_y), -1)
     f = amp_x.shape[-1]
     torch.mul(amp_x, coef, out=out[..., :f]).addcmul_(phase_x, g)

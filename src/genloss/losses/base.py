@@ -18,6 +18,7 @@ from .._validation import (
     check_value_range,
     check_values,
     full_precision,
+    has_forward_tangent,
     in_functorch_transform,
     reduce_batch,
     to_unit_range,
@@ -184,13 +185,15 @@ def _forward_of(cls: type) -> Callable[..., torch.Tensor]:
 def custom_backward_applies(input: torch.Tensor, target: torch.Tensor) -> bool:
     """Whether a loss' hand-written backward applies: a plain input that needs a gradient, a fixed target.
 
-    That is the usual case (a prediction against data). Under ``torch.func`` transforms (grad, vmap)
-    autograd.Functions without vmap rules do not apply, and under ``torch.compile`` the compiler
-    fuses the plain form itself, so those take the plain autograd path.
+    That is the usual case (a prediction against data). Under ``torch.func`` transforms (grad, vmap;
+    of either tensor) autograd.Functions without vmap rules do not apply, nor to forward-mode AD's
+    dual tensors (no ``jvp``), and under ``torch.compile`` the compiler fuses the plain form itself:
+    those take the plain autograd path.
     """
     if target.requires_grad or not input.requires_grad or not torch.is_grad_enabled():
         return False
-    return not torch.compiler.is_compiling() and not in_functorch_transform(input)
+    return (not torch.compiler.is_compiling() and not in_functorch_transform(input, target)
+            and not has_forward_tangent(input, target))
 
 
 def grey_channels(colorspace: str) -> int | tuple[int, ...]:

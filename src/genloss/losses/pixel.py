@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .._validation import in_functorch_transform
 from ..transforms.color import as_grey
 from .base import ImageLoss, custom_backward_applies, grey_channels
 
@@ -130,6 +131,8 @@ class _L1Sum(torch.autograd.Function):
         d, a, b = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph: keep the graph through a - b
             return torch.sign(a - b) * grad, None
+        if in_functorch_transform(grad):  # a batched gradient (is_grads_batched): not in place
+            return torch.sign(d) * grad, None
         return torch.sign(d).mul_(grad), None
 
 

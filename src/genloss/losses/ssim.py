@@ -185,14 +185,18 @@ def _ssim_terms_in_place(x: torch.Tensor, y: torch.Tensor, g: torch.Tensor
     stats = gaussian_blur(torch.cat([x, y, x * x, y * y, x * y], 0), g, True)
     mu_x, mu_y, k_den, l_den, cs = stats.split(n, 0)  # filled below; they start as G x, G y, G x², G y², G xy
     mu_xy = mu_x * mu_y
-    k_den.addcmul_(mu_x, mu_x, value=-1).add_(l_den).addcmul_(mu_y, mu_y, value=-1).add_(C2)  # l_den holds G y²
-    torch.mul(mu_x, mu_x, out=l_den).addcmul_(mu_y, mu_y).add_(C1)
+    mu_xx = mu_x * mu_x
+    mu_yy = mu_y * mu_y
+    # the variances as (G x² - mu_x²) + (G y² - mu_y²), in the plain form's order and without a fused
+    # multiply-subtract: where they vanish (flat regions, window 1) they come out exactly 0, as there
+    k_den.sub_(mu_xx).add_(l_den.sub_(mu_yy)).add_(C2)
+    torch.add(mu_xx, mu_yy, out=l_den).add_(C1)
     cs.sub_(mu_xy).mul_(2).add_(C2).div_(k_den)
     lum = mu_xy.mul_(2).add_(C1).div_(l_den)
     s = lum * cs
     loss = 1 - s.flatten(1).mean(1)
-    d_xy = torch.div(lum, k_den).mul_(2)
-    d_mu = torch.addcmul(mu_y, lum, mu_x, value=-1).mul_(cs).div_(l_den)
+    d_xy = torch.div(lum, k_den, out=mu_xx).mul_(2)
+    d_mu = torch.addcmul(mu_y, lum, mu_x, value=-1, out=mu_yy).mul_(cs).div_(l_den)
     d_mu.add_(torch.mul(cs, mu_x, out=l_den).sub_(mu_y).mul_(lum).div_(k_den)).mul_(2)
     return loss, d_mu, s.div_(k_den).neg_(), d_xy
 
@@ -208,7 +212,8 @@ def _ssim_input_gradient(x, y, g, d_mu, d_xx, d_xy, grad_s):
     a, b, c = gaussian_blur(torch.cat([d_mu, d_xx, d_xy], 0), g, True).split(n, 0)
     if torch.is_grad_enabled():  # create_graph
         return grad_s * (a + 2 * x * b + y * c)
-    return torch.addcmul(a, x, b, value=2).addcmul_(y, c).mul_(grad_s)
+    # (grad_s last and out of place: under batched gradients, is_grads_batched, it is the batched tensor)
+    return torch.addcmul(a, x, b, value=2).addcmul_(y, c) * grad_s
 
 
 class _SSIMFixedTarget(torch.autograd.Function):
