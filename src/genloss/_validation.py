@@ -160,6 +160,13 @@ def has_forward_tangent(*tensors: torch.Tensor) -> bool:
     return any(unpack_dual(t).tangent is not None for t in tensors)
 
 
+def hand_written_autograd_refused(*tensors: torch.Tensor) -> bool:
+    """True where genloss' hand-written autograd.Functions cannot take these tensors: inside ``torch.func``
+    transforms or on their tensors (no vmap rules, :func:`in_functorch_transform`) and for forward-mode
+    AD's dual tensors (no ``jvp``, :func:`has_forward_tangent`). The losses take plain autograd there."""
+    return in_functorch_transform(*tensors) or has_forward_tangent(*tensors)
+
+
 def _underlying(x: torch.Tensor) -> torch.Tensor:
     """The plain tensor under ``torch.func`` wrappers (grad/vmap), whose data can be read eagerly."""
     from torch._C._functorch import get_unwrapped, is_functorch_wrapped_tensor

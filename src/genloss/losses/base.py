@@ -18,8 +18,7 @@ from .._validation import (
     check_value_range,
     check_values,
     full_precision,
-    has_forward_tangent,
-    in_functorch_transform,
+    hand_written_autograd_refused,
     reduce_batch,
     to_unit_range,
 )
@@ -192,8 +191,7 @@ def custom_backward_applies(input: torch.Tensor, target: torch.Tensor) -> bool:
     """
     if target.requires_grad or not input.requires_grad or not torch.is_grad_enabled():
         return False
-    return (not torch.compiler.is_compiling() and not in_functorch_transform(input, target)
-            and not has_forward_tangent(input, target))
+    return not torch.compiler.is_compiling() and not hand_written_autograd_refused(input, target)
 
 
 def grey_channels(colorspace: str) -> int | tuple[int, ...]:

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import weights as _weights
-from .._validation import has_forward_tangent, in_functorch_transform
+from .._validation import hand_written_autograd_refused, in_functorch_transform
 from ..transforms.blocks import block_dct_matrix, block_rdft_matrix, pad_to_multiple
 from ..transforms.color import LUMA_WEIGHTS, YCBCR_MATRIX, YCBCR_OFFSET
 from ._watson_kernels import (
@@ -336,8 +336,8 @@ class _WatsonBase(ImageLoss):
         # frozen metric used as a training loss. This halves the work autograd has to do. Under
         # torch.func transforms (grad, vmap) the hand-written autograd.Functions do not apply
         # (they have no vmap rule): those take the plain autograd path, which every transform supports.
-        fast = (self.fast_backward and not target.requires_grad and not in_functorch_transform(input, target)
-                and not has_forward_tangent(input, target) and not any(p.requires_grad for p in self.parameters()))
+        fast = (self.fast_backward and not target.requires_grad and not hand_written_autograd_refused(input, target)
+                and not any(p.requires_grad for p in self.parameters()))
         if fast and self._frozen_function is not None and not torch.compiler.is_compiling():
             # the whole distance in one Function with few fresh buffers (the compiler fuses the
             # plain form below by itself)
