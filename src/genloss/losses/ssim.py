@@ -122,6 +122,22 @@ def gaussian_blur(x: torch.Tensor, g: torch.Tensor, same: bool) -> torch.Tensor:
     return _blur_tiled(x, g, same)
 
 
+def _ssim_parts(x: torch.Tensor, y: torch.Tensor, g: torch.Tensor, same_padding: bool):
+    """``(mu_x, mu_y, lum, cs, K', L')`` of two (N, C, H, W) images: the filtered means, the luminance
+    and contrast-structure maps and their denominators (see :func:`_ssim_terms`).
+
+    All five local statistics are filtered together as one (5N, C, H, W) batch.
+    """
+    n = x.shape[0]
+    mu_x, mu_y, xx, yy, xy = gaussian_blur(torch.cat([x, y, x * x, y * y, x * y], 0), g, same_padding).split(n, 0)
+    mu_xy = mu_x * mu_y
+    mu_xx = mu_x * mu_x
+    mu_yy = mu_y * mu_y
+    k_den = (xx - mu_xx) + (yy - mu_yy) + C2
+    l_den = mu_xx + mu_yy + C1
+    return mu_x, mu_y, (2 * mu_xy + C1) / l_den, (2 * (xy - mu_xy) + C2) / k_den, k_den, l_den
+
+
 def ssim_maps(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -135,14 +151,7 @@ def ssim_maps(
     Returns ``(ssim_map, cs_map)``, each (N, C, H', W') (H' = H with ``same_padding``, else H - window + 1).
     """
     g = gaussian_window(window, sigma, x.dtype, x.device)
-    n = x.shape[0]
-    stats = gaussian_blur(torch.cat([x, y, x * x, y * y, x * y], 0), g, same_padding)
-    mu_x, mu_y, xx, yy, xy = stats.split(n, 0)
-    mu_xy = mu_x * mu_y
-    mu_xx = mu_x * mu_x
-    mu_yy = mu_y * mu_y
-    cs = (2 * (xy - mu_xy) + C2) / ((xx - mu_xx) + (yy - mu_yy) + C2)
-    lum = (2 * mu_xy + C1) / (mu_xx + mu_yy + C1)
+    _, _, lum, cs, _, _ = _ssim_parts(x, y, g, same_padding)
     return lum * cs, cs
 
 
@@ -158,15 +167,7 @@ def _ssim_terms(x: torch.Tensor, y: torch.Tensor, g: torch.Tensor
     ``dS/dmu_x = 2 cs (mu_y - lum mu_x) / L' + 2 lum (cs mu_x - mu_y) / K'``.
     Differentiable (the plain ops), so a double backward can run through it.
     """
-    n = x.shape[0]
-    mu_x, mu_y, xx, yy, xy = gaussian_blur(torch.cat([x, y, x * x, y * y, x * y], 0), g, True).split(n, 0)
-    mu_xy = mu_x * mu_y
-    mu_xx = mu_x * mu_x
-    mu_yy = mu_y * mu_y
-    k_den = (xx - mu_xx) + (yy - mu_yy) + C2
-    l_den = mu_xx + mu_yy + C1
-    cs = (2 * (xy - mu_xy) + C2) / k_den
-    lum = (2 * mu_xy + C1) / l_den
+    mu_x, mu_y, lum, cs, k_den, l_den = _ssim_parts(x, y, g, True)
     s = lum * cs
     d_mu = 2 * cs * (mu_y - lum * mu_x) / l_den + 2 * lum * (cs * mu_x - mu_y) / k_den
     return s, d_mu, -s / k_den, 2 * lum / k_den
