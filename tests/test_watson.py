@@ -371,17 +371,28 @@ print(float(genloss.{cls}(pretrained=False).eval()(x, x.flip(-1)).detach()))
     assert float(out.stdout.split()[-1]) == pytest.approx(want, rel=1e-6)
 
 
+def _in_pieces(monkeypatch, images: int, image: torch.Tensor) -> None:
+    """Make the frozen Functions split a batch into pieces of ``images`` images like ``image`` (C, H, W)."""
+    from genloss.losses import _watson_kernels
+
+    monkeypatch.setattr(_watson_kernels, "CHUNK_VALUES", images * image.numel())
+
+
+@pytest.mark.parametrize("pieces", [False, True])
 @pytest.mark.parametrize(("cs", "channels"), [("RGB", 3), ("LA", 1), ("LA", 3)])
 @pytest.mark.parametrize("size", [(21, 30), (16, 24)])
 @pytest.mark.parametrize("train", [True, False])
 @pytest.mark.parametrize("name", NAMES)
-def test_fast_path_matches_autograd(name, train, size, cs, channels):
-    """Frozen fast path (Watson-DCT: one Function that reuses its buffers) == autograd: with and without
-    the random shift (same seed), sizes with and without block padding, RGB and grey of 1 or 3 channels."""
+def test_fast_path_matches_autograd(name, train, size, cs, channels, pieces, monkeypatch):
+    """Frozen fast path (one Function that reuses its buffers) == autograd: with and without the random
+    shift (same seed), sizes with and without block padding, RGB and grey of 1 or 3 channels, the
+    batch whole and in uneven pieces (2 + 1 images)."""
     loss = CLASSES[name](pretrained=False, colorspace=cs).double().train(train).requires_grad_(False)
     with torch.no_grad():  # different parameters per channel, so a mixed-up channel would show
         loss.beta.copy_(torch.tensor([1.5, 2.5, 4.0][: loss.beta.numel()]))
-    x = torch.rand(2, channels, *size, dtype=torch.float64)
+    x = torch.rand(3, channels, *size, dtype=torch.float64)
+    if pieces:
+        _in_pieces(monkeypatch, 2, x[0])
     y = (x + 0.05 * torch.randn_like(x)).clamp(0, 1)
     a, b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
     torch.manual_seed(3)
@@ -392,6 +403,38 @@ def test_fast_path_matches_autograd(name, train, size, cs, channels):
     slow.backward()
     torch.testing.assert_close(fast, slow, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(a.grad, b.grad, rtol=1e-9, atol=1e-12)
+
+
+def test_faithful_frozen_dct_keeps_the_batch_whole(monkeypatch):
+    """The faithful luminance masking normalises by the mean DC of the whole batch: its frozen Function
+    must not split the batch into pieces (each piece would have its own mean)."""
+    loss = WatsonDCT(pretrained=False, faithful=True, reduction="none").double().eval().requires_grad_(False)
+    x = torch.rand(4, 3, 16, 16, dtype=torch.float64)
+    x[2:] *= 0.3  # darker images: a piece's mean DC would differ from the batch's
+    y = (x + 0.05 * torch.randn_like(x)).clamp(0, 1)
+    _in_pieces(monkeypatch, 2, x[0])
+    a, b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    fast = loss(a, y)
+    slow = loss(b, y.clone().requires_grad_(True))
+    torch.testing.assert_close(fast, slow, rtol=1e-12, atol=1e-12)
+    fast.sum().backward()
+    slow.sum().backward()
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_batched_gradients_of_a_batch_in_pieces(name, monkeypatch):
+    """Batched gradients (is_grads_batched) through a frozen Function that splits the batch: the parts'
+    gradients cannot be written into one unbatched tensor, so they are concatenated instead."""
+    loss = CLASSES[name](pretrained=False, reduction="none").eval().requires_grad_(False)
+    x = torch.rand(3, 3, 16, 16)
+    y = (x + 0.05 * torch.randn_like(x)).clamp(0, 1)
+    _in_pieces(monkeypatch, 2, x[0])
+    xg = x.clone().requires_grad_(True)
+    value = loss(xg, y)
+    (batched,) = torch.autograd.grad(value, xg, grad_outputs=torch.eye(3), is_grads_batched=True, retain_graph=True)
+    rows = [torch.autograd.grad(value[i], xg, retain_graph=True)[0] for i in range(3)]
+    torch.testing.assert_close(batched, torch.stack(rows), rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("train", [False, True])

@@ -157,6 +157,10 @@ class BlockPlan(NamedTuple):
     (B*B, F) block transform with F >= B*B; ``offset``: (C, J) added to the first J coefficients of
     every block (the YCbCr offset on the DC), or ``None``; ``index``: the gather index of the shifted
     or padded block rows (``watson._shift_index``), or ``None`` when H and W are multiples of B.
+    ``differences`` (:func:`spectrum_into` only): (C, 3), the colour product of
+    ``(R, G - R, B - R)`` that the forward uses instead of ``mix`` (exact zeros for grey pixels, see
+    ``WatsonDFT._exact_transform``), or ``None``; ``mix`` is then the same product in plain form,
+    for the backward.
     """
 
     mix: torch.Tensor | None
@@ -164,6 +168,7 @@ class BlockPlan(NamedTuple):
     offset: torch.Tensor | None
     block: int
     index: torch.Tensor | None
+    differences: torch.Tensor | None = None
 
 
 def coefficients_into(x: torch.Tensor, plan: BlockPlan, rows_out: torch.Tensor | None = None):
@@ -184,30 +189,41 @@ def coefficients_into(x: torch.Tensor, plan: BlockPlan, rows_out: torch.Tensor |
         pixels = torch.matmul(plan.mix, x.reshape(n, -1, h * w), out=buffer[: n * c * h * w].view(n, c, h * w))
     if rows_out is None:
         rows_out = torch.empty(n * c * k * b * b, dtype=x.dtype, device=x.device)
-    rows = rows_out.view(-1)[: n * c * k * b * b].view(n, c, k, b * b)
-    if plan.index is None:  # H, W multiples of B: the blocks are a permutation of the pixels
-        blocks = pixels.reshape(n, c, h // b, b, w // b, b).permute(0, 1, 2, 4, 3, 5)
-        rows.view(n, c, h // b, w // b, b, b).copy_(blocks)
-    else:
-        torch.index_select(pixels.reshape(n, -1), 1, plan.index, out=rows.view(n, -1))
+    rows = _gather_rows(pixels, plan, rows_out, h, w)
     z = torch.matmul(rows, plan.basis, out=buffer.view(n, c, k, f))
     if plan.offset is not None:
         z[..., : plan.offset.shape[-1]] += plan.offset.unsqueeze(1)
     return z, rows
 
 
-def coefficients_adjoint(grad: torch.Tensor, plan: BlockPlan, shape: torch.Size) -> torch.Tensor:
+def _gather_rows(pixels: torch.Tensor, plan: BlockPlan, out: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Pixels (N, C, H*W) -> their block rows (N, C, K, B*B), written into the start of ``out`` (a free tensor)."""
+    n, c = pixels.shape[:2]
+    b = plan.block
+    k = -(-h // b) * -(-w // b)
+    rows = out.view(-1)[: n * c * k * b * b].view(n, c, k, b * b)
+    if plan.index is None:  # H, W multiples of B: the blocks are a permutation of the pixels
+        blocks = pixels.reshape(n, c, h // b, b, w // b, b).permute(0, 1, 2, 4, 3, 5)
+        rows.view(n, c, h // b, w // b, b, b).copy_(blocks)
+    else:
+        torch.index_select(pixels.reshape(n, -1), 1, plan.index, out=rows.view(n, -1))
+    return rows
+
+
+def coefficients_adjoint(grad: torch.Tensor, plan: BlockPlan, shape: torch.Size,
+                         out: torch.Tensor | None = None) -> torch.Tensor:
     """The transpose of :func:`coefficients_into`: a gradient (N, C, K, F) of z -> (N, C_in, H, W) of x.
 
     ``grad`` must be a fresh contiguous tensor of the caller's: it is overwritten (it holds the
-    pixels' gradient before the colour product's transpose, if there is one).
+    pixels' gradient before the colour product's transpose, if there is one). ``out``: a contiguous
+    tensor of ``shape`` for the result, else a fresh one.
     """
     n, c_in, h, w = shape
     b = plan.block
     c = grad.shape[1]
     rows = torch.matmul(grad, plan.basis.t())  # (N, C, K, B*B)
     if plan.mix is None:  # the pixels' gradient is the result: its own tensor, not a view of a larger one
-        pixels = torch.empty(n, c, h * w, dtype=grad.dtype, device=grad.device)
+        pixels = torch.empty(n, c, h * w, dtype=grad.dtype, device=grad.device) if out is None else out.view(n, c, -1)
     else:
         pixels = grad.view(-1)[: n * c * h * w].view(n, c, h * w)
     if plan.index is None:
@@ -217,57 +233,121 @@ def coefficients_adjoint(grad: torch.Tensor, plan: BlockPlan, shape: torch.Size)
         pixels.view(n, -1).zero_().index_add_(1, plan.index, rows.view(n, -1))
     if plan.mix is None:
         return pixels.view(n, c_in, h, w)
-    return torch.matmul(plan.mix.t(), pixels).view(n, c_in, h, w)
+    return torch.matmul(plan.mix.t(), pixels, out=None if out is None else out.view(n, c_in, h * w)).view(n, c_in, h, w)
+
+
+#: input values per piece of the batch in the frozen Functions (32 RGB images of 64x64): the
+#: intermediates of a piece stay in the CPU's caches from one op to the next, and the memory freed
+#: by one piece serves the next without new page faults. Measured at 128x3x64x64 on 2 threads,
+#: alternated in one process: Watson-DFT 36 -> 28 ms per iteration (16 images: 30 ms; 8: 36 ms,
+#: where the per-op overhead of the more, smaller ops takes over).
+CHUNK_VALUES = 3 * 64 * 64 * 32
+
+
+def _chunk_images(x: torch.Tensor, per_image: bool) -> int:
+    """Images per piece of ``x``'s batch: all of them unless each image's distance is its own (``per_image``)."""
+    n = x.shape[0]
+    return max(1, min(n, CHUNK_VALUES // max(1, x[0].numel()))) if per_image else max(n, 1)
+
+
+def _forward_in_pieces(ctx, x, target, per_image: bool, piece):
+    """Run ``piece(x_part, target_part, scratch) -> (dist, saved, scratch)`` over pieces of the batch.
+
+    Saves every piece's tensors for :func:`_backward_in_pieces`; returns the (N, C) distances.
+    """
+    step = _chunk_images(x, per_image)
+    dists, saved, scratch = [], [], None
+    for start in range(0, max(x.shape[0], 1), step):
+        part = slice(start, start + step)
+        dist, factors, scratch = piece(x[part], target[part], scratch)
+        dists.append(dist)
+        saved.extend(factors)
+    ctx.save_for_backward(*saved)
+    ctx.step, ctx.per_piece, ctx.shape = step, len(saved) // len(dists), x.shape
+    return dists[0] if len(dists) == 1 else torch.cat(dists)
+
+
+def _backward_in_pieces(ctx, grad, piece):
+    """The input's gradient from ``piece(grad_part, saved_part, out) -> gradient of x_part`` over the pieces
+    of :func:`_forward_in_pieces`, written into one tensor (``out``: that tensor's part, or ``None``
+    under batched gradients (``is_grads_batched``), where the parts are concatenated instead)."""
+    _no_double_backward()
+    saved, step, per = ctx.saved_tensors, ctx.step, ctx.per_piece
+    parts = [(slice(start, start + step), saved[i * per:(i + 1) * per])
+             for i, start in enumerate(range(0, max(ctx.shape[0], 1), step))]
+    if len(parts) == 1 or in_functorch_transform(grad):  # (no out= into an unbatched tensor)
+        grads = [piece(grad[part], factors, None) for part, factors in parts]
+        return grads[0] if len(grads) == 1 else torch.cat(grads)
+    grad_x = torch.empty(ctx.shape, dtype=grad.dtype, device=grad.device)
+    for part, factors in parts:
+        piece(grad[part], factors, grad_x[part])
+    return grad_x
 
 
 class FrozenWatsonDCT(torch.autograd.Function):
     """Watson-DCT of a frozen metric as one Function: both transforms, thresholds, pooling; gradient to the input.
 
-    ``forward(x, target, beta, plan, thresholds)`` with a ``plan`` whose basis is square (F = B*B: the
-    DCT; its buffers hold the pooling's temporaries) and ``thresholds(dc, amp0_eps) -> 1 / s`` (the
-    module's masking, overwriting ``amp0_eps``; its result is a fresh tensor). Returns (N, C)
-    distances. Autograd through the transforms would allocate every intermediate anew and keep
-    some for backward; here the forward needs four full-size tensors and the backward three, and
-    the rest reuse them. On the CPU every fresh full-size tensor is paid again in page faults
-    (memory freed at the end of a call goes back to the system), which was about a quarter of
-    Watson-DCT's time at 128x3x64x64. The same numbers as the autograd path (tested).
+    ``forward(x, target, beta, plan, thresholds, per_image)`` with a ``plan`` whose basis is square
+    (F = B*B: the DCT; its buffers hold the pooling's temporaries) and ``thresholds(dc, amp0_eps)
+    -> 1 / s`` (the module's masking, overwriting ``amp0_eps``; its result is a fresh tensor).
+    Returns (N, C) distances. Autograd through the transforms would allocate every intermediate anew
+    and keep some for backward; here a piece of the batch needs four full-size tensors in forward
+    and three in backward, and the rest reuse them. On the CPU every fresh full-size tensor is paid
+    again in page faults (memory freed at the end of a call goes back to the system), which was
+    about a quarter of Watson-DCT's time at 128x3x64x64. ``per_image``: each image's distance
+    depends on that image pair alone (not with the faithful batch-wide luminance mean), so the
+    batch is computed in pieces (:data:`CHUNK_VALUES`). The same numbers as the autograd path (tested).
     """
 
     @staticmethod
-    def forward(ctx, x, target, beta, plan, thresholds):
-        c0, spare = coefficients_into(target, plan)
-        inv_s = thresholds(c0[..., 0], torch.abs(c0, out=spare).add_(EPS))  # spare is free again
-        c1, rows = coefficients_into(x, plan, rows_out=spare)
-        dist, total, g = _pool_forward(c0.sub_(c1), inv_s, beta, scratch=(c1, rows))
-        ctx.save_for_backward(g, total, beta)
-        ctx.plan, ctx.shape = plan, x.shape
-        return dist
+    def forward(ctx, x, target, beta, plan, thresholds, per_image: bool):
+        def piece(x, target, scratch):
+            c0, spare = coefficients_into(target, plan)
+            inv_s = thresholds(c0[..., 0], torch.abs(c0, out=spare).add_(EPS))  # spare is free again
+            c1, rows = coefficients_into(x, plan, rows_out=spare)
+            dist, total, g = _pool_forward(c0.sub_(c1), inv_s, beta, scratch=(c1, rows))
+            return dist, (g, total, beta), None
+
+        ctx.plan = plan
+        return _forward_in_pieces(ctx, x, target, per_image, piece)
 
     @staticmethod
     def backward(ctx, grad):
-        _no_double_backward()
-        g, total, beta = ctx.saved_tensors
-        grad_x = coefficients_adjoint(g * _pool_coef(-grad, total, beta), ctx.plan, ctx.shape)
-        return grad_x, None, None, None, None
+        def piece(grad, saved, out):
+            g, total, beta = saved
+            return coefficients_adjoint(g * _pool_coef(-grad, total, beta), ctx.plan, (len(grad), *ctx.shape[1:]), out)
+
+        return _backward_in_pieces(ctx, grad, piece), None, None, None, None, None
 
 
-def _spectrum_backward(grad, total, beta, amp_x, amp_y, phase_x, phase_y, out=None):
+def _spectrum_backward(grad, total, beta, amp_x, amp_y, phase_x, phase_y, out=None, interleaved=False):
     """Gradients (re, im) of ``amplitude pooling + phase term`` from the factors kept by forward.
 
     ``amp_*`` is the pooling's gradient without its per-image factor ``S**(1/beta-1)``, ``phase_*``
     the phase term's gradient without the incoming gradient; both (N, C, K, F). ``out``: a
-    (N, C, K, 2F) tensor that receives ``[re | im]`` (then returned whole).
+    (N, C, K, 2F) tensor that receives them as ``[re | im]``, or as ``(re, im)`` pairs with
+    ``interleaved`` (then returned whole).
     """
     g = grad.unsqueeze(-1).unsqueeze(-1)
     coef = _pool_coef(grad, total, beta)
     if out is None:
         return torch.addcmul(amp_x * coef, phase_x, g), torch.addcmul(amp_y * coef, phase_y, g)
     if torch.compiler.is_compiling() or in_functorch_transform(grad):  # (no out= under batched gradients)
-        return torch.cat(_spectrum_backward(grad, total, beta, amp_x, amp_y, phase_x, phase_y), -1)
-    f = amp_x.shape[-1]
-    torch.mul(amp_x, coef, out=out[..., :f]).addcmul_(phase_x, g)
-    torch.mul(amp_y, coef, out=out[..., f:]).addcmul_(phase_y, g)
+        parts = _spectrum_backward(grad, total, beta, amp_x, amp_y, phase_x, phase_y)
+        return torch.stack(parts, -1).flatten(-2) if interleaved else torch.cat(parts, -1)
+    re, im = _split_spectrum(out, interleaved)
+    torch.mul(amp_x, coef, out=re).addcmul_(phase_x, g)
+    torch.mul(amp_y, coef, out=im).addcmul_(phase_y, g)
     return out
+
+
+def _split_spectrum(z: torch.Tensor, interleaved: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Views of the real and imaginary parts (..., F) of a spectrum (..., 2F) laid out as
+    ``(re, im)`` pairs (``interleaved``: ``torch.view_as_real``'s layout) or as ``[re | im]``."""
+    if interleaved:
+        return z[..., 0::2], z[..., 1::2]
+    f = z.shape[-1] // 2
+    return z[..., :f], z[..., f:]
 
 
 def amplitude(x: torch.Tensor, y: torch.Tensor, xx: torch.Tensor | None = None) -> torch.Tensor:
@@ -319,6 +399,37 @@ class WatsonDFTInput(torch.autograd.Function):
         return (*_spectrum_backward(grad, *ctx.saved_tensors), None, None, None, None, None, None)
 
 
+def _stable_forward(re1, im1, amp0, inv_s, u0, v0, beta, w_phase, k: float):
+    """Forward of :class:`WatsonDFTStable` on the input spectrum's parts (re1, im1) (N, C, K, F) (views,
+    not changed): the (N, C) distances and the six tensors its backward (:func:`_spectrum_backward`) needs."""
+    x = re1 + EPS
+    xx = x * x  # for both the amplitude (with EPS on im1, as the paper) and the phase's radius (without)
+    dist, total, amp_x, amp_y = _amplitude_forward(amp0, x, im1 + EPS, inv_s, beta, xx)
+    r = xx.addcmul_(im1, im1).sqrt_().clamp_min_(1e-30)
+    u1 = x.div_(r)
+    v1 = im1 / r
+    a = u0 - u1
+    b = v0 - v1
+    minus = a.square_().addcmul_(b, b)  # 4 sin^2(d/2)
+    b = torch.add(u0, u1, out=_reuse(b)).square_()
+    c = v0 + v1
+    plus = b.addcmul_(c, c)  # 4 cos^2(d/2)
+    z = torch.minimum(minus, plus, out=_reuse(c)).mul_(k / 4).add_((1 - k) / 2).sqrt_()
+    sgn = plus.sub_(minus).sign_()  # sign(4 cos d): +1 below pi/2, -1 above, 0 at pi/2
+    # angle = 2 asin(z) below pi/2, pi - 2 asin(z) above, i.e. 2 asin(z) sgn + pi/2 (1 - sgn)
+    # (at exactly pi/2 both give pi/2), so the sum over blocks needs only the block sums of the
+    # two factors: no torch.where (4x slower on CPU) and no full-size mask or count
+    signed = torch.asin(z, out=_reuse(minus)).mul_(2).mul_(sgn)
+    blocks = signed.shape[2]
+    phase = ((signed.sum(2) + (math.pi / 2) * (blocks - sgn.sum(2))) * w_phase).sum(-1)
+    # the phase factor -(k/2) w sin(d) / (r z sqrt(1 - z^2)), sin(d) = u0 v1 - v0 u1
+    den = torch.mul(z, z, out=_reuse(signed)).neg_().add_(1).sqrt_().mul_(z).mul_(r)
+    p = torch.mul(u0, v1, out=_reuse(sgn)).sub_(torch.mul(v0, u1, out=_reuse(z))).div_(den)
+    p.mul_(w_phase.unsqueeze(1).unsqueeze(0) * (-k / 2))
+    return dist + phase, (total, beta, amp_x, amp_y, p * v1, p.mul_(u1).neg_())
+
+
+
 class WatsonDFTStable(torch.autograd.Function):
     """Amplitude pooling plus the numerically stable phase distance (see ``stable_phase_angle``).
 
@@ -336,35 +447,10 @@ class WatsonDFTStable(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z1, amp0, inv_s, u0, v0, beta, w_phase, k: float):
-        f = z1.shape[-1] // 2
-        im1 = z1[..., f:]
-        x = z1[..., :f] + EPS
-        xx = x * x  # for both the amplitude (with EPS on im1, as the paper) and the phase's radius (without)
-        dist, total, amp_x, amp_y = _amplitude_forward(amp0, x, im1 + EPS, inv_s, beta, xx)
-        r = xx.addcmul_(im1, im1).sqrt_().clamp_min_(1e-30)
-        u1 = x.div_(r)
-        v1 = im1 / r
-        a = u0 - u1
-        b = v0 - v1
-        minus = a.square_().addcmul_(b, b)  # 4 sin^2(d/2)
-        b = torch.add(u0, u1, out=_reuse(b)).square_()
-        c = v0 + v1
-        plus = b.addcmul_(c, c)  # 4 cos^2(d/2)
-        z = torch.minimum(minus, plus, out=_reuse(c)).mul_(k / 4).add_((1 - k) / 2).sqrt_()
-        sgn = plus.sub_(minus).sign_()  # sign(4 cos d): +1 below pi/2, -1 above, 0 at pi/2
-        # angle = 2 asin(z) below pi/2, pi - 2 asin(z) above, i.e. 2 asin(z) sgn + pi/2 (1 - sgn)
-        # (at exactly pi/2 both give pi/2), so the sum over blocks needs only the block sums of the
-        # two factors: no torch.where (4x slower on CPU) and no full-size mask or count
-        signed = torch.asin(z, out=_reuse(minus)).mul_(2).mul_(sgn)
-        blocks = signed.shape[2]
-        phase = ((signed.sum(2) + (math.pi / 2) * (blocks - sgn.sum(2))) * w_phase).sum(-1)
-        # the phase factor -(k/2) w sin(d) / (r z sqrt(1 - z^2)), sin(d) = u0 v1 - v0 u1
-        den = torch.mul(z, z, out=_reuse(signed)).neg_().add_(1).sqrt_().mul_(z).mul_(r)
-        p = torch.mul(u0, v1, out=_reuse(sgn)).sub_(torch.mul(v0, u1, out=_reuse(z))).div_(den)
-        p.mul_(w_phase.unsqueeze(1).unsqueeze(0) * (-k / 2))
-        ctx.save_for_backward(total, beta, amp_x, amp_y, p * v1, p.mul_(u1).neg_())
+        dist, saved = _stable_forward(*_split_spectrum(z1, False), amp0, inv_s, u0, v0, beta, w_phase, k)
+        ctx.save_for_backward(*saved)
         ctx.layout = (z1.shape, z1.stride())
-        return dist + phase
+        return dist
 
     @staticmethod
     def backward(ctx, grad):
@@ -373,3 +459,89 @@ class WatsonDFTStable(torch.autograd.Function):
         saved = ctx.saved_tensors
         out = torch.empty_strided(shape, stride, dtype=saved[2].dtype, device=saved[2].device)
         return (_spectrum_backward(grad, *saved, out=out), None, None, None, None, None, None, None)
+
+
+def spectrum_into(x: torch.Tensor, plan: BlockPlan, scratch: tuple[torch.Tensor, torch.Tensor] | None = None):
+    """(N, C_in, H, W) -> block spectra z (N, C, K, 2F) as ``(re, im)`` pairs (``view_as_real``), no graph.
+
+    The map of ``WatsonDFT._transform`` (colour product, in difference form if ``plan.differences``
+    is given, block rows, rfft2 of each block, YCbCr offset on the DC), with the 1/B*B of the
+    transform folded into the colour matrix: ``plan.mix`` (C, C_in), never ``None`` here (a (1, 1)
+    matrix 1/B*B for 1-channel input), is already divided by B*B, which is exact (a power of 2), so
+    every value equals the unfolded one bit for bit. The layout of ``torch.fft`` is kept (the
+    ``[re | im]`` copy of :func:`block_dft_fft` costs about as much as the FFT). ``scratch``: the two
+    free tensors this function returned before (for the next image of the same size); returns z
+    and them.
+    """
+    n, c_in, h, w = x.shape
+    b = plan.block
+    c = plan.mix.shape[0]
+    k = -(-h // b) * -(-w // b)
+    if scratch is None:
+        scratch = (torch.empty(n * max(c_in * h * w, c * k * b * b), dtype=x.dtype, device=x.device),
+                   torch.empty(n * c * h * w, dtype=x.dtype, device=x.device))
+    first, second = scratch
+    src, mix = x.reshape(n, c_in, h * w), plan.mix
+    if plan.differences is not None:  # (R, G - R, B - R): each exact, so grey pixels have exact zeros
+        diff = first[: src.numel()].view(src.shape)
+        diff[:, 0].copy_(src[:, 0])
+        torch.sub(src[:, 1:], src[:, :1], out=diff[:, 1:])
+        src, mix = diff, plan.differences
+    pixels = torch.matmul(mix, src, out=second[: n * c * h * w].view(n, c, h * w))
+    rows = _gather_rows(pixels, plan, first, h, w)
+    z = torch.view_as_real(torch.fft.rfft2(rows.view(n, c, k, b, b))).view(n, c, k, -1)
+    if plan.offset is not None:
+        z[..., : plan.offset.shape[-1]] += plan.offset.unsqueeze(1)
+    return z, scratch
+
+
+def spectrum_reference(re0: torch.Tensor, im0: torch.Tensor, thresholds):
+    """The target's factors for the input's comparison, from its spectrum (re0, im0) (N, C, K, F), no graph.
+
+    Returns the amplitude ``amp0``, the thresholds' reciprocal ``inv_s`` (from ``thresholds(dc,
+    amp0 + EPS)``, see :class:`FrozenWatsonDCT`) and the unit phase vector ``(u0, v0)``, each a
+    fresh tensor; re0 and im0 are not changed. The paper adds EPS to both parts before the norm.
+    """
+    x0 = re0 + EPS
+    xx = x0 * x0  # for the amplitude and the phase's radius
+    amp0 = amplitude(x0, im0 + EPS, xx)
+    inv_s = thresholds(amp0[..., 0], amp0 + EPS)
+    r = xx.addcmul_(im0, im0).sqrt_().clamp_min_(1e-30)  # exactly zero coefficients: (0, 0)
+    return amp0, inv_s, x0.div_(r), im0 / r
+
+
+class FrozenWatsonDFT(torch.autograd.Function):
+    """Watson-DFT of a frozen metric (default mode) as one Function: both spectra, thresholds, amplitude and
+    phase terms; gradient to the input.
+
+    ``forward(x, target, beta, w_phase, plan, thresholds, k)`` with a ``plan`` for
+    :func:`spectrum_into` whose ``basis`` is the unnormalised rfft2 matrix (B*B, 2F) in ``(re, im)``
+    pairs (the backward's transpose; the normalisation is in ``plan.mix``), ``thresholds`` as in
+    :class:`FrozenWatsonDCT`, the phase weights ``w_phase`` (C, F) and ``k`` (``PHASE_K``). Returns
+    (N, C) distances, the same numbers as :class:`WatsonDFTStable` on the module's transform
+    (tested). Both spectra share two scratch tensors, and no ``[re | im]`` copy is made: on the
+    CPU every fresh full-size tensor is paid again in page faults.
+    """
+
+    @staticmethod
+    def forward(ctx, x, target, beta, w_phase, plan, thresholds, k: float):
+        def piece(x, target, scratch):
+            z0, scratch = spectrum_into(target, plan, scratch)
+            ref = spectrum_reference(*_split_spectrum(z0, True), thresholds)
+            del z0  # (its memory is free for the input's spectrum)
+            z1, scratch = spectrum_into(x, plan, scratch)
+            dist, factors = _stable_forward(*_split_spectrum(z1, True), *ref, beta, w_phase, k)
+            return dist, factors, scratch
+
+        ctx.plan = plan
+        return _forward_in_pieces(ctx, x, target, True, piece)
+
+    @staticmethod
+    def backward(ctx, grad):
+        def piece(grad, saved, out):
+            amp_x = saved[2]
+            spectrum = torch.empty(*amp_x.shape[:-1], 2 * amp_x.shape[-1], dtype=amp_x.dtype, device=amp_x.device)
+            spectrum = _spectrum_backward(grad, *saved, out=spectrum)
+            return coefficients_adjoint(spectrum, ctx.plan, (len(grad), *ctx.shape[1:]), out)
+
+        return _backward_in_pieces(ctx, grad, piece), None, None, None, None, None, None

@@ -42,6 +42,7 @@ from ._watson_kernels import (
     BlockDFT,
     BlockPlan,
     FrozenWatsonDCT,
+    FrozenWatsonDFT,
     WatsonDFTInput,
     WatsonDFTStable,
     WatsonPoolDCT,
@@ -338,12 +339,10 @@ class _WatsonBase(ImageLoss):
         # (they have no vmap rule): those take the plain autograd path, which every transform supports.
         fast = (self.fast_backward and not target.requires_grad and not hand_written_autograd_refused(input, target)
                 and not any(p.requires_grad for p in self.parameters()))
-        if fast and self._frozen_function is not None and not torch.compiler.is_compiling():
+        if fast and not torch.compiler.is_compiling() and self._frozen_distances is not None:
             # the whole distance in one Function with few fresh buffers (the compiler fuses the
             # plain form below by itself)
-            dist = self._frozen_function.apply(input, target, self.beta.detach().to(input.dtype),
-                                               self._block_plan(input, index),
-                                               functools.partial(self._thresholds, fast=True))
+            dist = self._frozen_distances(input, target, index)
         else:
             with torch.set_grad_enabled(torch.is_grad_enabled() and not fast):
                 ref = self._reference(self._transform(target, index), fast)
@@ -352,21 +351,26 @@ class _WatsonBase(ImageLoss):
             return dist[:, 0]
         return (dist * torch.softmax(self.channel_logits.to(dist.dtype), 0)).sum(1)
 
-    #: an autograd.Function computing the (N, C) distances of a frozen metric from (input, target,
-    #: beta, plan, thresholds) in one piece (see FrozenWatsonDCT), or None
-    _frozen_function: type[torch.autograd.Function] | None = None
+    #: ``(input, target, index) -> (N, C)`` distances of a frozen metric computed in one
+    #: autograd.Function (FrozenWatsonDCT, FrozenWatsonDFT), or None where the class has none
+    _frozen_distances = None
+
+    def _gather_index(self, x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor | None:
+        """The shift's gather index, or the block padding's as a gather (sizes not multiples of B), or None."""
+        h, w = x.shape[2:]
+        if index is None and (h % self.block or w % self.block):
+            index = _shift_index((x.shape[0], self.n_channels, h, w), torch.zeros(2, dtype=torch.long,
+                                                                                   device=x.device), 0, self.block)
+        return index
 
     def _block_plan(self, x: torch.Tensor, index: torch.Tensor | None) -> BlockPlan:
         """The colour product, block transform, offset and gather index of :meth:`_transform` for ``x``."""
         dtype = x.dtype
-        h, w = x.shape[2:]
-        if index is None and (h % self.block or w % self.block):  # the block padding as a gather
-            index = _shift_index((x.shape[0], self.n_channels, h, w), torch.zeros(2, dtype=torch.long,
-                                                                                   device=x.device), 0, self.block)
         rgb = self.colorspace == "RGB"
         return BlockPlan(mix=self._buffer("mix", dtype) if self._mixes(x) else None,
                          basis=self._buffer("block_basis", dtype),
-                         offset=self._buffer("offset", dtype) if rgb else None, block=self.block, index=index)
+                         offset=self._buffer("offset", dtype) if rgb else None, block=self.block,
+                         index=self._gather_index(x, index))
 
     def _reference(self, z0: torch.Tensor, fast: bool) -> dict[str, torch.Tensor]:  # pragma: no cover
         """Target-side quantities from the target's transform z0 (N, C, K, F).
@@ -544,7 +548,10 @@ class WatsonDCT(_WatsonBase):
     _init_beta = 4.0
 
     _file_stem = "watson_dct"
-    _frozen_function = FrozenWatsonDCT
+
+    def _frozen_distances(self, input: torch.Tensor, target: torch.Tensor, index: torch.Tensor | None):
+        return FrozenWatsonDCT.apply(input, target, self.beta.detach().to(input.dtype), self._block_plan(input, index),
+                                     functools.partial(self._thresholds, fast=True), not self.faithful)
 
     def _basis_f64(self) -> torch.Tensor:
         return block_dct_matrix(self.block, torch.float64, torch.device("cpu")).clone()
@@ -640,6 +647,25 @@ class WatsonDFT(_WatsonBase):
         # transformed with an FFT, whose butterflies give exact zeros for blocks that are constant
         # along a row or a column, as the paper's torch.fft does.
         return not self.faithful
+
+    @property
+    def _frozen_distances(self):
+        return None if self.faithful else self._frozen_stable_distances
+
+    def _frozen_stable_distances(self, input: torch.Tensor, target: torch.Tensor, index: torch.Tensor | None):
+        dtype = input.dtype
+        norm = 1.0 / self.block**2  # folded into the colour product (exact: a power of 2)
+        if self._mixes(input):
+            mix = self._buffer("mix", dtype) * norm
+            differences = self._buffer("mix_diff", dtype) * norm if input.shape[1] == 3 else None
+        else:  # one grey channel: the normalisation alone
+            mix, differences = torch.full((1, 1), norm, dtype=dtype, device=input.device), None
+        plan = BlockPlan(mix=mix, basis=self._buffer("block_basis", dtype) * self.block**2,  # (see FrozenWatsonDFT)
+                         offset=self._buffer("offset", dtype) if self.colorspace == "RGB" else None,
+                         block=self.block, index=self._gather_index(input, index), differences=differences)
+        w_phase = self.w_phase_tild.detach().to(dtype).exp().flatten(1) * self._phase_mask.to(dtype)
+        return FrozenWatsonDFT.apply(input, target, self.beta.detach().to(dtype), w_phase, plan,
+                                     functools.partial(self._thresholds, fast=True), PHASE_K)
 
     def _exact_block_transform(self, rows: torch.Tensor) -> torch.Tensor:
         """(N, C, K, B*B) block rows -> (N, C, K, 2F) ``[real | imag]`` of each block's rfft2 / B*B (an FFT)."""
