@@ -245,9 +245,12 @@ CHUNK_VALUES = 3 * 64 * 64 * 32
 
 
 def _chunk_images(x: torch.Tensor, per_image: bool) -> int:
-    """Images per piece of ``x``'s batch: all of them unless each image's distance is its own (``per_image``)."""
+    """Images per piece of ``x``'s batch: all of them unless each image's distance is its own (``per_image``)
+    and ``x`` is on the CPU (a GPU's cost is kernel launches: pieces would multiply them)."""
     n = x.shape[0]
-    return max(1, min(n, CHUNK_VALUES // max(1, x[0].numel()))) if per_image else max(n, 1)
+    if not per_image or x.device.type != "cpu":
+        return max(n, 1)
+    return max(1, min(n, CHUNK_VALUES // max(1, x[0].numel())))
 
 
 def _forward_in_pieces(ctx, x, target, per_image: bool, piece):
