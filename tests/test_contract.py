@@ -412,8 +412,11 @@ def test_watson_training_mode_compiles_with_dynamic_shapes(loss_name):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_matches_cpu_without_host_synchronisation(name):
-    loss = build(name).eval()
+@pytest.mark.parametrize("frozen", [False, True], ids=["trainable", "frozen"])
+def test_cuda_matches_cpu_without_host_synchronisation(name, frozen):
+    """No host synchronisation in forward and backward, on the plain autograd path and on the frozen
+    metric's hand-written one (Watson's single Functions, which run on a GPU without pieces)."""
+    loss = _frozen(name) if frozen else build(name).eval()
     x, y = pair(name)
     want = loss(x, y)
     cuda = loss.cuda()
@@ -432,12 +435,14 @@ def test_cuda_matches_cpu_without_host_synchronisation(name):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_graph_captures_forward_and_backward(name):
+@pytest.mark.parametrize("frozen", [False, True], ids=["trainable", "frozen"])
+def test_cuda_graph_captures_forward_and_backward(name, frozen):
     """A whole loss, forward and backward, is captured in one CUDA graph and replays new data exactly
-    as eager calls compute it (possible because nothing reads tensor data on the host)."""
+    as eager calls compute it (possible because nothing reads tensor data on the host), trainable or
+    frozen (the hand-written Functions)."""
     from conftest import cuda_graph_replay
 
-    loss = build(name).eval().cuda()
+    loss = (_frozen(name) if frozen else build(name).eval()).cuda()
     x, y = pair(name)
     pairs = [(x.cuda(), y.cuda()), (y.cuda(), x.cuda())]
     for (value, grad), (a, b) in zip(cuda_graph_replay(loss, pairs), pairs, strict=True):

@@ -433,15 +433,39 @@ def test_faithful_frozen_dct_keeps_the_batch_whole(monkeypatch):
     torch.testing.assert_close(a.grad, b.grad, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize(("cs", "channels"), [("RGB", 3), ("LA", 1)])
 @pytest.mark.parametrize("name", NAMES)
-def test_batched_gradients_of_a_batch_in_pieces(name, monkeypatch):
+def test_blocks_equal_to_the_target_get_no_gradient(name, cs, channels, fast):
+    """Where the input already equals the target (an unchanged region of an edited image) the gradient is
+    exactly zero, in float32 too: Watson-DFT's fast path once computed the phase's sin d with a fused
+    multiply-add, whose rounding error the gradient factor magnified to ~1e-2 there."""
+    loss = CLASSES[name](pretrained=False, colorspace=cs).eval().requires_grad_(False)
+    loss.fast_backward = fast
+    y = photo_batch(["coffee", "astronaut"], 32)[:, :channels]
+    x = y.clone()
+    x[..., :8, 8:16] = (x[..., :8, 8:16] + 0.1).clamp(0, 1)  # one 8x8 block differs
+    a = x.requires_grad_(True)
+    (grad,) = torch.autograd.grad(loss(a, y), a)
+    assert grad[..., :8, 8:16].abs().amax() > 0
+    grad[..., :8, 8:16] = 0
+    assert torch.count_nonzero(grad) == 0
+
+
+@pytest.mark.parametrize("train", [False, True])
+@pytest.mark.parametrize(("cs", "channels"), [("RGB", 3), ("LA", 1), ("LA", 3)])
+@pytest.mark.parametrize("name", NAMES)
+def test_batched_gradients_of_a_batch_in_pieces(name, cs, channels, train, monkeypatch):
     """Batched gradients (is_grads_batched) through a frozen Function that splits the batch: the parts'
-    gradients cannot be written into one unbatched tensor, so they are concatenated instead."""
-    loss = CLASSES[name](pretrained=False, reduction="none").eval().requires_grad_(False)
-    x = torch.rand(3, 3, 16, 16)
+    gradients cannot be written into one unbatched tensor, so they are concatenated instead; and the
+    pixels' gradient without a colour product (LA of one channel; the block permutation in eval mode,
+    the shift's scatter in training mode) is a fresh tensor, not an in-place write into one."""
+    loss = CLASSES[name](pretrained=False, colorspace=cs, reduction="none").train(train).requires_grad_(False)
+    x = torch.rand(3, channels, 16, 16)
     y = (x + 0.05 * torch.randn_like(x)).clamp(0, 1)
     _in_pieces(monkeypatch, 2, x[0])
     xg = x.clone().requires_grad_(True)
+    torch.manual_seed(0)  # (one random shift for the whole graph)
     value = loss(xg, y)
     (batched,) = torch.autograd.grad(value, xg, grad_outputs=torch.eye(3), is_grads_batched=True, retain_graph=True)
     rows = [torch.autograd.grad(value[i], xg, retain_graph=True)[0] for i in range(3)]

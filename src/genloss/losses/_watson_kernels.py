@@ -222,18 +222,28 @@ def coefficients_adjoint(grad: torch.Tensor, plan: BlockPlan, shape: torch.Size,
     b = plan.block
     c = grad.shape[1]
     rows = torch.matmul(grad, plan.basis.t())  # (N, C, K, B*B)
-    if plan.mix is None:  # the pixels' gradient is the result: its own tensor, not a view of a larger one
-        pixels = torch.empty(n, c, h * w, dtype=grad.dtype, device=grad.device) if out is None else out.view(n, c, -1)
+    # the pixels' gradient: written into the caller's out (no colour product) or into grad's buffer;
+    # a fresh tensor of its own under batched gradients (vmap refuses in-place writes of batched
+    # values into an unbatched tensor) or without out
+    batched = in_functorch_transform(grad)
+    if plan.mix is not None:
+        pixels = None if batched else grad.view(-1)[: n * c * h * w].view(n, c, h * w)
     else:
-        pixels = grad.view(-1)[: n * c * h * w].view(n, c, h * w)
+        pixels = None if batched or out is None else out.view(n, c, h * w)
     if plan.index is None:
         blocks = rows.view(n, c, h // b, w // b, b, b).permute(0, 1, 2, 4, 3, 5)
-        pixels.view(n, c, h // b, b, w // b, b).copy_(blocks)
-    else:  # padded and shifted rows repeat pixels: their gradients add up
+        if pixels is None:
+            pixels = blocks.reshape(n, c, h * w)  # (a copy)
+        else:
+            pixels.view(n, c, h // b, b, w // b, b).copy_(blocks)
+    elif pixels is None:  # padded and shifted rows repeat pixels: their gradients add up
+        pixels = rows.new_zeros(n, c * h * w).index_add(1, plan.index, rows.view(n, -1)).view(n, c, h * w)
+    else:
         pixels.view(n, -1).zero_().index_add_(1, plan.index, rows.view(n, -1))
     if plan.mix is None:
         return pixels.view(n, c_in, h, w)
-    return torch.matmul(plan.mix.t(), pixels, out=None if out is None else out.view(n, c_in, h * w)).view(n, c_in, h, w)
+    out = None if out is None or batched else out.view(n, c_in, h * w)
+    return torch.matmul(plan.mix.t(), pixels, out=out).view(n, c_in, h, w)
 
 
 #: input values per piece of the batch in the frozen Functions (32 RGB images of 64x64): the
@@ -244,23 +254,23 @@ def coefficients_adjoint(grad: torch.Tensor, plan: BlockPlan, shape: torch.Size,
 CHUNK_VALUES = 3 * 64 * 64 * 32
 
 
-def _chunk_images(x: torch.Tensor, per_image: bool) -> int:
-    """Images per piece of ``x``'s batch: all of them unless each image's distance is its own (``per_image``)
-    and ``x`` is on the CPU (a GPU's cost is kernel launches: pieces would multiply them)."""
+def _chunk_images(x: torch.Tensor, splittable: bool) -> int:
+    """Images per piece of ``x``'s (non-empty) batch: all of them unless each image's distance is its own
+    (``splittable``) and ``x`` is on the CPU (a GPU's cost is kernel launches: pieces would multiply them)."""
     n = x.shape[0]
-    if not per_image or x.device.type != "cpu":
-        return max(n, 1)
+    if not splittable or x.device.type != "cpu":
+        return n
     return max(1, min(n, CHUNK_VALUES // max(1, x[0].numel())))
 
 
-def _forward_in_pieces(ctx, x, target, per_image: bool, piece):
+def _forward_in_pieces(ctx, x, target, splittable: bool, piece):
     """Run ``piece(x_part, target_part, scratch) -> (dist, saved, scratch)`` over pieces of the batch.
 
     Saves every piece's tensors for :func:`_backward_in_pieces`; returns the (N, C) distances.
     """
-    step = _chunk_images(x, per_image)
+    step = _chunk_images(x, splittable)
     dists, saved, scratch = [], [], None
-    for start in range(0, max(x.shape[0], 1), step):
+    for start in range(0, x.shape[0], step):
         part = slice(start, start + step)
         dist, factors, scratch = piece(x[part], target[part], scratch)
         dists.append(dist)
@@ -277,7 +287,7 @@ def _backward_in_pieces(ctx, grad, piece):
     _no_double_backward()
     saved, step, per = ctx.saved_tensors, ctx.step, ctx.per_piece
     parts = [(slice(start, start + step), saved[i * per:(i + 1) * per])
-             for i, start in enumerate(range(0, max(ctx.shape[0], 1), step))]
+             for i, start in enumerate(range(0, ctx.shape[0], step))]
     if len(parts) == 1 or in_functorch_transform(grad):  # (no out= into an unbatched tensor)
         grads = [piece(grad[part], factors, None) for part, factors in parts]
         return grads[0] if len(grads) == 1 else torch.cat(grads)
@@ -290,20 +300,20 @@ def _backward_in_pieces(ctx, grad, piece):
 class FrozenWatsonDCT(torch.autograd.Function):
     """Watson-DCT of a frozen metric as one Function: both transforms, thresholds, pooling; gradient to the input.
 
-    ``forward(x, target, beta, plan, thresholds, per_image)`` with a ``plan`` whose basis is square
+    ``forward(x, target, beta, plan, thresholds, splittable)`` with a ``plan`` whose basis is square
     (F = B*B: the DCT; its buffers hold the pooling's temporaries) and ``thresholds(dc, amp0_eps)
     -> 1 / s`` (the module's masking, overwriting ``amp0_eps``; its result is a fresh tensor).
     Returns (N, C) distances. Autograd through the transforms would allocate every intermediate anew
     and keep some for backward; here a piece of the batch needs four full-size tensors in forward
     and three in backward, and the rest reuse them. On the CPU every fresh full-size tensor is paid
     again in page faults (memory freed at the end of a call goes back to the system), which was
-    about a quarter of Watson-DCT's time at 128x3x64x64. ``per_image``: each image's distance
+    about a quarter of Watson-DCT's time at 128x3x64x64. ``splittable``: each image's distance
     depends on that image pair alone (not with the faithful batch-wide luminance mean), so the
     batch is computed in pieces (:data:`CHUNK_VALUES`). The same numbers as the autograd path (tested).
     """
 
     @staticmethod
-    def forward(ctx, x, target, beta, plan, thresholds, per_image: bool):
+    def forward(ctx, x, target, beta, plan, thresholds, splittable: bool):
         def piece(x, target, scratch):
             c0, spare = coefficients_into(target, plan)
             inv_s = thresholds(c0[..., 0], torch.abs(c0, out=spare).add_(EPS))  # spare is free again
@@ -312,7 +322,7 @@ class FrozenWatsonDCT(torch.autograd.Function):
             return dist, (g, total, beta), None
 
         ctx.plan = plan
-        return _forward_in_pieces(ctx, x, target, per_image, piece)
+        return _forward_in_pieces(ctx, x, target, splittable, piece)
 
     @staticmethod
     def backward(ctx, grad):
@@ -323,22 +333,20 @@ class FrozenWatsonDCT(torch.autograd.Function):
         return _backward_in_pieces(ctx, grad, piece), None, None, None, None, None
 
 
-def _spectrum_backward(grad, total, beta, amp_x, amp_y, phase_x, phase_y, out=None, interleaved=False):
+def _spectrum_backward(grad, total, beta, amp_x, amp_y, phase_x, phase_y, out=None):
     """Gradients (re, im) of ``amplitude pooling + phase term`` from the factors kept by forward.
 
     ``amp_*`` is the pooling's gradient without its per-image factor ``S**(1/beta-1)``, ``phase_*``
     the phase term's gradient without the incoming gradient; both (N, C, K, F). ``out``: a
-    (N, C, K, 2F) tensor that receives them as ``[re | im]``, or as ``(re, im)`` pairs with
-    ``interleaved`` (then returned whole).
+    (N, C, K, 2F) tensor that receives them as ``[re | im]`` (then returned whole).
     """
     g = grad.unsqueeze(-1).unsqueeze(-1)
     coef = _pool_coef(grad, total, beta)
     if out is None:
         return torch.addcmul(amp_x * coef, phase_x, g), torch.addcmul(amp_y * coef, phase_y, g)
     if torch.compiler.is_compiling() or in_functorch_transform(grad):  # (no out= under batched gradients)
-        parts = _spectrum_backward(grad, total, beta, amp_x, amp_y, phase_x, phase_y)
-        return torch.stack(parts, -1).flatten(-2) if interleaved else torch.cat(parts, -1)
-    re, im = _split_spectrum(out, interleaved)
+        return torch.cat(_spectrum_backward(grad, total, beta, amp_x, amp_y, phase_x, phase_y), -1)
+    re, im = _split_spectrum(out, False)
     torch.mul(amp_x, coef, out=re).addcmul_(phase_x, g)
     torch.mul(amp_y, coef, out=im).addcmul_(phase_y, g)
     return out
@@ -411,12 +419,15 @@ def _stable_forward(re1, im1, amp0, inv_s, u0, v0, beta, w_phase, k: float):
     r = xx.addcmul_(im1, im1).sqrt_().clamp_min_(1e-30)
     u1 = x.div_(r)
     v1 = im1 / r
-    # cos d and sin d of the angle d between the unit vectors n0 = (u0, v0) and n1 = (u1, v1)
+    # cos d and sin d of the angle d between the unit vectors n0 = (u0, v0) and n1 = (u1, v1); sin d from
+    # two separately rounded products, so that it is exactly 0 for equal phases (a fused multiply-add
+    # leaves the rounding error of u0 v1, which the 1/z of the gradient factor magnifies ~5000x: an
+    # input block equal to its target got a gradient)
     cos = torch.mul(u0, u1).addcmul_(v0, v1)
-    sin = torch.mul(u0, v1).addcmul_(v0, u1, value=-1)
+    sin = torch.mul(u0, v1).sub_(torch.mul(v0, u1))
     sgn = torch.sign(cos)  # +1 below pi/2, -1 above, 0 at pi/2
     # z^2 = (1 - k)/2 + k c/4 with c = min(|n0 - n1|^2, |n0 + n1|^2), the squared chord to the
-    # nearer of n1 and -n1, written 2 sin^2 d / (1 + |cos d|): no cancellation near d = 0 or pi
+    # nearer of n1 and -n1, for unit vectors 2 sin^2 d / (1 + |cos d|): no cancellation near d = 0 or pi
     zz = torch.mul(sin, sin).mul_(2).div_(cos.abs_().add_(1)).mul_(k / 4).add_((1 - k) / 2)
     z = torch.sqrt(zz)
     # angle = 2 asin(z) below pi/2, pi - 2 asin(z) above, i.e. 2 asin(z) sgn + pi/2 (1 - sgn)
@@ -442,8 +453,10 @@ class WatsonDFTStable(torch.autograd.Function):
     ``d angle / d(x, y) = -(k/2) (u0 v1 - v0 u1) / (r z sqrt(1 - z^2)) * (v1, -u1)``
     (the two signs of the far case cancel). Forward computes these factors, so backward is two
     multiply-adds into one gradient tensor laid out as ``z1``, and only four (N, C, K, F) tensors
-    are kept. Temporaries are reused (``out=``, in-place ops): on the CPU the peak of fresh memory
-    is paid again on every call, in page faults.
+    are kept. Eager frozen calls take :class:`FrozenWatsonDFT`, which runs the same forward
+    (:func:`_stable_forward`) inside one Function with both transforms; this one serves
+    ``torch.compile``, which traces it (the compiler allocates by itself: ``_reuse`` gives it fresh
+    tensors).
     """
 
     @staticmethod
@@ -507,7 +520,8 @@ def spectrum_reference(re0: torch.Tensor, im0: torch.Tensor, thresholds):
     xx = x0 * x0  # for the amplitude and the phase's radius
     amp0 = amplitude(x0, im0 + EPS, xx)
     inv_s = thresholds(amp0[..., 0], amp0 + EPS)
-    r = xx.addcmul_(im0, im0).sqrt_().clamp_min_(1e-30)  # exactly zero coefficients: (0, 0)
+    # a zero coefficient has x0 = EPS: its unit vector is (1, 0) (the clamp: only for re0 = -EPS exactly)
+    r = xx.addcmul_(im0, im0).sqrt_().clamp_min_(1e-30)
     return amp0, inv_s, x0.div_(r), im0 / r
 
 
@@ -516,12 +530,14 @@ class FrozenWatsonDFT(torch.autograd.Function):
     phase terms; gradient to the input.
 
     ``forward(x, target, beta, w_phase, plan, thresholds, k)`` with a ``plan`` for
-    :func:`spectrum_into` whose ``basis`` is the unnormalised rfft2 matrix (B*B, 2F) in ``(re, im)``
-    pairs (the backward's transpose; the normalisation is in ``plan.mix``), ``thresholds`` as in
+    :func:`spectrum_into` whose ``basis`` is the unnormalised rfft2 matrix (B*B, 2F) with
+    ``[re | im]`` columns (``transforms.blocks.block_rdft_matrix``; only the backward uses it, on a
+    gradient laid out so; the normalisation is in ``plan.mix``), ``thresholds`` as in
     :class:`FrozenWatsonDCT`, the phase weights ``w_phase`` (C, F) and ``k`` (``PHASE_K``). Returns
     (N, C) distances, the same numbers as :class:`WatsonDFTStable` on the module's transform
-    (tested). Both spectra share two scratch tensors, and no ``[re | im]`` copy is made: on the
-    CPU every fresh full-size tensor is paid again in page faults.
+    (tested). Both spectra share two scratch tensors and stay in ``torch.fft``'s ``(re, im)``
+    pairs (the ``[re | im]`` copy of :func:`block_dft_fft` costs about as much as the FFT); on the
+    CPU the batch is computed in pieces (:data:`CHUNK_VALUES`).
     """
 
     @staticmethod

@@ -217,6 +217,13 @@ class _WatsonBase(ImageLoss):
             mix_diff = transforms["mix"] @ inverse
             transforms["mix_diff"] = torch.where(mix_diff.abs() < 1e-12, 0.0, mix_diff)  # rows that sum to 0
             transforms["diff"] = torch.linalg.inv(inverse)
+            # FrozenWatsonDFT's: the 1/B*B of the transform in the colour product (exact: a power of
+            # 2), so its backward needs the unnormalised basis
+            norm = 1.0 / self.block**2
+            transforms["frozen_mix"] = transforms["mix"] * norm
+            transforms["frozen_mix_diff"] = transforms["mix_diff"] * norm
+            transforms["frozen_norm"] = torch.full((1, 1), norm, dtype=torch.float64, device=cpu)
+            transforms["frozen_basis"] = basis * self.block**2
         self._transform_masters = {name: t.contiguous() for name, t in transforms.items()}  # CPU, float64
         for name, t in self._transform_masters.items():
             self.register_buffer(f"_{name}_f32", t.float(), persistent=False)
@@ -339,11 +346,13 @@ class _WatsonBase(ImageLoss):
         # (they have no vmap rule): those take the plain autograd path, which every transform supports.
         fast = (self.fast_backward and not target.requires_grad and not hand_written_autograd_refused(input, target)
                 and not any(p.requires_grad for p in self.parameters()))
-        if fast and not torch.compiler.is_compiling() and self._frozen_distances is not None:
-            # the whole distance in one Function with few fresh buffers (the compiler fuses the
-            # plain form below by itself)
+        # a frozen metric in eager code: the whole distance in one Function with few fresh buffers
+        # (under torch.compile the form below, whose Functions cover the pooling only: the compiler
+        # fuses and allocates the transforms by itself)
+        dist = None
+        if fast and not torch.compiler.is_compiling():
             dist = self._frozen_distances(input, target, index)
-        else:
+        if dist is None:
             with torch.set_grad_enabled(torch.is_grad_enabled() and not fast):
                 ref = self._reference(self._transform(target, index), fast)
             dist = self._compare(self._transform(input, index), ref)  # (N, C)
@@ -351,9 +360,11 @@ class _WatsonBase(ImageLoss):
             return dist[:, 0]
         return (dist * torch.softmax(self.channel_logits.to(dist.dtype), 0)).sum(1)
 
-    #: ``(input, target, index) -> (N, C)`` distances of a frozen metric computed in one
-    #: autograd.Function (FrozenWatsonDCT, FrozenWatsonDFT), or None where the class has none
-    _frozen_distances = None
+    def _frozen_distances(self, input: torch.Tensor, target: torch.Tensor,
+                          index: torch.Tensor | None) -> torch.Tensor | None:
+        """(N, C) distances of a frozen metric computed in one autograd.Function (FrozenWatsonDCT,
+        FrozenWatsonDFT), or None where there is none for this configuration."""
+        return None
 
     def _gather_index(self, x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor | None:
         """The shift's gather index, or the block padding's as a gather (sizes not multiples of B), or None."""
@@ -550,6 +561,7 @@ class WatsonDCT(_WatsonBase):
     _file_stem = "watson_dct"
 
     def _frozen_distances(self, input: torch.Tensor, target: torch.Tensor, index: torch.Tensor | None):
+        # (the faithful luminance mean spans the batch: no pieces then)
         return FrozenWatsonDCT.apply(input, target, self.beta.detach().to(input.dtype), self._block_plan(input, index),
                                      functools.partial(self._thresholds, fast=True), not self.faithful)
 
@@ -648,24 +660,24 @@ class WatsonDFT(_WatsonBase):
         # along a row or a column, as the paper's torch.fft does.
         return not self.faithful
 
-    @property
-    def _frozen_distances(self):
-        return None if self.faithful else self._frozen_stable_distances
-
-    def _frozen_stable_distances(self, input: torch.Tensor, target: torch.Tensor, index: torch.Tensor | None):
+    def _frozen_distances(self, input: torch.Tensor, target: torch.Tensor, index: torch.Tensor | None):
+        if self.faithful:  # the original arithmetic: WatsonDFTInput after the plain transforms
+            return None
         dtype = input.dtype
-        norm = 1.0 / self.block**2  # folded into the colour product (exact: a power of 2)
-        if self._mixes(input):
-            mix = self._buffer("mix", dtype) * norm
-            differences = self._buffer("mix_diff", dtype) * norm if input.shape[1] == 3 else None
-        else:  # one grey channel: the normalisation alone
-            mix, differences = torch.full((1, 1), norm, dtype=dtype, device=input.device), None
-        plan = BlockPlan(mix=mix, basis=self._buffer("block_basis", dtype) * self.block**2,  # (see FrozenWatsonDFT)
+        if not self._mixes(input):  # one grey channel: the normalisation alone
+            mix, differences = self._buffer("frozen_norm", dtype), None
+        else:
+            mix = self._buffer("frozen_mix", dtype)
+            differences = self._buffer("frozen_mix_diff", dtype) if input.shape[1] == 3 else None
+        plan = BlockPlan(mix=mix, basis=self._buffer("frozen_basis", dtype),
                          offset=self._buffer("offset", dtype) if self.colorspace == "RGB" else None,
                          block=self.block, index=self._gather_index(input, index), differences=differences)
-        w_phase = self.w_phase_tild.detach().to(dtype).exp().flatten(1) * self._phase_mask.to(dtype)
-        return FrozenWatsonDFT.apply(input, target, self.beta.detach().to(dtype), w_phase, plan,
-                                     functools.partial(self._thresholds, fast=True), PHASE_K)
+        return FrozenWatsonDFT.apply(input, target, self.beta.detach().to(dtype), self._phase_weights(dtype).detach(),
+                                     plan, functools.partial(self._thresholds, fast=True), PHASE_K)
+
+    def _phase_weights(self, dtype: torch.dtype) -> torch.Tensor:
+        """``w_phase`` as (C, B*(B//2+1)) in ``dtype`` (cast before the exp, see ``_thresholds``)."""
+        return self.w_phase_tild.to(dtype).exp().flatten(1) * self._phase_mask.to(dtype)
 
     def _exact_block_transform(self, rows: torch.Tensor) -> torch.Tensor:
         """(N, C, K, B*B) block rows -> (N, C, K, 2F) ``[real | imag]`` of each block's rfft2 / B*B (an FFT)."""
@@ -697,7 +709,7 @@ class WatsonDFT(_WatsonBase):
     @property
     def w_phase(self) -> torch.Tensor:
         """Phase weights, shape (C, B, B//2+1), zero at the real-valued frequencies."""
-        return self.w_phase_tild.exp() * self._phase_mask.view(self.block, -1)
+        return self._phase_weights(self.w_phase_tild.dtype).view(self.n_channels, self.block, -1)
 
     def _spectrum(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Real and imaginary parts (N, C, K, B*(B//2+1)) of each block's rfft2, divided by B*B."""
@@ -728,7 +740,7 @@ class WatsonDFT(_WatsonBase):
 
     def _compare(self, z1: torch.Tensor, ref: dict[str, torch.Tensor]) -> torch.Tensor:
         re1, im1 = self._spectrum(z1)
-        w_phase = self.w_phase_tild.to(re1.dtype).exp().flatten(1) * self._phase_mask.to(re1.dtype)
+        w_phase = self._phase_weights(re1.dtype)
         if self.faithful and "inv_s" in ref:  # frozen metric: hand-written backward, original ops
             return WatsonDFTInput.apply(re1, im1, ref["amp0"], ref["inv_s"], ref["ph0"],
                                         self.beta.detach().to(re1.dtype), w_phase.detach().to(re1.dtype),
@@ -760,7 +772,8 @@ def _unit(x: torch.Tensor, y: torch.Tensor, inplace: bool = False,
     if inplace:  # no graph: fewer fresh tensors (see _thresholds)
         r = (x * x if xx is None else xx).addcmul_(y, y).sqrt_().clamp_min_(1e-30)
         return x.div_(r), y / r
-    r = amplitude(x, y, xx).clamp_min(1e-30)  # exactly zero coefficients: (0, 0), angle as |d| = 60 deg
+    # a zero coefficient has x = EPS and the unit vector (1, 0); the clamp only matters for x = 0 exactly
+    r = amplitude(x, y, xx).clamp_min(1e-30)
     return x / r, y / r
 
 
