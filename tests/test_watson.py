@@ -405,15 +405,15 @@ def test_fast_path_matches_autograd(name, train, size, cs, channels, pieces, mon
     torch.testing.assert_close(a.grad, b.grad, rtol=1e-9, atol=1e-12)
 
 
-def test_pieces_only_on_the_cpu_and_for_per_image_distances():
+def test_pieces_only_on_the_cpu_and_for_splittable_batches():
     """Pieces of the batch serve the CPU's caches; on a GPU they would only multiply kernel launches."""
     from genloss.losses._watson_kernels import CHUNK_VALUES, _chunk_images
 
     n = 4 * CHUNK_VALUES // (3 * 64 * 64)
-    assert _chunk_images(torch.empty(n, 3, 64, 64), per_image=True) == n // 4
-    assert _chunk_images(torch.empty(n, 3, 64, 64), per_image=False) == n
-    assert _chunk_images(torch.empty(n, 3, 64, 64, device="meta"), per_image=True) == n
-    assert _chunk_images(torch.empty(2, 3, 1024, 1024), per_image=True) == 1  # at least one image
+    assert _chunk_images(torch.empty(n, 3, 64, 64), splittable=True) == n // 4
+    assert _chunk_images(torch.empty(n, 3, 64, 64), splittable=False) == n
+    assert _chunk_images(torch.empty(n, 3, 64, 64, device="meta"), splittable=True) == n
+    assert _chunk_images(torch.empty(2, 3, 1024, 1024), splittable=True) == 1  # at least one image
 
 
 def test_faithful_frozen_dct_keeps_the_batch_whole(monkeypatch):
