@@ -108,3 +108,10 @@ def cuda_graph_replay(loss, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> l
         graph.replay()
         results.append((static_out.detach().clone(), static_x.grad.clone()))
     return results
+
+
+def in_pieces(monkeypatch, images: int, image: torch.Tensor) -> None:
+    """Make the hand-written Functions split a CPU batch into pieces of ``images`` images like ``image`` (C, H, W)."""
+    from genloss.losses import _pieces
+
+    monkeypatch.setattr(_pieces, "CHUNK_VALUES", images * image.numel())

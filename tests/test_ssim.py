@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import photo_batch
+from conftest import in_pieces, photo_batch
 
 import genloss
 from genloss.functional import ms_ssim, ssim
@@ -172,17 +172,22 @@ def test_ssim_gradcheck_float64_on_both_filter_paths(monkeypatch, banded_max_sid
     assert torch.autograd.gradgradcheck(lambda a: SSIMLoss()(a, y), (x,), eps=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("pieces", [False, True])
 @pytest.mark.parametrize("banded_max_side", [0, 10_000])
 @pytest.mark.parametrize(("colorspace", "channels", "window", "sigma"),
                          [("RGB", 3, 11, 1.5), ("LA", 1, 11, 1.5), ("LA", 3, 7, 3.0), ("RGB", 3, 1, 1.0)])
-def test_fixed_target_backward_equals_autograd(monkeypatch, banded_max_side, colorspace, channels, window, sigma):
+def test_fixed_target_backward_equals_autograd(monkeypatch, banded_max_side, colorspace, channels, window, sigma,
+                                               pieces):
     """The input-only backward (a fixed target: the usual case) filters three maps instead of autograd's five;
     it must give autograd's gradient (a target that needs a gradient takes the autograd path) on both filter
-    paths, any window, per-image weights (reduction 'none'), sizes smaller and larger than the window."""
+    paths, any window, per-image weights (reduction 'none'), sizes smaller and larger than the window, the
+    batch whole and in pieces of two images (3 = 2 + 1)."""
     monkeypatch.setattr(ssim_module, "BANDED_MAX_SIDE", banded_max_side)
     torch.manual_seed(0)
     loss = SSIMLoss(colorspace=colorspace, reduction="none", window=window, sigma=sigma)
     for shape in ((3, channels, 37, 50), (2, channels, 5, 9)):
+        if pieces:
+            in_pieces(monkeypatch, 2, torch.empty(shape[1:]))
         x = torch.rand(*shape, dtype=torch.float64)
         y = (x + 0.1 * torch.randn_like(x)).clamp(0, 1)
         weights = torch.arange(1.0, shape[0] + 1, dtype=torch.float64)
@@ -193,6 +198,23 @@ def test_fixed_target_backward_equals_autograd(monkeypatch, banded_max_side, col
         (plain * weights).sum().backward()
         torch.testing.assert_close(fixed, plain, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-9, atol=1e-12)
+
+
+def test_fixed_target_backward_in_pieces_twice_differentiable_and_batched(monkeypatch):
+    """A batch in pieces (2 + 1 images): gradcheck, a double backward through the original input (the
+    pieces' views made in forward would not lead back to it), and batched gradients (is_grads_batched)."""
+    torch.manual_seed(0)
+    x = (0.2 + 0.6 * torch.rand(3, 3, 8, 13, dtype=torch.float64)).requires_grad_(True)
+    y = (x + 0.1 * torch.randn_like(x)).clamp(0, 1).detach()
+    in_pieces(monkeypatch, 2, x[0])
+    loss = SSIMLoss(reduction="none")
+    assert torch.autograd.gradcheck(lambda a: loss(a, y), (x,), eps=1e-6, atol=1e-6)
+    assert torch.autograd.gradgradcheck(lambda a: loss(a, y), (x,), eps=1e-6, atol=1e-6)
+    value = loss(x, y)
+    (batched,) = torch.autograd.grad(value, x, grad_outputs=torch.eye(3, dtype=torch.float64), is_grads_batched=True,
+                                     retain_graph=True)
+    rows = [torch.autograd.grad(value[i], x, retain_graph=True)[0] for i in range(3)]
+    torch.testing.assert_close(batched, torch.stack(rows), rtol=1e-10, atol=1e-12)
 
 
 def test_fixed_target_value_where_the_variances_vanish_float32():

@@ -7,7 +7,7 @@ import inspect
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import photo_batch
+from conftest import in_pieces, photo_batch
 
 import genloss
 from genloss import functional as GF
@@ -371,13 +371,6 @@ print(float(genloss.{cls}(pretrained=False).eval()(x, x.flip(-1)).detach()))
     assert float(out.stdout.split()[-1]) == pytest.approx(want, rel=1e-6)
 
 
-def _in_pieces(monkeypatch, images: int, image: torch.Tensor) -> None:
-    """Make the frozen Functions split a batch into pieces of ``images`` images like ``image`` (C, H, W)."""
-    from genloss.losses import _watson_kernels
-
-    monkeypatch.setattr(_watson_kernels, "CHUNK_VALUES", images * image.numel())
-
-
 @pytest.mark.parametrize("pieces", [False, True])
 @pytest.mark.parametrize(("cs", "channels"), [("RGB", 3), ("LA", 1), ("LA", 3)])
 @pytest.mark.parametrize("size", [(21, 30), (16, 24)])
@@ -392,7 +385,7 @@ def test_fast_path_matches_autograd(name, train, size, cs, channels, pieces, mon
         loss.beta.copy_(torch.tensor([1.5, 2.5, 4.0][: loss.beta.numel()]))
     x = torch.rand(3, channels, *size, dtype=torch.float64)
     if pieces:
-        _in_pieces(monkeypatch, 2, x[0])
+        in_pieces(monkeypatch, 2, x[0])
     y = (x + 0.05 * torch.randn_like(x)).clamp(0, 1)
     a, b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
     torch.manual_seed(3)
@@ -407,7 +400,8 @@ def test_fast_path_matches_autograd(name, train, size, cs, channels, pieces, mon
 
 def test_pieces_only_on_the_cpu_and_for_splittable_batches():
     """Pieces of the batch serve the CPU's caches; on a GPU they would only multiply kernel launches."""
-    from genloss.losses._watson_kernels import CHUNK_VALUES, _chunk_images
+    from genloss.losses._pieces import CHUNK_VALUES
+    from genloss.losses._pieces import chunk_images as _chunk_images
 
     n = 4 * CHUNK_VALUES // (3 * 64 * 64)
     assert _chunk_images(torch.empty(n, 3, 64, 64), splittable=True) == n // 4
@@ -423,7 +417,7 @@ def test_faithful_frozen_dct_keeps_the_batch_whole(monkeypatch):
     x = torch.rand(4, 3, 16, 16, dtype=torch.float64)
     x[2:] *= 0.3  # darker images: a piece's mean DC would differ from the batch's
     y = (x + 0.05 * torch.randn_like(x)).clamp(0, 1)
-    _in_pieces(monkeypatch, 2, x[0])
+    in_pieces(monkeypatch, 2, x[0])
     a, b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
     fast = loss(a, y)
     slow = loss(b, y.clone().requires_grad_(True))
@@ -463,7 +457,7 @@ def test_batched_gradients_of_a_batch_in_pieces(name, cs, channels, train, monke
     loss = CLASSES[name](pretrained=False, colorspace=cs, reduction="none").train(train).requires_grad_(False)
     x = torch.rand(3, channels, 16, 16)
     y = (x + 0.05 * torch.randn_like(x)).clamp(0, 1)
-    _in_pieces(monkeypatch, 2, x[0])
+    in_pieces(monkeypatch, 2, x[0])
     xg = x.clone().requires_grad_(True)
     torch.manual_seed(0)  # (one random shift for the whole graph)
     value = loss(xg, y)

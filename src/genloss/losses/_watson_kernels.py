@@ -18,6 +18,7 @@ from typing import NamedTuple
 import torch
 
 from .._validation import in_functorch_transform
+from ._pieces import backward_in_pieces, forward_in_pieces
 
 #: the epsilon of the paper's code, kept for fidelity (it also keeps gradients finite at 0)
 EPS = 1e-10
@@ -246,57 +247,6 @@ def coefficients_adjoint(grad: torch.Tensor, plan: BlockPlan, shape: torch.Size,
     return torch.matmul(plan.mix.t(), pixels, out=out).view(n, c_in, h, w)
 
 
-#: input values per piece of the batch in the frozen Functions (32 RGB images of 64x64): the
-#: intermediates of a piece stay in the CPU's caches from one op to the next, and the memory freed
-#: by one piece serves the next without new page faults. Measured at 128x3x64x64 on 2 threads,
-#: alternated in one process: Watson-DFT 36 -> 28 ms per iteration (16 images: 30 ms; 8: 36 ms,
-#: where the per-op overhead of the more, smaller ops takes over).
-CHUNK_VALUES = 3 * 64 * 64 * 32
-
-
-def _chunk_images(x: torch.Tensor, splittable: bool) -> int:
-    """Images per piece of ``x``'s (non-empty) batch: all of them unless each image's distance is its own
-    (``splittable``) and ``x`` is on the CPU (a GPU's cost is kernel launches: pieces would multiply them)."""
-    n = x.shape[0]
-    if not splittable or x.device.type != "cpu":
-        return n
-    return max(1, min(n, CHUNK_VALUES // max(1, x[0].numel())))
-
-
-def _forward_in_pieces(ctx, x, target, splittable: bool, piece):
-    """Run ``piece(x_part, target_part, scratch) -> (dist, saved, scratch)`` over pieces of the batch.
-
-    Saves every piece's tensors for :func:`_backward_in_pieces`; returns the (N, C) distances.
-    """
-    step = _chunk_images(x, splittable)
-    dists, saved, scratch = [], [], None
-    for start in range(0, x.shape[0], step):
-        part = slice(start, start + step)
-        dist, factors, scratch = piece(x[part], target[part], scratch)
-        dists.append(dist)
-        saved.extend(factors)
-    ctx.save_for_backward(*saved)
-    ctx.step, ctx.per_piece, ctx.shape = step, len(saved) // len(dists), x.shape
-    return dists[0] if len(dists) == 1 else torch.cat(dists)
-
-
-def _backward_in_pieces(ctx, grad, piece):
-    """The input's gradient from ``piece(grad_part, saved_part, out) -> gradient of x_part`` over the pieces
-    of :func:`_forward_in_pieces`, written into one tensor (``out``: that tensor's part, or ``None``
-    under batched gradients (``is_grads_batched``), where the parts are concatenated instead)."""
-    _no_double_backward()
-    saved, step, per = ctx.saved_tensors, ctx.step, ctx.per_piece
-    parts = [(slice(start, start + step), saved[i * per:(i + 1) * per])
-             for i, start in enumerate(range(0, ctx.shape[0], step))]
-    if len(parts) == 1 or in_functorch_transform(grad):  # (no out= into an unbatched tensor)
-        grads = [piece(grad[part], factors, None) for part, factors in parts]
-        return grads[0] if len(grads) == 1 else torch.cat(grads)
-    grad_x = torch.empty(ctx.shape, dtype=grad.dtype, device=grad.device)
-    for part, factors in parts:
-        piece(grad[part], factors, grad_x[part])
-    return grad_x
-
-
 class FrozenWatsonDCT(torch.autograd.Function):
     """Watson-DCT of a frozen metric as one Function: both transforms, thresholds, pooling; gradient to the input.
 
@@ -309,7 +259,7 @@ class FrozenWatsonDCT(torch.autograd.Function):
     again in page faults (memory freed at the end of a call goes back to the system), which was
     about a quarter of Watson-DCT's time at 128x3x64x64. ``splittable``: each image's distance
     depends on that image pair alone (not with the faithful batch-wide luminance mean), so the
-    batch is computed in pieces (:data:`CHUNK_VALUES`). The same numbers as the autograd path (tested).
+    batch is computed in pieces (``_pieces.CHUNK_VALUES``). The same numbers as the autograd path (tested).
     """
 
     @staticmethod
@@ -322,7 +272,7 @@ class FrozenWatsonDCT(torch.autograd.Function):
             return dist, (g, total, beta), None
 
         ctx.plan = plan
-        return _forward_in_pieces(ctx, x, target, splittable, piece)
+        return forward_in_pieces(ctx, x, target, splittable, piece)
 
     @staticmethod
     def backward(ctx, grad):
@@ -330,7 +280,8 @@ class FrozenWatsonDCT(torch.autograd.Function):
             g, total, beta = saved
             return coefficients_adjoint(g * _pool_coef(-grad, total, beta), ctx.plan, (len(grad), *ctx.shape[1:]), out)
 
-        return _backward_in_pieces(ctx, grad, piece), None, None, None, None, None
+        _no_double_backward()
+        return backward_in_pieces(ctx, grad, piece), None, None, None, None, None
 
 
 def _spectrum_backward(grad, total, beta, amp_x, amp_y, phase_x, phase_y, out=None):
@@ -537,7 +488,7 @@ class FrozenWatsonDFT(torch.autograd.Function):
     (N, C) distances, the same numbers as :class:`WatsonDFTStable` on the module's transform
     (tested). Both spectra share two scratch tensors and stay in ``torch.fft``'s ``(re, im)``
     pairs (the ``[re | im]`` copy of :func:`block_dft_fft` costs about as much as the FFT); on the
-    CPU the batch is computed in pieces (:data:`CHUNK_VALUES`).
+    CPU the batch is computed in pieces (``_pieces.CHUNK_VALUES``).
     """
 
     @staticmethod
@@ -551,7 +502,7 @@ class FrozenWatsonDFT(torch.autograd.Function):
             return dist, factors, scratch
 
         ctx.plan = plan
-        return _forward_in_pieces(ctx, x, target, True, piece)
+        return forward_in_pieces(ctx, x, target, True, piece)
 
     @staticmethod
     def backward(ctx, grad):
@@ -561,4 +512,5 @@ class FrozenWatsonDFT(torch.autograd.Function):
             spectrum = _spectrum_backward(grad, *saved, out=spectrum)
             return coefficients_adjoint(spectrum, ctx.plan, (len(grad), *ctx.shape[1:]), out)
 
-        return _backward_in_pieces(ctx, grad, piece), None, None, None, None, None, None
+        _no_double_backward()
+        return backward_in_pieces(ctx, grad, piece), None, None, None, None, None, None

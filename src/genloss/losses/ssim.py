@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ..transforms.color import as_grey
+from ._pieces import backward_in_pieces, forward_in_pieces
 from .base import ImageLoss, custom_backward_applies, grey_channels
 
 #: the standard MS-SSIM exponents of Wang et al. 2003, finest scale first
@@ -202,17 +203,20 @@ def _ssim_terms_in_place(x: torch.Tensor, y: torch.Tensor, g: torch.Tensor
     return loss, d_mu, s.div_(k_den).neg_(), d_xy
 
 
-def _ssim_input_gradient(x, y, g, d_mu, d_xx, d_xy, grad_s):
+def _ssim_input_gradient(x, y, g, d_mu, d_xx, d_xy, grad_s, out=None):
     """Gradient of ``sum(grad_s * S)`` with respect to x, for a per-image ``grad_s`` (N, 1, 1, 1).
 
     The statistics are linear in ``x``, ``x^2`` and ``x y`` through the filter G, and G is its own
     transpose (a symmetric window with zero "same" padding), so the gradient is
     ``grad_s (G dS/dmu_x + 2 x G dS/dsigma_xx + y G dS/dsigma_xy)``: one filter of three maps.
+    ``out``: a tensor of x's shape for the result (not under batched gradients or create_graph).
     """
     n = x.shape[0]
     a, b, c = gaussian_blur(torch.cat([d_mu, d_xx, d_xy], 0), g, True).split(n, 0)
     if torch.is_grad_enabled():  # create_graph
         return grad_s * (a + 2 * x * b + y * c)
+    if out is not None:
+        return torch.addcmul(a, x, b, value=2, out=out).addcmul_(y, c).mul_(grad_s)
     # (grad_s last and out of place: under batched gradients, is_grads_batched, it is the batched tensor)
     return torch.addcmul(a, x, b, value=2).addcmul_(y, c) * grad_s
 
@@ -223,22 +227,31 @@ class _SSIMFixedTarget(torch.autograd.Function):
     Autograd would keep the five filtered statistics and a dozen intermediate maps, and run the
     filter's transpose on five maps; here forward keeps the three partial derivatives of S and
     backward filters three maps (see :func:`_ssim_input_gradient`). Under ``create_graph=True``
-    the backward is recomputed from differentiable ops, so second derivatives stay correct.
+    the backward is recomputed from differentiable ops, so second derivatives stay correct. On the
+    CPU the batch is computed in pieces (see ``_pieces``): 0.86x the time at 128x3x64x64.
     """
 
     @staticmethod
     def forward(ctx, x, y, g):
-        loss, d_mu, d_xx, d_xy = _ssim_terms_in_place(x, y, g)
-        ctx.save_for_backward(x, y, g, d_mu, d_xx, d_xy)
-        return loss
+        def piece(x, y, scratch):
+            loss, d_mu, d_xx, d_xy = _ssim_terms_in_place(x, y, g)
+            return loss, (d_mu, d_xx, d_xy), None
+
+        ctx.g = g  # (made for this call; not per image, so not among the pieces' tensors)
+        return forward_in_pieces(ctx, x, y, True, piece, keep=(x, y))
 
     @staticmethod
     def backward(ctx, grad):
-        x, y, g, d_mu, d_xx, d_xy = ctx.saved_tensors
-        grad_s = grad.view(-1, 1, 1, 1) / -x[0].numel()
-        if torch.is_grad_enabled():  # create_graph: rebuild the partials with a graph through x
-            _, d_mu, d_xx, d_xy = _ssim_terms(x, y, g)
-        return _ssim_input_gradient(x, y, g, d_mu, d_xx, d_xy, grad_s), None, None
+        g = ctx.g
+
+        def piece(grad, saved, out):
+            x, y, d_mu, d_xx, d_xy = saved
+            grad_s = grad.view(-1, 1, 1, 1) / -x[0].numel()
+            if torch.is_grad_enabled():  # create_graph: rebuild the partials with a graph through x
+                _, d_mu, d_xx, d_xy = _ssim_terms(x, y, g)
+            return _ssim_input_gradient(x, y, g, d_mu, d_xx, d_xy, grad_s, out)
+
+        return backward_in_pieces(ctx, grad, piece), None, None
 
 
 def _positive_power(t: torch.Tensor, w: float) -> torch.Tensor:
