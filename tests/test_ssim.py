@@ -181,13 +181,13 @@ def test_fixed_target_backward_equals_autograd(monkeypatch, banded_max_side, col
     """The input-only backward (a fixed target: the usual case) filters three maps instead of autograd's five;
     it must give autograd's gradient (a target that needs a gradient takes the autograd path) on both filter
     paths, any window, per-image weights (reduction 'none'), sizes smaller and larger than the window, the
-    batch whole and in pieces of two images (3 = 2 + 1)."""
+    batch whole and in pieces of two images (3 = 2 + 1; sized on the image the Function sees, grey for LA)."""
     monkeypatch.setattr(ssim_module, "BANDED_MAX_SIDE", banded_max_side)
     torch.manual_seed(0)
     loss = SSIMLoss(colorspace=colorspace, reduction="none", window=window, sigma=sigma)
-    for shape in ((3, channels, 37, 50), (2, channels, 5, 9)):
+    for shape in ((3, channels, 37, 50), (3, channels, 5, 9)):
         if pieces:
-            in_pieces(monkeypatch, 2, torch.empty(shape[1:]))
+            in_pieces(monkeypatch, 2, torch.empty(3 if colorspace == "RGB" else 1, *shape[2:]))
         x = torch.rand(*shape, dtype=torch.float64)
         y = (x + 0.1 * torch.randn_like(x)).clamp(0, 1)
         weights = torch.arange(1.0, shape[0] + 1, dtype=torch.float64)

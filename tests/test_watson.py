@@ -400,14 +400,13 @@ def test_fast_path_matches_autograd(name, train, size, cs, channels, pieces, mon
 
 def test_pieces_only_on_the_cpu_and_for_splittable_batches():
     """Pieces of the batch serve the CPU's caches; on a GPU they would only multiply kernel launches."""
-    from genloss.losses._pieces import CHUNK_VALUES
-    from genloss.losses._pieces import chunk_images as _chunk_images
+    from genloss.losses._pieces import CHUNK_VALUES, chunk_images
 
     n = 4 * CHUNK_VALUES // (3 * 64 * 64)
-    assert _chunk_images(torch.empty(n, 3, 64, 64), splittable=True) == n // 4
-    assert _chunk_images(torch.empty(n, 3, 64, 64), splittable=False) == n
-    assert _chunk_images(torch.empty(n, 3, 64, 64, device="meta"), splittable=True) == n
-    assert _chunk_images(torch.empty(2, 3, 1024, 1024), splittable=True) == 1  # at least one image
+    assert chunk_images(torch.empty(n, 3, 64, 64), splittable=True) == n // 4
+    assert chunk_images(torch.empty(n, 3, 64, 64), splittable=False) == n
+    assert chunk_images(torch.empty(n, 3, 64, 64, device="meta"), splittable=True) == n
+    assert chunk_images(torch.empty(2, 3, 1024, 1024), splittable=True) == 1  # at least one image
 
 
 def test_faithful_frozen_dct_keeps_the_batch_whole(monkeypatch):
