@@ -435,8 +435,8 @@ def spectrum_into(x: torch.Tensor, plan: BlockPlan, scratch: tuple[torch.Tensor,
     matrix 1/B*B for 1-channel input), is already divided by B*B, which is exact (a power of 2), so
     every value equals the unfolded one bit for bit. The layout of ``torch.fft`` is kept (the
     ``[re | im]`` copy of :func:`block_dft_fft` costs about as much as the FFT). ``scratch``: the two
-    free tensors this function returned before (for the next image of the same size); returns z
-    and them.
+    free tensors this function returned before (for a batch of the same or fewer images of the same
+    size); returns z and them.
     """
     n, c_in, h, w = x.shape
     b = plan.block

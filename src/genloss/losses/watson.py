@@ -49,6 +49,7 @@ from ._watson_kernels import (
     amplitude,
     block_dft_fft,
     positive_pow,
+    spectrum_reference,
 )
 from .base import ImageLoss, grey_channels
 
@@ -727,6 +728,9 @@ class WatsonDFT(_WatsonBase):
 
     def _reference(self, z0: torch.Tensor, fast: bool) -> dict[str, torch.Tensor]:
         re0, im0 = self._spectrum(z0)
+        if fast and not self.faithful:  # no graph, in place: as FrozenWatsonDFT computes it
+            amp0, inv_s, u0, v0 = spectrum_reference(re0, im0, functools.partial(self._thresholds, fast=True))
+            return {"amp0": amp0, "inv_s": inv_s, "u0": u0, "v0": v0}
         x0 = re0 + EPS
         xx = x0 * x0  # for the amplitude and, in the default mode, the phase's radius
         # The paper adds EPS to real and imaginary part before taking the norm; kept for fidelity.
@@ -735,7 +739,7 @@ class WatsonDFT(_WatsonBase):
         if self.faithful:
             ref["ph0"] = torch.atan2(im0, x0)
         else:
-            ref["u0"], ref["v0"] = _unit(x0, im0, inplace=fast, xx=xx)
+            ref["u0"], ref["v0"] = _unit(x0, im0, xx)
         return ref
 
     def _compare(self, z1: torch.Tensor, ref: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -763,15 +767,9 @@ class WatsonDFT(_WatsonBase):
 PHASE_K = 1 - EPS * 1e3
 
 
-def _unit(x: torch.Tensor, y: torch.Tensor, inplace: bool = False,
-          xx: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Unit vector of (x, y) (the phase as a point on the unit circle).
-
-    ``inplace`` (no graph): ``x`` becomes its first part, and ``xx`` (``x * x``, if given) the radius.
-    """
-    if inplace:  # no graph: fewer fresh tensors (see _thresholds)
-        r = (x * x if xx is None else xx).addcmul_(y, y).sqrt_().clamp_min_(1e-30)
-        return x.div_(r), y / r
+def _unit(x: torch.Tensor, y: torch.Tensor, xx: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit vector of (x, y) (the phase as a point on the unit circle), differentiable; ``xx``: ``x * x``
+    if the caller has it (not changed). (:func:`_watson_kernels.spectrum_reference` is the in-place form.)"""
     # a zero coefficient has x = EPS and the unit vector (1, 0); the clamp only matters for x = 0 exactly
     r = amplitude(x, y, xx).clamp_min(1e-30)
     return x / r, y / r
