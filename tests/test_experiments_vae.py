@@ -420,7 +420,7 @@ class _Exploit:
         return (os.system, ("echo pwned",))
 
 
-@pytest.mark.parametrize("damage", ["architecture", "empty", "truncated", "malicious", "not_lightning"])
+@pytest.mark.parametrize("damage", ["architecture", "other_loss", "empty", "truncated", "malicious", "not_lightning"])
 def test_failed_resume_names_the_file_and_leaves_it_unchanged(tmp_path, damage):
     out = [f"output.dir={tmp_path}", *QUIET, "trainer.max_steps=2"]
     run_train(SMOKE, out)
@@ -429,6 +429,8 @@ def test_failed_resume_names_the_file_and_leaves_it_unchanged(tmp_path, damage):
     extra: list[str] = []
     if damage == "architecture":
         extra, message = ["model.hidden=64"], "does not fit the model"
+    elif damage == "other_loss":  # the same model, another loss setting: resuming would mix two runs
+        extra, message = ["loss.log_weight=5"], "other settings: loss.log_weight: 'paper' in the checkpoint, 5 now"
     elif damage == "empty":
         ckpt.write_bytes(b"")
         message = "is empty"
@@ -448,6 +450,20 @@ def test_failed_resume_names_the_file_and_leaves_it_unchanged(tmp_path, damage):
         run_train(SMOKE, [*out, "trainer.max_steps=4", *extra])
     assert str(ckpt) in str(info.value)
     assert ckpt.read_bytes() == before  # nothing saved over it
+
+
+def test_setting_differences_name_each_changed_key_and_ignore_file_locations():
+    from genloss.experiments.common import _plain, _setting_differences
+
+    saved = {"loss": {"name": "SSIM", "weights_dir": "/a", "reduction": "sum"}, "image_shape": (1, 32, 32)}
+    same = {"loss": {"name": "SSIM", "weights_dir": "/elsewhere", "reduction": "sum"}, "image_shape": [1, 32, 32]}
+    assert _setting_differences(_plain(saved), _plain(same)) == []
+    other = {"loss": {"name": "Watson-DFT", "reduction": "sum", "pretrained": True}, "image_shape": [1, 64, 64]}
+    assert _setting_differences(_plain(saved), _plain(other)) == [
+        "image_shape: [1, 32, 32] in the checkpoint, [1, 64, 64] now",
+        "loss.name: 'SSIM' in the checkpoint, 'Watson-DFT' now",
+        "loss.pretrained: not set in the checkpoint, True now",
+    ]
 
 
 def test_override_kinds_and_yaml_errors_name_the_override(tmp_path):

@@ -338,7 +338,9 @@ def build_trainer(trainer_cfg: dict[str, Any], out_dir: str | Path, *, callbacks
 
 
 def _check_resume(ckpt_path: str | None, module: Any) -> None:
-    """Refuse, before Lightning touches any file, a checkpoint that cannot resume ``module``."""
+    """Refuse, before Lightning touches any file, a checkpoint that cannot resume ``module``: another
+    architecture, weights only, or other settings (loss, model, optimiser: resuming would silently
+    continue a run of another configuration, e.g. a Watson-DFT run trained further with SSIM)."""
     if ckpt_path is None:
         return
     ckpt = read_checkpoint(ckpt_path)
@@ -347,6 +349,47 @@ def _check_resume(ckpt_path: str | None, module: Any) -> None:
         if key not in ckpt:
             raise CheckpointError(f"checkpoint {ckpt_path} has no {key!r}: it holds weights only and cannot "
                                   "resume training; set trainer.resume=false or use another output.dir")
+    saved, current = ckpt.get("hyper_parameters"), getattr(module, "hparams", None)
+    if isinstance(saved, dict) and current is not None:
+        changed = _setting_differences(_plain(saved), _plain(dict(current)))
+        if changed:
+            more = f" (and {len(changed) - 3} more)" if len(changed) > 3 else ""
+            raise CheckpointError(
+                f"checkpoint {ckpt_path} was trained with other settings: {'; '.join(changed[:3])}{more}; resuming "
+                "would continue that run with this config. Use another output.dir for this configuration, or "
+                "set trainer.resume=false to start over in this one (its checkpoint will be overwritten)")
+
+
+def _plain(value: Any) -> Any:
+    """Settings as plain dicts and lists (a tuple saved in a checkpoint equals a YAML list)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+#: settings that say where files are, not what is computed (the files are checked by their hashes):
+#: a run resumed on another machine may differ in them
+_LOCATION_SETTINGS = frozenset({"weights_dir"})
+
+
+def _setting_differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
+    """``'key: X in the checkpoint, Y now'`` for every setting that differs (dotted keys, nested dicts)."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        out: list[str] = []
+        for key in sorted((set(saved) | set(current)) - _LOCATION_SETTINGS):
+            name = f"{prefix}{key}"
+            if key not in saved:
+                out.append(f"{name}: not set in the checkpoint, {current[key]!r} now")
+            elif key not in current:
+                out.append(f"{name}: {saved[key]!r} in the checkpoint, not set now")
+            else:
+                out.extend(_setting_differences(saved[key], current[key], f"{name}."))
+        return out
+    if saved != current:
+        return [f"{prefix[:-1]}: {saved!r} in the checkpoint, {current!r} now"]
+    return []
 
 
 def fit(module: Any, cfg: dict[str, Any], out_dir: str | Path, train_loader: Any, val_loader: Any = None, *,
