@@ -620,11 +620,20 @@ WATSON_CPU_RATIO = {("Watson-DCT", "RGB"): 0.10, ("Watson-DFT", "RGB"): 0.17}
 WATSON_CPU_RATIO_DEFAULT = 0.3
 #: Watson-DCT/DFT RGB on a GPU: seconds per iteration (issue 11: 0.5 ms on an H200)
 WATSON_GPU_SECONDS = 0.5e-3
+#: the batch and image size those Watson targets were set for (the paper's 128 x C x 64 x 64): on other
+#: sizes the ratio to piq's SSIM and the time per iteration are printed, not judged
+WATSON_TARGET_BATCH, WATSON_TARGET_SIZE = 128, 64
+
+
+def _at_watson_target_size(shape: str) -> bool:
+    n, _, h, w = (int(v) for v in shape.split("x"))
+    return n == WATSON_TARGET_BATCH and h == w == WATSON_TARGET_SIZE
 
 
 def targets(rows: list[dict], device: str = "cpu") -> list[str]:
     """The issue's targets, checked on this run: ours <= the fastest peer; Watson on the CPU at most
-    :data:`WATSON_CPU_RATIO` x piq SSIM, on a GPU (RGB) at most 0.5 ms per iteration. One verdict per
+    :data:`WATSON_CPU_RATIO` x piq SSIM, on a GPU (RGB) at most 0.5 ms per iteration (these two at the
+    paper's 128 x C x 64 x 64 only; other sizes get a ``NOTE`` line with the figure). One verdict per
     variant of ours (eager, and each ``--compile`` mode), each against the same peers."""
     out = []
     for r in rows:
@@ -640,15 +649,23 @@ def _verdicts(r: dict, label: str, peers: dict[str, float], device: str) -> list
     ours = r["times"][label]
     name = f"{r['loss']} {r['colorspace']}" + ("" if label == "ours" else f" {label}")
     out = []
+    # (Watson's targets hold for the paper's batch and size; elsewhere a NOTE line gives the figure)
+    at_size = _at_watson_target_size(r["shape"])
+    paper = f"{WATSON_TARGET_BATCH}xCx{WATSON_TARGET_SIZE}x{WATSON_TARGET_SIZE}"
+
+    def judged(ok: bool, figure: str, target: str) -> str:
+        if at_size:
+            return f"{'PASS' if ok else 'MISS'} {name}: {figure} (target {target})"
+        return f"NOTE {name}: {figure} at {r['shape']} (the target {target} is for {paper})"
+
     if r["loss"].startswith("Watson") and device.startswith("cuda") and r["colorspace"] == "RGB":
-        ok = ours <= WATSON_GPU_SECONDS
-        out.append(f"{'PASS' if ok else 'MISS'} {name}: {ours * 1e3:.2f} ms per iteration "
-                   f"(target <= {WATSON_GPU_SECONDS * 1e3:.1f} ms on an H200)")
+        out.append(judged(ours <= WATSON_GPU_SECONDS, f"{ours * 1e3:.2f} ms per iteration",
+                          f"<= {WATSON_GPU_SECONDS * 1e3:.1f} ms on an H200"))
     elif r["loss"].startswith("Watson"):
         limit = WATSON_CPU_RATIO.get((r["loss"], r["colorspace"]), WATSON_CPU_RATIO_DEFAULT)
         if "piq.ssim" in peers:
             ratio = ours / peers["piq.ssim"]
-            out.append(f"{'PASS' if ratio <= limit else 'MISS'} {name}: {ratio:.2f}x piq SSIM (target <= {limit})")
+            out.append(judged(ratio <= limit, f"{ratio:.2f}x piq SSIM", f"<= {limit}"))
     else:
         best = min(peers, key=peers.get)
         ratio = ours / peers[best]
