@@ -622,6 +622,9 @@ class WatsonDFT(_WatsonBase):
         for float64 input. Identical images do not give exactly 0: the pooling's epsilons leave
         ``(K F 1e-10) ** (1/beta)`` and each phase adds ``acos(1 - 1e-7) = 4.5e-4`` times its
         weight, e.g. 0.011 for the tuned RGB model on a 64x64 photograph (0.14 untrained).
+        The gradient of an exactly flat 8x8 input block against a textured target block is huge
+        (the phases of its vanishing coefficients: up to ~1e7 per pixel with the tuned weights, as in
+        the paper's code); see docs/losses.md, "Flat predictions".
 
     Raises:
         TypeError: non-tensor or non-float input; a module converted to 16 bit (``.half()``).
