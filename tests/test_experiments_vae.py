@@ -452,6 +452,30 @@ def test_failed_resume_names_the_file_and_leaves_it_unchanged(tmp_path, damage):
     assert ckpt.read_bytes() == before  # nothing saved over it
 
 
+def test_checkpoint_saves_do_not_warn_about_weights_only(tmp_path):
+    """Lightning warned '`weights_only` was not set' on every save of last.ckpt (read by a new user as the
+    opposite of the weights_only=True loading genloss promises): the saves say what they write."""
+    import logging
+
+    messages: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    logger = logging.getLogger("lightning.pytorch")  # (Lightning logs it with log.info, not a warning)
+    handler, level = Collect(level=logging.DEBUG), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        run_train(SMOKE, [f"output.dir={tmp_path}", *QUIET, "trainer.max_steps=2"])
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file() and messages  # (the handler saw Lightning's logs)
+    assert not [m for m in messages if "weights_only" in m]
+
+
 def test_setting_differences_name_each_changed_key_and_ignore_file_locations():
     from genloss.experiments.common import _plain, _setting_differences
 

@@ -286,7 +286,9 @@ def _checkpoint_classes():
                 self._save(trainer)
 
         def _save(self, trainer) -> None:
-            trainer.save_checkpoint(self.path)  # rank 0 writes, through AtomicCheckpointIO
+            # rank 0 writes, through AtomicCheckpointIO; the whole training state (optimizer, loops), said
+            # explicitly: Lightning warns on every save when weights_only is left unset
+            trainer.save_checkpoint(self.path, weights_only=False)
             self._saved_step = trainer.global_step
 
     return AtomicCheckpointIO, LastCheckpoint
