@@ -476,6 +476,17 @@ def test_checkpoint_saves_do_not_warn_about_weights_only(tmp_path):
     assert not [m for m in messages if "weights_only" in m]
 
 
+def test_test_refuses_a_checkpoint_of_another_loss_but_not_of_another_optimiser(tmp_path):
+    """`genloss test ... loss.X=...` scored whatever checkpoint was in output.dir under this config's name."""
+    from genloss.experiments.common import CheckpointError
+
+    out = [f"output.dir={tmp_path}", *QUIET, "trainer.max_steps=2"]
+    run_train(SMOKE, out)
+    with pytest.raises(CheckpointError, match="loss.log_weight: 'paper' in the checkpoint, 5 now.*would report"):
+        run_test(SMOKE, [*out, "loss.log_weight=5"])
+    assert "recon" in run_test(SMOKE, [*out, "optim.lr=0.5"])["metrics"]
+
+
 def test_setting_differences_name_each_changed_key_and_ignore_file_locations():
     from genloss.experiments.common import _plain, _setting_differences
 

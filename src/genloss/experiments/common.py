@@ -212,16 +212,25 @@ def check_state_dict(path: str | Path, saved: dict[str, Any], model: nn.Module) 
                               "use the settings it was trained with, or another output.dir")
 
 
-def load_module(cls: type, path: str | Path, map_location: Any = "cpu", **kwargs: Any):
+def load_module(cls: type, path: str | Path, map_location: Any = "cpu", settings: dict[str, Any] | None = None,
+                **kwargs: Any):
     """A ``LightningModule`` of class ``cls`` from a checkpoint, loaded with ``weights_only=True``.
 
     Used instead of ``cls.load_from_checkpoint``, which unpickles with torch's default (anything,
     before torch 2.6). ``kwargs`` override saved hyperparameters (e.g. ``build_criterion=False``).
+    ``settings``: this run's config sections (e.g. ``{'model': ..., 'loss': ...}``) that the
+    checkpoint's hyperparameters must equal; a checkpoint of another configuration is refused (a
+    ``test`` would report its numbers under this config's name).
     """
     ckpt = read_checkpoint(path, map_location="cpu")
     hparams = ckpt.get("hyper_parameters")
     if not isinstance(hparams, dict):
         raise CheckpointError(f"checkpoint {path} has no hyperparameters to rebuild the model from")
+    if settings is not None:
+        saved = {name: hparams[name] for name in settings if name in hparams}
+        _refuse_other_settings(path, saved, {name: settings[name] for name in saved},
+                               "this config would report the numbers of that run. Evaluate with the config it was "
+                               "trained with, or set test.checkpoint to a checkpoint of this configuration")
     try:
         module = cls(**{**hparams, **kwargs})
     except (TypeError, ValueError, KeyError) as e:
@@ -353,13 +362,19 @@ def _check_resume(ckpt_path: str | None, module: Any) -> None:
                                   "resume training; set trainer.resume=false or use another output.dir")
     saved, current = ckpt.get("hyper_parameters"), getattr(module, "hparams", None)
     if isinstance(saved, dict) and current is not None:
-        changed = _setting_differences(_plain(saved), _plain(dict(current)))
-        if changed:
-            more = f" (and {len(changed) - 3} more)" if len(changed) > 3 else ""
-            raise CheckpointError(
-                f"checkpoint {ckpt_path} was trained with other settings: {'; '.join(changed[:3])}{more}; resuming "
-                "would continue that run with this config. Use another output.dir for this configuration, or "
-                "set trainer.resume=false to start over in this one (its checkpoint will be overwritten)")
+        _refuse_other_settings(ckpt_path, saved, dict(current),
+                               "resuming would continue that run with this config. Use another output.dir for this "
+                               "configuration, or set trainer.resume=false to start over in this one (its checkpoint "
+                               "will be overwritten)")
+
+
+def _refuse_other_settings(path: str | Path, saved: dict, current: dict, consequence: str) -> None:
+    """A :class:`CheckpointError` naming each setting (key and both values) in which ``saved`` differs."""
+    changed = _setting_differences(_plain(saved), _plain(current))
+    if changed:
+        more = f" (and {len(changed) - 3} more)" if len(changed) > 3 else ""
+        raise CheckpointError(f"checkpoint {path} was trained with other settings: {'; '.join(changed[:3])}{more}; "
+                              f"{consequence}")
 
 
 def _plain(value: Any) -> Any:
@@ -435,6 +450,12 @@ def seed_from_config(cfg: dict[str, Any]) -> int:
     seed = int(section(cfg, "trainer").get("seed", 0))
     L.seed_everything(seed, workers=True, verbose=False)
     return seed
+
+
+def tested_settings(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The config sections a checkpoint must have been trained with to be tested under this config: the
+    model and the loss (the optimiser does not change what a test measures)."""
+    return {name: section(cfg, name) for name in ("model", "loss")}
 
 
 def find_checkpoint(cfg: dict[str, Any], out_dir: str | Path) -> Path:

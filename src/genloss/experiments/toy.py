@@ -40,6 +40,7 @@ from .common import (
     section,
     seed_from_config,
     test_device,
+    tested_settings,
 )
 from .generator import GeneratorModule, GlobalGenerator
 
@@ -268,7 +269,8 @@ def test(cfg: dict[str, Any]) -> dict[str, Any]:
     validate_config(cfg)
     out = output_dir(cfg, "runs/toy")
     ckpt = find_checkpoint(cfg, out)
-    module = load_module(ToyModule, ckpt, map_location=test_device(cfg), build_criterion=False)
+    module = load_module(ToyModule, ckpt, map_location=test_device(cfg), settings=tested_settings(cfg),
+                         build_criterion=False)
     ds = make_dataset(cfg)
     output = _generate(module, ds.noise)[0].float().cpu()
     metrics, pictures = sharpness_metrics(output, ds)

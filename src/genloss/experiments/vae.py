@@ -51,6 +51,7 @@ from .common import (
     section,
     seed_from_config,
     test_device,
+    tested_settings,
 )
 
 #: the paper's ``lam`` per data set and loss (reconstruction weight = e^lam), from its training scripts
@@ -467,7 +468,7 @@ def test(cfg: dict[str, Any]) -> dict[str, Any]:
     out = output_dir(cfg, _default_out(cfg))
     ckpt = find_checkpoint(cfg, out)
     device = test_device(cfg)
-    module = load_module(VAEModule, ckpt, map_location=device).eval()
+    module = load_module(VAEModule, ckpt, map_location=device, settings=tested_settings(cfg)).eval()
     vae, loss_fn = module.vae, module.loss_fn
     from .. import get_loss
 

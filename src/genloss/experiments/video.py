@@ -40,6 +40,7 @@ from .common import (
     section,
     seed_from_config,
     test_device,
+    tested_settings,
 )
 from .generator import GeneratorModule, GlobalGenerator
 
@@ -221,7 +222,8 @@ def test(cfg: dict[str, Any]) -> dict[str, Any]:
     out = output_dir(cfg, DEFAULT_OUTPUT)
     ckpt = find_checkpoint(cfg, out)
     device = test_device(cfg)
-    module = load_module(VideoPredictionModule, ckpt, map_location=device, build_criterion=False).eval()
+    module = load_module(VideoPredictionModule, ckpt, map_location=device, settings=tested_settings(cfg),
+                         build_criterion=False).eval()
     metric, metric_name, note = perceptual_metric(tcfg.get("perceptual", ["Deeploss-Squeeze"]), device)
     how_many = int(tcfg.get("how_many", 100))
     n_strips = int(tcfg.get("strips", 4))
