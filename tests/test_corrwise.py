@@ -626,7 +626,16 @@ def test_small_images_and_bad_base_losses_get_clear_errors():
     with pytest.raises(TypeError, match="symmetric must be True or False"):
         CorrWise(torch.nn.L1Loss(), symmetric="False")
     with pytest.raises(ValueError, match="CorrWise input has values"):
-        CorrWise(get_loss("L1", value_range=(0, 255)))(y * 255, y * 255)
+        CorrWise(torch.nn.L1Loss())(y * 255, y * 255)
+    # a genloss base loss of another range would get the aligned images in CorrWise's units: refused when built,
+    # naming both ranges (its own check named only its range, as if the caller's images were wrong)
+    with pytest.raises(ValueError, match=r"CorrWise\(value_range=\(0.0, 1.0\)\) .* base loss L1Loss .* "
+                                         r"value_range=\(0.0, 255.0\); build it with value_range=\(0.0, 1.0\)"):
+        CorrWise(get_loss("L1", value_range=(0, 255)))
+    with pytest.raises(ValueError, match=r"base loss SSIMLoss .* value_range=\(0.0, 1.0\)"):
+        CorrWise(get_loss("SSIM"), value_range=(0, 255))
+    x = y * 255
+    assert CorrWise(get_loss("SSIM", value_range=(0, 255)), value_range=(0, 255))(x, x.roll(1, -1)) > 0
 
 
 def test_estimator_pickled_before_the_sigma_properties_still_loads():

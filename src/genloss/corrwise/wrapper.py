@@ -23,6 +23,7 @@ from .._validation import (
     full_precision,
     to_unit_range,
 )
+from ..losses.base import ImageLoss
 from . import regularizers as R
 from .flow.base import check_flow_options, get_flow
 from .occlusion import forward_backward_consistency
@@ -150,7 +151,8 @@ class CorrWise(nn.Module):
             (-1, 1) for tanh outputs). Images clearly outside it (by more than 5% of its width), NaN
             and Inf are refused. Only the flow estimator sees the images mapped onto [0, 1]; the base
             loss receives them in their own units, so it must accept that range itself (e.g.
-            ``get_loss('SSIM', value_range=(0, 255))``).
+            ``get_loss('SSIM', value_range=(0, 255))``; a genloss loss of another ``value_range`` is
+            refused with a ``ValueError`` naming both).
 
     The regularisers use the flow in units of the image size (the paper's scaling), computed before
     ``scale_clip``. With ``symmetric`` they are averaged over the two directions. They are added to
@@ -249,6 +251,15 @@ class CorrWise(nn.Module):
             raise ValueError("occlusion_alpha1 and occlusion_alpha2 must be >= 0")
         self.flow_size = self._check_size(flow_size)
         self.value_range: ValueRange = check_value_range(value_range)
+        base_range = getattr(base_loss, "value_range", None)
+        if isinstance(base_loss, ImageLoss) and tuple(base_range) != self.value_range:
+            # the base loss receives the aligned images in CorrWise's units: with another range it would
+            # refuse them (or read them in the wrong units), naming only its own range
+            raise ValueError(
+                f"CorrWise(value_range={self.value_range}) passes the aligned images to its base loss "
+                f"{type(base_loss).__name__} in that range, but the base loss has value_range={tuple(base_range)}; "
+                f"build it with value_range={self.value_range} too"
+            )
 
         self.base_loss = base_loss
         if flow is None:
