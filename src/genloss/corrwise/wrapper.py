@@ -251,13 +251,12 @@ class CorrWise(nn.Module):
             raise ValueError("occlusion_alpha1 and occlusion_alpha2 must be >= 0")
         self.flow_size = self._check_size(flow_size)
         self.value_range: ValueRange = check_value_range(value_range)
-        base_range = getattr(base_loss, "value_range", None)
-        if isinstance(base_loss, ImageLoss) and tuple(base_range) != self.value_range:
+        if isinstance(base_loss, ImageLoss) and base_loss.value_range != self.value_range:
             # the base loss receives the aligned images in CorrWise's units: with another range it would
             # refuse them (or read them in the wrong units), naming only its own range
             raise ValueError(
                 f"CorrWise(value_range={self.value_range}) passes the aligned images to its base loss "
-                f"{type(base_loss).__name__} in that range, but the base loss has value_range={tuple(base_range)}; "
+                f"{type(base_loss).__name__} in that range, but the base loss has value_range={base_loss.value_range}; "
                 f"build it with value_range={self.value_range} too"
             )
 
