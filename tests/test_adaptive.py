@@ -350,7 +350,8 @@ def test_state_dict_round_trip_and_dtype():
     x = _tiny_photos(16)
     y = x.flip(-1)
     trained = AdaptiveLoss(pretrained=False, image_size=(3, 16, 16))
-    assert sorted(trained.state_dict()) == ["latent_alpha", "latent_scale"]  # constants are not state
+    # constants are not state; what the latents mean (layout, ranges) is its extra state
+    assert sorted(trained.state_dict()) == ["_extra_state", "latent_alpha", "latent_scale"]
     with torch.no_grad():
         trained.latent_alpha.normal_()
         trained.latent_scale.normal_()
@@ -367,7 +368,8 @@ def test_state_dict_round_trip_and_dtype():
     torch.testing.assert_close(value64, restored.double()(x.double(), y.double()))
     half = AdaptiveLoss(pretrained=False, image_size=(3, 16, 16)).half()
     assert half.log_z_values.dtype == torch.float64 and half.latent_alpha.dtype == torch.float16
-    assert half(x, y).dtype == torch.float32
+    with pytest.raises(TypeError, match=r"parameters are torch.float16 \(latent_alpha, latent_scale\)"):
+        half(x, y)  # (its parameters are rounded; see the contract test)
 
 
 def test_trainable_parameters_learn_the_residual_distribution():
@@ -570,3 +572,37 @@ def test_ddp_wrapped_before_first_call_trains_alpha(tmp_path):
         assert (loss.alpha() - alpha0).abs().max() > 0.1
     finally:
         dist.destroy_process_group()
+
+
+# -- state dicts carry what the parameters mean ----------------------------------------------------
+
+
+def test_state_dict_of_the_tuned_loss_refuses_a_loss_of_another_layout(reference_weights, photo):
+    """The tuned latents belong to the 'original' layout's coefficients: restored into pretrained=False (whose
+    default layout is 'nchw') they were silently applied to other coefficients (277.8 -> 254.5 on a blurred
+    photo). The saved layout and latent ranges now travel with the state dict and are checked."""
+    tuned = AdaptiveLoss().eval()
+    sd = tuned.state_dict()
+    with pytest.raises(ValueError, match=r"saved with layout='original'.* has layout='nchw'.*build the loss with"):
+        AdaptiveLoss(pretrained=False, image_size=(3, 64, 64)).load_state_dict(sd)
+    with pytest.raises(ValueError, match=r"alpha_hi=1\.999.*alpha_hi=1\.5"):
+        AdaptiveLoss(pretrained=False, image_size=(3, 64, 64), layout="original", alpha_hi=1.5).load_state_dict(sd)
+    restored = AdaptiveLoss(pretrained=False, image_size=(3, 64, 64), layout="original").eval()
+    restored.load_state_dict(sd)
+    blurred = torch.nn.functional.avg_pool2d(photo, 3, 1, 1, count_include_pad=False)
+    torch.testing.assert_close(restored(blurred, photo), tuned(blurred, photo))
+
+
+def test_state_dict_without_the_saved_meaning_still_loads(tmp_path):
+    """Checkpoints saved before the extra state (and converted weight files) load as before, through a
+    file with torch.load(weights_only=True)."""
+    loss = AdaptiveLoss(pretrained=False, image_size=(3, 8, 8))
+    with torch.no_grad():
+        loss.latent_alpha.normal_()
+    sd = {k: v for k, v in loss.state_dict().items() if k != "_extra_state"}
+    torch.save(sd, tmp_path / "old.pt")
+    other = AdaptiveLoss(pretrained=False, image_size=(3, 8, 8))
+    assert not other.load_state_dict(torch.load(tmp_path / "old.pt", weights_only=True)).missing_keys
+    assert torch.equal(other.latent_alpha, loss.latent_alpha)
+    torch.save(loss.state_dict(), tmp_path / "new.pt")
+    assert torch.load(tmp_path / "new.pt", weights_only=True)["_extra_state"]["layout"] == "nchw"

@@ -126,15 +126,109 @@ def test_flags_refuse_truthy_strings(name):
             loss_info(name).build(**{**_offline_options(name, image_size(name)), flag: "False"})
 
 
-def test_functional_twin_gives_the_class_value(name):
+def _numeric_options(name: str) -> dict[str, str]:
+    """The loss' options annotated int or float (possibly | None) that its registry entry leaves open."""
+    kinds = {"int": "int", "int | None": "int", "float": "float", "float | None": "float"}
+    params = inspect.signature(loss_info(name).cls).parameters
+    return {n: kinds[p.annotation] for n, p in params.items()
+            if p.annotation in kinds and n not in loss_info(name).preset}
+
+
+def test_numeric_options_refuse_strings_bools_and_nan_naming_the_option(name):
+    """'0.1' from a config or command line, True (an int to Python) and NaN (which passes every `< 0` check)
+    are refused by every int/float option with an error that names it, before the class' own checks."""
+    base = _offline_options(name, image_size(name))
+    for option, kind in _numeric_options(name).items():
+        with pytest.raises(TypeError, match=f"{option} must be an? (integer|number)( or None)?, got '1'"):
+            loss_info(name).build(**{**base, option: "1"})
+        with pytest.raises(TypeError, match=f"{option} must be an? (integer|number)( or None)?, got True"):
+            loss_info(name).build(**{**base, option: True})
+        if kind == "float":
+            with pytest.raises(ValueError, match=f"{option} must be a finite number, got nan"):
+                loss_info(name).build(**{**base, option: float("nan")})
+        else:
+            with pytest.raises(TypeError, match=f"{option} must be an integer( or None)?, got 2.0"):
+                loss_info(name).build(**{**base, option: 2.0})
+
+
+@pytest.mark.parametrize("bad", ["01", b"01", (False, True), {0: 1, 1: 2}, (0,), 1.0, (0, 1, 2)])
+def test_value_range_refuses_what_is_not_a_pair_of_numbers(name, bad):
+    """A string or bytes iterate as characters ('05' would read as (0, 5)), bools and mapping keys count as
+    numbers to Python: all are refused, naming the option."""
+    with pytest.raises(TypeError, match="value_range must be a pair"):
+        loss_info(name).build(**{**_offline_options(name, image_size(name)), "value_range": bad})
+
+
+def test_numpy_numbers_are_accepted_as_plain_numbers(name):
+    import numpy as np
+
+    base = _offline_options(name, image_size(name))
+    loss = loss_info(name).build(**{**base, "value_range": np.array([0.0, 255.0], dtype=np.float32)})
+    assert loss.value_range == (0.0, 255.0) and all(type(v) is float for v in loss.value_range)
+
+
+def test_a_module_cast_to_16_bit_is_refused_and_float_restores_it(name):
+    """.half() of the loss, or of a model that holds it, rounds its tuned parameters (and a backbone's): the
+    loss computes 16-bit images in float32 anyway, so the only effect was a silently different value
+    (Adaptive: 451.57 -> 451.88 in bfloat16). Every loss with parameters refuses to compute with them."""
+    loss = build(name).eval()
+    x, y = pair(name)
+    want = loss(x, y)
+    model = torch.nn.Sequential(loss).to(torch.bfloat16)  # the loss inside a model cast as a whole
+    if not any(p.is_floating_point() for p in loss.parameters()):
+        torch.testing.assert_close(model[0](x, y), want)  # nothing to round
+        return
+    with pytest.raises(TypeError, match=r"parameters are torch.bfloat16 .*loss.float\(\)"):
+        model[0](x, y)
+    with pytest.raises(TypeError, match=r"parameters are torch.float16"):
+        build(name).eval().half()(x, y)
+    restored = build(name).eval().double().float()  # casts that round nothing are fine
+    torch.testing.assert_close(restored(x, y), want)
+
+
+def test_forward_on_meta_tensors_gives_the_shape_without_reading_values(name):
+    """Meta tensors (shape inference, tracing) carry no values: the value check and the autocast guard
+    must not try to read or query them."""
+    loss = build(name, reduction="none").eval().to("meta")
+    x, y = pair(name)
+    assert loss(x.to("meta"), y.to("meta")).shape == (N,)
+
+
+def test_deferred_initialisation_gives_the_same_value_or_refuses(name):
+    """Built under torch.device('meta'), then to_empty() and load_state_dict(): a loss whose every tensor
+    outside the state dict is restored (Watson's constants come from CPU masters) gives the value of the
+    loss it was loaded from; any other refuses to compute (uninitialised constants), never a number."""
+    ref = build(name).eval()
+    with torch.device("meta"):
+        try:
+            lazy = build(name)
+        except (RuntimeError, NotImplementedError):  # building itself on meta may fail loudly
+            return
+    lazy = lazy.to_empty(device="cpu")
+    lazy.load_state_dict(ref.state_dict())
+    lazy.eval()
+    x, y = pair(name)
+    if getattr(lazy, "_meta_constants", ()):
+        with pytest.raises(RuntimeError, match="built on the meta device"):
+            lazy(x, y)
+    else:
+        torch.testing.assert_close(lazy(x, y), ref(x, y))
+
+
+TWINS = {"L1": "l1", "L2": "l2", "SSIM": "ssim", "MS-SSIM": "ms_ssim", "Watson-DCT": "watson_dct",
+         "Watson-DFT": "watson_dft", "Watson-VGG": "watson_vgg", "Adaptive": "adaptive",
+         "Deeploss-VGG": "deep_loss", "Deeploss-Squeeze": "deep_loss"}
+
+
+def _twin_and_class(name):
+    """The loss' functional twin, the keyword arguments that make it the offline class instance, and that
+    instance in eval mode."""
     info = loss_info(name)
     if info.family == "test":
         pytest.skip("user fixture has no functional twin")
     import genloss.functional as F
 
-    twin = getattr(F, {"L1": "l1", "L2": "l2", "SSIM": "ssim", "MS-SSIM": "ms_ssim", "Watson-DCT": "watson_dct",
-                       "Watson-DFT": "watson_dft", "Watson-VGG": "watson_vgg", "Adaptive": "adaptive",
-                       "Deeploss-VGG": "deep_loss", "Deeploss-Squeeze": "deep_loss"}[name])
+    twin = getattr(F, TWINS[name])
     kw = {**info.preset, **_offline_options(name, image_size(name))}
     if "backbone_weights" in info.options():
         # the twin must use the same (random) backbone: pass the module's weights explicitly
@@ -142,14 +236,57 @@ def test_functional_twin_gives_the_class_value(name):
         kw.pop("pretrained_backbone", None)
         # FeatureSlices keeps each layer's index in torchvision's ``features``: slices.<s>.<i>.* -> features.<i>.*
         kw["backbone_weights"] = {"features." + k.split(".", 2)[2]: v for k, v in loss.backbone.state_dict().items()}
-        loss = info.build(**{k: v for k, v in kw.items() if k not in info.preset})
-    else:
-        loss = info.build(**{k: v for k, v in kw.items() if k not in info.preset})
-    loss.eval()
-    x, y = pair(name)
+    loss = info.build(**{k: v for k, v in kw.items() if k not in info.preset}).eval()
     sig = inspect.signature(twin).parameters
-    call_kw = {k: v for k, v in kw.items() if k in sig}
+    return twin, {k: v for k, v in kw.items() if k in sig}, loss
+
+
+def test_functional_twin_gives_the_class_value(name):
+    twin, call_kw, loss = _twin_and_class(name)
+    x, y = pair(name)
     torch.testing.assert_close(twin(x, y, **call_kw), loss(x, y), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("first", ["inference_mode", "torch.func.grad", "meta device context"])
+def test_functional_twin_works_whatever_the_context_of_its_first_call(name, first):
+    """The twin caches the instance its first call builds: a first call under inference mode (e.g. a
+    validation pass before training) or inside a torch.func transform must not build an instance that
+    fails later calls (its parameters were inference tensors, or construction failed on wrapped tensors)."""
+    from genloss.functional import _twin
+
+    twin, call_kw, loss = _twin_and_class(name)
+    x, y = pair(name, dtype=torch.float64)
+    loss = loss.double()
+    _twin._cached.cache_clear()
+    if first == "inference_mode":
+        with torch.inference_mode():
+            torch.testing.assert_close(twin(x, y, **call_kw), loss(x, y).detach())
+    elif first == "torch.func.grad":
+        g = torch.func.grad(lambda a: twin(a, y, **call_kw).sum())(x)
+        xr = x.clone().requires_grad_(True)
+        loss(xr, y).sum().backward()
+        torch.testing.assert_close(g, xr.grad)
+    else:
+        with torch.device("meta"):
+            assert twin(x.to("meta"), y.to("meta"), **call_kw).is_meta
+    xr = x.clone().requires_grad_(True)
+    twin(xr, y, **call_kw).sum().backward()  # a later plain call with gradients, on the cached instance
+    xl = x.clone().requires_grad_(True)
+    loss(xl, y).sum().backward()
+    torch.testing.assert_close(xr.grad, xl.grad)
+
+
+def test_functional_twin_cache_tells_option_types_apart():
+    """11, 11.0 and True are equal as dict keys: a value the class refuses must be refused by the twin also
+    after an accepted value of another type built and cached an instance."""
+    from genloss.functional import _twin, ssim
+
+    x = torch.rand(1, 3, 16, 16)
+    _twin._cached.cache_clear()
+    ssim(x, x, window=11)
+    with pytest.raises(TypeError, match="window must be an integer, got 11.0"):
+        ssim(x, x, window=11.0)
+    assert _twin._typed((0, 1.0)) != _twin._typed((0.0, 1.0))
 
 
 def test_only_the_requested_loss_module_is_imported():

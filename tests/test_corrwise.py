@@ -547,14 +547,15 @@ def test_flow_sigma_options_set_later_change_the_filter():
     for huge in (float("inf"), float("nan"), 1e9):  # inf raised OverflowError, 1e9 built 4e9 taps
         with pytest.raises(ValueError, match="presmooth_sigma must be >= 0 and at most 1000 px"):
             later.presmooth_sigma = huge
-        with pytest.raises(ValueError, match="window_sigma must be > 0"):
+        # (the constructor's generic check refuses non-finite numbers first, naming the option)
+        with pytest.raises(ValueError, match="window_sigma must be (> 0|a finite number)"):
             CoarseToFineFlow(window_sigma=huge)
     for not_a_number in ("2.0", True, None):
         with pytest.raises(TypeError, match="window_sigma must be a number of pixels"):
             later.window_sigma = not_a_number
-    with pytest.raises(ValueError, match="regularization must be a finite number > 0, got nan"):
+    with pytest.raises(ValueError, match="regularization must be a finite number.*, got nan"):
         CoarseToFineFlow(regularization=float("nan"))
-    with pytest.raises(TypeError, match="smooth_sigma must be a number of pixels, got '0'"):
+    with pytest.raises(TypeError, match="smooth_sigma must be a number.*, got '0'"):
         CoarseToFineFlow(smooth_sigma="0")  # the constructor's own float() used to accept it
     assert later.window_sigma == 2.5  # unchanged by the refused values
 
@@ -656,3 +657,56 @@ def test_estimator_pickled_before_the_sigma_properties_still_loads():
     restored = pickle.loads(pickle.dumps(old))
     assert "window_sigma=2.0" in repr(restored)
     torch.testing.assert_close(restored(pred, target), flow(pred, target), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("option", ["occlusion_alpha1", "occlusion_alpha2", "flow_magnitude_weight",
+                                    "flow_smoothness_weight", "out_of_frame_weight", "scale_clip", "edge_constant"])
+def test_nan_and_string_options_are_refused_naming_them(option):
+    """A NaN threshold passed the `< 0` checks and masked every pixel as occluded (the loss became 0); a NaN
+    regulariser weight failed `> 0` and its term was silently dropped; '0.1' failed inside a comparison
+    with a message that named no option."""
+    with pytest.raises(ValueError, match=f"CorrWise: {option} must be a finite number, got nan"):
+        CorrWise(nn.L1Loss(), detach_flow=False, **{option: float("nan")})
+    with pytest.raises(TypeError, match=f"CorrWise: {option} must be a number, got '0.1'"):
+        CorrWise(nn.L1Loss(), detach_flow=False, **{option: "0.1"})
+
+
+def test_integer_and_size_options_refuse_bools_and_floats():
+    import numpy as np
+
+    for option in ("edge_aware", "flow_reg_norm"):
+        with pytest.raises(TypeError, match=f"{option} must be an integer, got True"):
+            CorrWise(nn.L1Loss(), **{option: True})
+    for size in (True, 64.0, (64, True), "64"):
+        with pytest.raises(ValueError, match="flow_size must be None, a positive int"):
+            CorrWise(nn.L1Loss(), flow_size=size)
+    assert CorrWise(nn.L1Loss(), flow_size=np.int64(32)).flow_size == (32, 32)
+    # a NumPy float within [0, 1) was refused with "must be in [0, 1)"
+    assert CorrWise(nn.L1Loss(), scale_clip=np.float32(0.25)).scale_clip == 0.25
+
+
+@pytest.mark.parametrize("flow", ["coarse2fine", "pwcnet"])
+def test_state_dict_leaves_out_a_flow_built_by_name(flow):
+    """Like DeepLoss' backbone, a flow network built from its name is restored from its weight files: a
+    model holding CorrWise(..., flow='pwcnet') saved its 9.4M frozen values in every checkpoint. A flow
+    module passed in is the user's own state and stays; old state dicts with the flow's keys still load."""
+    kw = {} if flow == "coarse2fine" else {"flow_kwargs": {"weights": None}}
+    torch.manual_seed(0)
+    loss = CorrWise(SSIMLossFor(), flow=flow, **kw)
+    sd = loss.state_dict()
+    assert not [k for k in sd if k.startswith("flow.")]
+    assert list(sd) == [f"base_loss.{k}" for k in loss.base_loss.state_dict()]
+    torch.manual_seed(1)
+    other = CorrWise(SSIMLossFor(), flow=flow, **kw)
+    assert not other.load_state_dict(sd).missing_keys
+    if flow == "pwcnet":  # the flow's keys, as saved before, load into the flow
+        old = {**sd, **{f"flow.{k}": v for k, v in loss.flow.state_dict().items()}}
+        other.load_state_dict(old)
+        assert all(torch.equal(a, b) for a, b in zip(other.flow.state_dict().values(),
+                                                     loss.flow.state_dict().values(), strict=True))
+        own = CorrWise(nn.L1Loss(), flow=loss.flow)  # a module passed in: the user's state
+        assert {f"flow.{k}" for k in loss.flow.state_dict()} <= set(own.state_dict())
+
+
+def SSIMLossFor() -> nn.Module:  # noqa: N802  (a base loss with state of its own: tuned-parameter-like buffers)
+    return get_loss("Watson-DCT", pretrained=False)

@@ -204,6 +204,18 @@ def test_strict_options_and_lazy_registry():
     assert get_flow("dis", preset="fast").preset == "fast"
 
 
+@pytest.mark.parametrize(("option", "value", "error", "message"), [
+    ("window_sigma", float("nan"), ValueError, "window_sigma must be a finite number, got nan"),
+    ("regularization", "0.1", TypeError, "regularization must be a number, got '0.1'"),
+    ("iterations", True, TypeError, "iterations must be an integer, got True"),
+    ("max_levels", 3.0, TypeError, "max_levels must be an integer, got 3.0"),
+])
+def test_estimator_options_are_checked_by_kind(option, value, error, message):
+    """The estimators' numeric options refuse what is no number of their kind, naming the option."""
+    with pytest.raises(error, match=f"CoarseToFineFlow: {message}"):
+        get_flow("coarse2fine", **{option: value})
+
+
 def test_presmoothing_lowers_the_sub_pixel_error_at_128():
     """Measured: sub-pixel (3, 1.4) px at 128 x 128, interior EPE 0.090 without the 0.5 px pre-blur, 0.063 with."""
     photos = load_photos(PHOTOS, 192)

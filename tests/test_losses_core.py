@@ -301,7 +301,17 @@ def test_every_loss_of_the_paper_is_registered_with_a_description():
         info = genloss.loss_info(name.lower())
         assert info.name == name and len(info.description) > 10
     assert genloss.list_losses(family="watson") == ["Watson-DCT", "Watson-DFT", "Watson-VGG"]
+    # names are case-insensitive, so are families (list_losses("Watson") was silently empty)
+    assert genloss.list_losses(family="Watson") == genloss.list_losses(family="watson")
+    with pytest.raises(ValueError, match=r"no loss of family 'perceptual'; families: .*watson"):
+        genloss.list_losses(family="perceptual")
     assert sorted(n for n in names if genloss.loss_info(n).paper) == sorted(paper)
+
+
+def test_an_option_fixed_by_the_entry_is_named_so():
+    """Deeploss-VGG's entry sets DeepLoss' backbone: passing it got the hint "did you mean 'backbone_weights'?"."""
+    with pytest.raises(TypeError, match=r"'backbone' \(fixed by this entry: choose another entry instead\)"):
+        genloss.get_loss("Deeploss-VGG", backbone="squeeze")
 
 
 @pytest.mark.parametrize("name", ["L1", "L2"])

@@ -291,8 +291,10 @@ def test_invalid_options_are_refused(name):
         cls(pretrained=False, faithful=True, luminance_floor=0.1)
     with pytest.raises(ValueError, match="luminance_floor"):
         cls(pretrained=False, luminance_floor=1.5)
-    for bad in (-1, 2.5, True):
-        with pytest.raises(ValueError, match="max_shift"):
+    with pytest.raises(ValueError, match="max_shift"):
+        cls(pretrained=False, max_shift=-1)
+    for bad in (2.5, True):  # not an integer: the wrong kind
+        with pytest.raises(TypeError, match="max_shift must be an integer"):
             cls(pretrained=False, max_shift=bad)
     assert cls(pretrained=False, faithful=True).luminance_floor is None
     assert cls(pretrained=False).luminance_floor == 0.1

@@ -8,6 +8,8 @@ import difflib
 import functools
 import importlib
 import inspect
+import math
+import numbers
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -36,10 +38,14 @@ def check_options(
     unknown = [k for k in options if k not in valid]
     if not unknown:
         return
+    fixed = set(exclude)
     hints = []
     for k in unknown:
         close = difflib.get_close_matches(k, list(valid), n=1)
-        hints.append(f"{k!r} (did you mean {close[0]!r}?)" if close else repr(k))
+        if k in fixed:  # an option of the class that this entry sets itself (e.g. Deeploss-VGG's backbone)
+            hints.append(f"{k!r} (fixed by this entry: choose another entry instead)")
+        else:
+            hints.append(f"{k!r} (did you mean {close[0]!r}?)" if close else repr(k))
     raise TypeError(
         f"{owner} got unknown option{'s' if len(unknown) > 1 else ''} {', '.join(hints)}; "
         f"valid options: {', '.join(valid) or '(none)'}"
@@ -57,25 +63,64 @@ def resolve_target(target: str | type) -> type:
     return getattr(importlib.import_module(module), attr)
 
 
-def strict_bools(init: Callable[..., None]) -> Callable[..., None]:
-    """Wrap a constructor so that its ``bool`` options accept only ``True``/``False``.
+#: annotations whose values :func:`strict_options` checks (and, for numbers, the kind of number)
+_CHECKED = {"bool": "flag", "int": "integer", "int | None": "integer or None", "float": "number",
+            "float | None": "number or None"}
+
+
+def _checked_option(owner: str, name: str, kind: str, value: Any) -> Any:
+    """``value`` if it is of the option's ``kind`` (as a plain Python number), else a ``TypeError`` or,
+    for a non-finite number, a ``ValueError``, each naming ``owner`` and the option."""
+    if kind == "flag":
+        if not isinstance(value, bool):
+            raise TypeError(f"{owner}: {name} must be True or False, got {value!r}")
+        return value
+    if value is None and kind.endswith(" or None"):
+        return value
+    article = "an" if kind.startswith("integer") else "a"
+    # bool is an int in Python, but True as a window size or a norm order is a mistake, not a number
+    if kind.startswith("integer"):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"{owner}: {name} must be {article} {kind}, got {value!r}")
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{owner}: {name} must be {article} {kind}, got {value!r}")
+    if not math.isfinite(value):
+        # a NaN passes every `x < 0` check and then silently disables what it controls
+        raise ValueError(f"{owner}: {name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def strict_options(init: Callable[..., None]) -> Callable[..., None]:
+    """Wrap a constructor so that its ``bool``, ``int`` and ``float`` options accept only values of that kind.
 
     A string such as ``'False'`` (from argparse, an environment variable, JSON) is truthy: taken as a
-    flag it would silently turn the option on. Options annotated ``bool`` refuse anything else with a
-    ``TypeError`` naming the option.
+    flag it would silently turn the option on; ``'0.1'`` as a number fails deep inside with a message
+    that names no option; ``True`` is an ``int`` to Python; a NaN weight passes every range check and
+    then silently turns its term off. Options annotated ``bool`` accept only ``True``/``False``,
+    ``int`` only integers (not bools; NumPy integers become ``int``), ``float`` only finite real numbers
+    (not bools; ints and NumPy floats become ``float``), ``... | None`` also ``None``; anything else is
+    a ``TypeError`` (a non-finite number a ``ValueError``) naming the class and the option. The
+    constructor's own range checks run after these.
     """
     sig = inspect.signature(init)
-    flags = [n for n, p in sig.parameters.items() if p.annotation in ("bool", bool)]
-    if not flags or getattr(init, "_strict_bools", False):
+    kinds = {n: _CHECKED[p.annotation] for n, p in sig.parameters.items() if p.annotation in _CHECKED}
+    if not kinds or getattr(init, "_strict_options", False):
         return init
+    # the names of positional arguments after self, by position: plain tuples and dicts at call time (no
+    # Signature.bind, which torch.compile cannot trace when a functional twin builds its loss in a graph)
+    positional = tuple(n for n, p in sig.parameters.items()
+                       if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))[1:]
+    if any(p.kind == p.VAR_POSITIONAL for p in sig.parameters.values()):  # pragma: no cover (none of ours)
+        positional = ()
 
     @functools.wraps(init)
     def checked(self: Any, *args: Any, **kwargs: Any) -> None:
-        bound = sig.bind_partial(self, *args, **kwargs).arguments
-        for name in flags:
-            if name in bound and not isinstance(bound[name], bool):
-                raise TypeError(f"{type(self).__name__}: {name} must be True or False, got {bound[name]!r}")
+        owner = type(self).__name__
+        args = tuple(_checked_option(owner, positional[i], kinds[positional[i]], a)
+                     if i < len(positional) and positional[i] in kinds else a for i, a in enumerate(args))
+        kwargs = {k: _checked_option(owner, k, kinds[k], v) if k in kinds else v for k, v in kwargs.items()}
         init(self, *args, **kwargs)
 
-    checked._strict_bools = True  # type: ignore[attr-defined]
+    checked._strict_options = True  # type: ignore[attr-defined]
     return checked

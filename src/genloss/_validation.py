@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Sequence
+import numbers
+from collections.abc import Iterator, Mapping, Sequence, Set
 
 import torch
 
@@ -52,11 +53,21 @@ def check_reduction(reduction: str) -> str:
 
 
 def check_value_range(value_range: object) -> ValueRange:
-    """Validate a ``value_range=(lo, hi)`` option: two finite numbers with ``lo < hi``."""
+    """Validate a ``value_range=(lo, hi)`` option: a sequence of two finite real numbers with ``lo < hi``.
+
+    Strings, bytes, mappings and bools are refused although Python iterates or counts them as numbers
+    (``"05"`` would read as (0, 5), ``b"01"`` as (48, 49)). Returns ``(float(lo), float(hi))``.
+    """
+    message = f"value_range must be a pair (lo, hi) of numbers, got {value_range!r}"
+    if isinstance(value_range, (str, bytes, Mapping, Set)):
+        raise TypeError(message)
     try:
-        lo, hi = (float(v) for v in value_range)  # type: ignore[union-attr]
-    except (TypeError, ValueError):
-        raise TypeError(f"value_range must be a pair (lo, hi) of numbers, got {value_range!r}") from None
+        pair = tuple(value_range)  # type: ignore[arg-type]  (a tuple, a list, a config's list, an array)
+    except TypeError:
+        raise TypeError(message) from None
+    if len(pair) != 2 or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in pair):
+        raise TypeError(message)
+    lo, hi = (float(v) for v in pair)
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise ValueError(f"value_range must be finite with lo < hi, got {value_range!r}")
     return lo, hi
@@ -198,6 +209,8 @@ class CheckBudget:
         """``'readable'`` (host read, ``ValueError``), ``'device'`` (``_assert_async``) or ``'skip'``."""
         if torch.compiler.is_compiling():
             return "device"
+        if data.device.type == "meta":  # shapes without values (tracing, deferred initialisation): nothing to check
+            return "skip"
         if data.device.type == "cpu":
             return "readable"
         cuda = data.device.type == "cuda" and torch.cuda.is_available()
@@ -259,7 +272,8 @@ def full_precision(device_type: str) -> Iterator[None]:
     Autocast would silently run the convolutions and matmuls of a loss in 16 bit; every genloss loss
     and flow estimator computes inside this guard instead.
     """
-    if torch.is_autocast_enabled(device_type):
+    # (devices without autocast, such as meta, have nothing to disable: asking would raise)
+    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
         with torch.autocast(device_type=device_type, enabled=False):
             yield
     else:

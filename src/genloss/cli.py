@@ -546,8 +546,12 @@ def losses(
     """
     import genloss
 
+    try:
+        names = genloss.list_losses(family)
+    except ValueError as e:  # an unknown family: the message lists the families
+        raise _fail(str(e)) from None
     entries = []
-    for name in genloss.list_losses(family):
+    for name in names:
         info = genloss.loss_info(name)
         entries.append({
             "name": info.name,
@@ -556,9 +560,6 @@ def losses(
             "weight_files": {cs: list(files) for cs, files in info.weight_files.items()},
             "description": info.description,
         })
-    if family is not None and not entries:
-        raise _fail(f"no loss of family {family!r}; families: "
-                    f"{', '.join(sorted({genloss.loss_info(n).family for n in genloss.list_losses()}))}")
     if as_json:
         sys.stdout.write(json.dumps(entries, indent=2) + "\n")
         return

@@ -176,8 +176,19 @@ def loss_info(name: str) -> LossInfo:
 
 
 def list_losses(family: str | None = None) -> list[str]:
-    """Canonical names of every registered loss, in registration order (optionally of one family)."""
-    return [n for n, i in _REGISTRY.items() if family is None or i.family == family]
+    """Canonical names of every registered loss, in registration order (optionally of one ``family``,
+    case-insensitive, e.g. ``'watson'``).
+
+    Raises:
+        ValueError: a ``family`` no registered loss belongs to (the message lists the families).
+    """
+    if family is None:
+        return list(_REGISTRY)
+    names = [n for n, i in _REGISTRY.items() if i.family.lower() == str(family).lower()]
+    if not names:
+        families = sorted({i.family for i in _REGISTRY.values()})
+        raise ValueError(f"no loss of family {family!r}; families: {', '.join(families)}")
+    return names
 
 
 def get_loss(name: str, **options: Any) -> nn.Module:

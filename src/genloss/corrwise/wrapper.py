@@ -6,6 +6,7 @@ Losses*, CVPR 2022. See ``docs/corrwise.md`` for when to use it and every option
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._options import check_options, strict_bools
+from .._options import check_options, strict_options
 from .._validation import (
     ValueRange,
     check_pair,
@@ -199,7 +200,7 @@ class CorrWise(nn.Module):
         torch.Size([])
     """
 
-    @strict_bools
+    @strict_options
     def __init__(
         self,
         base_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
@@ -229,7 +230,7 @@ class CorrWise(nn.Module):
         super().__init__()
         if not callable(base_loss):
             raise TypeError(f"base_loss must be callable (e.g. nn.L1Loss()), got {type(base_loss).__name__}")
-        if not isinstance(scale_clip, (int, float)) or not 0 <= scale_clip < 1:
+        if not 0 <= scale_clip < 1:  # (a finite float by now: strict_options)
             raise ValueError(f"scale_clip must be in [0, 1) (the flow is scaled by 1 - scale_clip), got {scale_clip!r}")
         if padding_mode not in PADDING_MODES:
             raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
@@ -263,6 +264,8 @@ class CorrWise(nn.Module):
         self.base_loss = base_loss
         if flow is None:
             flow = DEFAULT_FLOW
+        #: a registered estimator built here from its name: its network comes from its own weight files
+        self._flow_by_name = isinstance(flow, str)
         if isinstance(flow, str):
             check_flow_options(flow, dict(flow_kwargs or {}))
             flow = get_flow(flow, **dict(flow_kwargs or {}))
@@ -290,6 +293,8 @@ class CorrWise(nn.Module):
         self.device = torch.device(device) if device is not None else None
         if self.device is not None and isinstance(self.flow, nn.Module):
             self.flow.to(self.device)
+        self.register_state_dict_post_hook(_drop_named_flow_keys)
+        self.register_load_state_dict_pre_hook(_keep_named_flow)
 
     @classmethod
     def from_config(cls, base_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
@@ -317,10 +322,15 @@ class CorrWise(nn.Module):
     def _check_size(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
         if size is None:
             return None
-        hw = (size, size) if isinstance(size, int) else tuple(size)
-        if len(hw) != 2 or not all(isinstance(s, int) and s >= 1 for s in hw):
-            raise ValueError(f"flow_size must be None, a positive int or a (height, width) pair, got {size!r}")
-        return hw  # type: ignore[return-value]
+        message = f"flow_size must be None, a positive int or a (height, width) pair of them, got {size!r}"
+        try:
+            hw = (size, size) if isinstance(size, numbers.Integral) else tuple(size)  # type: ignore[arg-type]
+        except TypeError:
+            raise ValueError(message) from None
+        # (True is an int to Python, but no size)
+        if len(hw) != 2 or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1 for s in hw):
+            raise ValueError(message)
+        return int(hw[0]), int(hw[1])
 
     def extra_repr(self) -> str:
         return (f"backward_warp={self.backward_warp}, scale_clip={self.scale_clip}, "
@@ -491,3 +501,21 @@ class CorrWise(nn.Module):
             penalty = R.large_flow_penalty if self.faithful_edge_penalty else R.out_of_frame_penalty
             terms["out_of_frame"] = self.out_of_frame_weight * sum(penalty(f) for f, _ in flows_and_images) / k
         return terms
+
+
+def _drop_named_flow_keys(module: CorrWise, state_dict: dict, prefix: str, local_metadata: Any) -> None:
+    # A flow estimator built from its name (flow="raft", the default) is restored from its weight files
+    # like DeepLoss' backbone: its network is no state of the loss (RAFT's 5M values would otherwise be in
+    # every checkpoint of a model that holds the loss). A flow module passed in stays in the state dict.
+    if module._flow_by_name:
+        for key in [k for k in state_dict if k.startswith(prefix + "flow.")]:
+            del state_dict[key]
+
+
+def _keep_named_flow(module: CorrWise, state_dict: dict, prefix: str, local_metadata: Any, strict: bool,
+                     missing_keys: list, unexpected_keys: list, error_msgs: list) -> None:
+    # Called on the copy that load_state_dict makes: absent keys of a named flow keep its network;
+    # present ones (a checkpoint saved before they were left out, a fine-tuned flow) load.
+    if module._flow_by_name and isinstance(module.flow, nn.Module):
+        for name, t in module.flow.state_dict(prefix=prefix + "flow.", keep_vars=True).items():
+            state_dict.setdefault(name, t)

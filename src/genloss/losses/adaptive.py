@@ -31,7 +31,7 @@ from __future__ import annotations
 import operator
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -303,6 +303,49 @@ class AdaptiveLoss(ImageLoss):
             if buf.dtype != torch.float64 and buf.device.type != "mps":
                 setattr(self, name, self._constants[name].to(buf.device))
         return self
+
+    # ---------------------------------------------------------------------------------------------
+    # state dict: what the parameters mean
+    # ---------------------------------------------------------------------------------------------
+
+    def _parameter_meaning(self) -> dict[str, object]:
+        # the options that decide what the latents stand for: the coefficient each one belongs to
+        # (layout) and the maps of latents to alpha and scale (their ranges)
+        return {"layout": self.layout, "alpha_lo": self.alpha_lo, "alpha_hi": self.alpha_hi,
+                "scale_lo": self.scale_lo, "scale_init": self.scale_init}
+
+    def get_extra_state(self) -> dict[str, object]:
+        """Saved with the state dict (``_extra_state``): the options that give the latents their meaning."""
+        return self._parameter_meaning()
+
+    def set_extra_state(self, state: object) -> None:
+        """Refuse a state dict whose latents meant other things (another layout or other ranges).
+
+        Raises:
+            ValueError: the saving loss had other such options; the message names them and their
+                values, to build this loss with.
+        """
+        own = self._parameter_meaning()
+        saved = dict(state) if isinstance(state, Mapping) else {}
+        differ = {k: v for k, v in saved.items() if k in own and own[k] != v}
+        if differ:
+            saved_with = ", ".join(f"{k}={v!r}" for k, v in differ.items())
+            this = ", ".join(f"{k}={own[k]!r}" for k in differ)
+            raise ValueError(
+                f"this AdaptiveLoss state dict was saved with {saved_with}, and this loss has {this}: its "
+                "parameters would be applied to other coefficients or mapped to other values; build the "
+                f"loss with {saved_with} to load it"
+            )
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        # state dicts from before the extra state (and the converted weight files) carry no meaning:
+        # loaded as before, they are not missing anything
+        key = prefix + "_extra_state"
+        if key in missing_keys:
+            missing_keys.remove(key)
 
     # ---------------------------------------------------------------------------------------------
     # parameters

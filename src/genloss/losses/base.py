@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from .._options import strict_bools
+from .._options import strict_options
 from .._validation import (
     CheckBudget,
     ValueRange,
@@ -95,13 +95,17 @@ class ImageLoss(nn.Module):
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
         if "__init__" in cls.__dict__:  # every loss' flags refuse truthy strings such as 'False'
-            cls.__init__ = strict_bools(cls.__dict__["__init__"])
+            cls.__init__ = _notes_meta_constants(strict_options(cls.__dict__["__init__"]))
         if "forward" not in cls.__dict__ and getattr(cls.forward, "_image_loss_forward", False):
             # only where ImageLoss.forward (or a class's copy of it) is what the class would run: a
             # forward inherited from an intermediate class or a mixin stays what it is
             cls.forward = _forward_of(cls)
     #: smallest accepted (H, W)
     min_size: int | tuple[int, int] | None = None
+    #: tensors outside the state dict that were built on the meta device (see _notes_meta_constants)
+    _meta_constants: tuple[str, ...] = ()
+    #: names of parameters that a dtype cast of the module (.half(), model.bfloat16()) made 16 bit
+    _rounded_parameters: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -130,6 +134,10 @@ class ImageLoss(nn.Module):
         Returns:
             a scalar for ``reduction='sum'``/``'mean'``, or a tensor of shape [N] for ``'none'``.
         """
+        if self._meta_constants and not input.is_meta:
+            raise RuntimeError(_meta_message(self))
+        if self._rounded_parameters:
+            raise TypeError(_rounded_message(self))
         input, target = prepare_pair(
             input, target, channels=self.channels, min_size=self.min_size, value_range=self.value_range,
             budget=self._checks,
@@ -140,6 +148,15 @@ class ImageLoss(nn.Module):
             return reduce_batch(self.per_image(input, target), self.reduction)
 
     forward._image_loss_forward = True  # type: ignore[attr-defined]  # see __init_subclass__
+
+    def _apply(self, fn, recurse: bool = True):
+        # .half() / .bfloat16() / .to(torch.float16), of the loss or of a model that holds it, round the
+        # tuned parameters (and a backbone's) to 16 bit; every loss computes 16-bit images in float32,
+        # so the only effect would be a silently different value: noted here, refused by forward
+        super()._apply(fn, recurse)
+        self._rounded_parameters = tuple(n for n, p in self.named_parameters()
+                                         if p.dtype in (torch.float16, torch.bfloat16))
+        return self
 
     def total(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Sum of :meth:`per_image` over the batch; losses with a cheaper direct sum override it."""
@@ -154,6 +171,48 @@ class ImageLoss(nn.Module):
     def extra_repr(self) -> str:
         rng = "" if self.value_range == (0.0, 1.0) else f", value_range={self.value_range}"
         return f"colorspace={self.colorspace!r}, reduction={self.reduction!r}{rng}"
+
+
+def _notes_meta_constants(init: Callable[..., None]) -> Callable[..., None]:
+    """Wrap a loss' constructor so that the instance notes which of its tensors outside the state dict
+    (constant buffers such as transform matrices, a frozen backbone) were built on the meta device.
+
+    Deferred initialisation (build under ``torch.device("meta")``, then ``to_empty()`` and
+    ``load_state_dict()``) restores only what the state dict holds: those tensors would be left
+    uninitialised memory and the loss would return garbage. :meth:`ImageLoss.forward` refuses such a
+    loss on real inputs instead (meta inputs, for shapes, still work).
+    """
+
+    @functools.wraps(init)
+    def noting(self: ImageLoss, *args: object, **kwargs: object) -> None:
+        init(self, *args, **kwargs)
+        if any(t.is_meta for t in (*self.parameters(), *self.buffers())):
+            in_state = set(self.state_dict(keep_vars=True))
+            named = (*self.named_parameters(), *self.named_buffers())
+            self._meta_constants = tuple(n for n, t in named if t.is_meta and n not in in_state)
+
+    return noting
+
+
+def _rounded_message(loss: ImageLoss) -> str:
+    names = ", ".join(loss._rounded_parameters[:3]) + (", ..." if len(loss._rounded_parameters) > 3 else "")
+    dtype = dict(loss.named_parameters())[loss._rounded_parameters[0]].dtype
+    return (
+        f"{type(loss).__name__} parameters are {dtype} ({names}): a dtype cast of the module rounded them, and "
+        "the loss would silently compute with the rounded values (it computes 16-bit images in float32 "
+        "anyway); keep the loss in float32 or float64: loss.float() (e.g. after model.half()); 16-bit "
+        "inputs are accepted as they are"
+    )
+
+
+def _meta_message(loss: ImageLoss) -> str:
+    names = ", ".join(loss._meta_constants[:4]) + (", ..." if len(loss._meta_constants) > 4 else "")
+    return (
+        f"this {type(loss).__name__} was built on the meta device: its constants outside the state dict "
+        f"({names}) are not restored by to_empty() and load_state_dict(), so it would compute with "
+        "uninitialised memory; build the loss on a real device (it is built from its options and weight "
+        "files, no deferred initialisation needed) and move it with .to(device)"
+    )
 
 
 def _forward_of(cls: type) -> Callable[..., torch.Tensor]:

@@ -324,17 +324,7 @@ class _WatsonBase(ImageLoss):
             return None
         return torch.randint(0, self.max_shift, (2,), device=device)
 
-    def _check_parameter_dtype(self) -> None:
-        # .half() on the module would round the tuned parameters and the basis to 16 bit, and the
-        # computation would then silently run on those rounded values: refuse instead.
-        if self.alpha.dtype not in (torch.float32, torch.float64):
-            raise TypeError(
-                f"{type(self).__name__} parameters are {self.alpha.dtype}; Watson losses compute in float32 or "
-                "float64 (16-bit inputs are accepted as they are): keep the module in float32 (.float())"
-            )
-
     def per_image(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        self._check_parameter_dtype()
         # The random shift is the paper's training-time augmentation: never in eval mode.
         offset = self._draw_offset(input.device)
         # (the index addresses the colour-converted image: n_channels, not the input's channels)
@@ -704,11 +694,21 @@ class WatsonDFT(_WatsonBase):
         k = self.block // 2 + 1
         self.t_tild = nn.Parameter(torch.zeros(self.n_channels, self.block, k))
         self.w_phase_tild = nn.Parameter(torch.full((self.n_channels, self.block, k), -2.0))
-        mask = torch.ones(self.block, k)
+        mask = torch.ones(self.block, k, device="cpu")  # (a master on the CPU, as the transforms', see _apply)
         half = self.block // 2
         for u, v in ((0, 0), (0, half), (half, 0), (half, half)):
             mask[u, v] = 0.0
-        self.register_buffer("_phase_mask", mask.flatten(), persistent=False)
+        self._phase_mask_master = mask.flatten()
+        self.register_buffer("_phase_mask", self._phase_mask_master.clone(), persistent=False)
+
+    def _apply(self, fn, recurse: bool = True):
+        super()._apply(fn, recurse)
+        # set anew from its master, like the transforms: to_empty() (deferred initialisation) leaves
+        # buffers uninitialised, and this one is not in the state dict to be loaded
+        mask = self._phase_mask
+        if mask.device.type != "meta":
+            self._phase_mask = self._phase_mask_master.to(mask.device, mask.dtype)
+        return self
 
     @property
     def w_phase(self) -> torch.Tensor:

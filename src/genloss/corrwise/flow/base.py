@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..._options import check_options, resolve_target, strict_bools
+from ..._options import check_options, resolve_target, strict_options
 
 __all__ = ["FlowEstimator", "FlowInfo", "flow_class", "flow_info", "get_flow", "list_flows", "register_flow"]
 
@@ -36,7 +36,7 @@ class FlowEstimator(nn.Module):
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
         if "__init__" in cls.__dict__:  # flags refuse truthy strings such as 'False'
-            cls.__init__ = strict_bools(cls.__dict__["__init__"])
+            cls.__init__ = strict_options(cls.__dict__["__init__"])
 
     def forward(self, image1: torch.Tensor, image2: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
