@@ -420,3 +420,23 @@ def test_train_mode_keeps_the_backbone_in_eval_and_is_deterministic(convs, pair)
     x, y = pair
     with torch.no_grad():
         torch.testing.assert_close(loss(x, y), loss(x, y), rtol=0, atol=0)
+
+
+def test_weights_dir_is_searched_for_the_vgg16_backbone(monkeypatch, tmp_path):
+    """weights_dir= is where WatsonVGG looks first for the VGG16 file too, as DeepLoss does: it used to be
+    searched for the tuned file only, so a backbone put there beside it was never found. A file under
+    VGG16's name there is read and checked (this one is corrupt: its hash contradicts the name)."""
+    from genloss.weights import ChecksumError
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.delenv(ENV_BACKBONE_DIR, raising=False)
+    monkeypatch.setenv("GENLOSS_OFFLINE", "1")
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    with pytest.raises(WeightsUnavailableError, match=BACKBONES["vgg"].file_name):
+        WatsonVGG(pretrained=False, weights_dir=folder)
+    (folder / BACKBONES["vgg"].file_name).write_bytes(b"not a VGG16 checkpoint")
+    with pytest.raises(ChecksumError, match=str(folder)):
+        WatsonVGG(pretrained=False, weights_dir=folder)
+    with pytest.raises(ChecksumError, match=str(folder)):  # the same search as DeepLoss'
+        genloss.DeepLoss(backbone="vgg", pretrained=False, weights_dir=folder)

@@ -104,9 +104,12 @@ _FILES = [
            "WatsonDFT / Watson-DFT", "Watson-DFT"),
     _tuned("watson_fft", "LA", "74fda350525e4660671bc957944d6e9773b3989effc5aa9d2b73eccd5943584e", 1304,
            "WatsonDFT / Watson-DFT", "Watson-DFT"),
-    # ~1.5k per-channel parameters of five VGG layers: a few kB (the exact size is not published)
-    _tuned("watson_vgg", "RGB", None, None, "WatsonVGG / Watson-VGG", "Watson-VGG", size_hint="~10 kB"),
-    _tuned("watson_vgg", "LA", None, None, "WatsonVGG / Watson-VGG", "Watson-VGG", size_hint="~10 kB"),
+    # Not in the authors' published repository (its src/loss/weights holds the other ten tuned files), so
+    # this URL is where their provider expects it, not a known download. The provider loads it with a strict
+    # load_state_dict of WatsonDistanceVgg, so it holds the VGG16 conv layers it was tuned with (14.7 M
+    # float32 values, ~56 MB) beside the 1477 Watson parameters.
+    _tuned("watson_vgg", "RGB", None, None, "WatsonVGG / Watson-VGG", "Watson-VGG", size_hint="~56 MB"),
+    _tuned("watson_vgg", "LA", None, None, "WatsonVGG / Watson-VGG", "Watson-VGG", size_hint="~56 MB"),
     _tuned("adaptive", "RGB", "3b2d5d28b8468f5e1d119f1fa709199b6c645dc7f58538d939ebc27287fb95d4", 98984,
            "AdaptiveLoss / Adaptive", "Adaptive robust loss, 64x64"),
     _tuned("adaptive", "LA", "db9673847841ebdfa130f9d861e6e8a27426cc4f88e5f8b702639eda7a089667", 98984,

@@ -102,7 +102,8 @@ class WatsonVGG(ImageLoss):
             consulted when the backbone comes from ``backbone_weights`` or from the tuned file.
         backbone_weights: a torchvision VGG16 state dict, or the path of a file holding one, used
             instead of the ImageNet download (it takes precedence over the tuned file's backbone).
-        weights_dir: a folder holding the tuned files (overrides ``GENLOSS_WEIGHTS_DIR``).
+        weights_dir: a folder holding the tuned files and the VGG16 backbone file, searched first
+            (before ``GENLOSS_WEIGHTS_DIR``), as for :class:`~genloss.DeepLoss`.
         value_range: the range of the input values, mapped onto [0, 1].
 
     Shape:
@@ -156,7 +157,7 @@ class WatsonVGG(ImageLoss):
             tuned = dict(_weights.load_state_dict(f"{cs}_watson_vgg_trial0.pth", weights_dir))
         # The paper's files carry the VGG16 they were tuned with: then no ImageNet download is needed.
         from_file = tuned is not None and backbone_weights is None and any(k.startswith("vgg.") for k in tuned)
-        self.backbone = build_backbone(_SPEC, pretrained_backbone and not from_file, backbone_weights)
+        self.backbone = build_backbone(_SPEC, pretrained_backbone and not from_file, backbone_weights, weights_dir)
         self.t_tild = nn.ParameterList(nn.Parameter(torch.zeros(c)) for c in _SPEC.channels)
         self.w_logit = nn.Parameter(torch.full((N_LAYERS,), math.log(INIT_W / (1 - INIT_W))))
         self.beta = nn.Parameter(torch.tensor(INIT_BETA))
