@@ -190,6 +190,67 @@ def test_weights_download_skips_present_files(reference_weights):
     assert "present" in r.output
 
 
+def test_weights_download_names_the_folder_a_present_file_is_in(reference_weights):
+    """A file found in GENLOSS_WEIGHTS_DIR is reported there; the cache is neither named nor written."""
+    from genloss import weights as W
+
+    r = _invoke("weights", "download", "Watson-DFT")
+    assert r.exit_code == 0, r.output
+    for name in ("rgb_watson_fft_trial0.pth", "gray_watson_fft_trial0.pth"):
+        line = next(x for x in r.stdout.splitlines() if x.startswith(name))
+        assert str(reference_weights / name) in line and "GENLOSS_WEIGHTS_DIR" in line, line
+    assert str(W.cache_dir()) not in r.output and "download into" not in r.output
+    assert not W.cache_dir().exists() or not any(W.cache_dir().iterdir())
+
+
+@pytest.fixture
+def served_file(tmp_path, monkeypatch):
+    """A weight file of the table served through a file:// URL (the real download code path), online."""
+    import hashlib
+
+    from genloss import hub
+
+    src = tmp_path / "origin" / "tiny_weights.pth"
+    src.parent.mkdir()
+    src.write_bytes(b"tiny weights " * 100)
+    spec = hub.WeightFile(src.name, src.as_uri(), hashlib.sha256(src.read_bytes()).hexdigest(), "a test file",
+                          size=src.stat().st_size)
+    monkeypatch.setitem(hub.WEIGHT_FILES, spec.name, spec)
+    monkeypatch.setenv("GENLOSS_OFFLINE", "0")
+    return src
+
+
+def test_weights_download_says_downloaded_into_the_cache_only_when_it_downloaded(served_file, tmp_path, monkeypatch):
+    from genloss import weights as W
+
+    r = _invoke("weights", "download", served_file.name)
+    assert r.exit_code == 0, r.output
+    cached = W.cache_dir() / served_file.name
+    assert cached.read_bytes() == served_file.read_bytes()
+    assert "downloaded into the cache" in r.stdout and str(cached) in r.stdout
+    r = _invoke("weights", "download", served_file.name)  # now present in the cache: not downloaded again
+    assert r.exit_code == 0 and "downloaded" not in r.stdout.replace("not downloaded", "")
+    assert f"present in cache: {cached}" in r.stdout
+    r = _invoke("weights", "download", served_file.name, "--dir", tmp_path / "new")  # a --dir yet to be made
+    assert r.exit_code == 0 and f"present in cache: {cached}" in r.stdout, r.output
+    # --force with a copy in GENLOSS_WEIGHTS_DIR: downloaded into the cache, but that copy is loaded first
+    override = tmp_path / "override"
+    override.mkdir()
+    (override / served_file.name).write_bytes(served_file.read_bytes())
+    monkeypatch.setenv("GENLOSS_WEIGHTS_DIR", str(override))
+    r = _invoke("weights", "download", served_file.name)
+    assert r.exit_code == 0 and f"present in GENLOSS_WEIGHTS_DIR: {override / served_file.name}" in r.stdout
+    r = _invoke("weights", "download", served_file.name, "--force")
+    assert r.exit_code == 0 and "downloaded into the cache" in r.stdout
+    assert str(override / served_file.name) in r.stderr and "searched before the cache" in r.stderr
+    assert W.find_local(served_file.name) == override / served_file.name  # what the note says
+    # --dir: downloaded there, nothing searched before it
+    target = tmp_path / "target"
+    r = _invoke("weights", "download", served_file.name, "--force", "--dir", target)
+    assert r.exit_code == 0 and f"downloaded into --dir: {target / served_file.name}" in r.stdout
+    assert (target / served_file.name).is_file() and "note" not in r.stderr
+
+
 def test_weights_verify_detects_a_corrupt_file(reference_weights, tmp_path):
     r = _invoke("weights", "verify")
     assert r.exit_code == 0, r.output

@@ -59,6 +59,14 @@ def test_offline_error_says_what_to_download_and_where(monkeypatch):
         genloss.get_loss("Watson-DCT", pretrained=True)
 
 
+def test_offline_download_creates_no_folder(fake_file, tmp_path):
+    spec, _ = fake_file
+    dest = tmp_path / "not-yet"
+    with pytest.raises(W.WeightsUnavailableError, match="GENLOSS_OFFLINE"):
+        W.download(spec, dest_dir=dest, progress=False)
+    assert not dest.exists()
+
+
 def test_unreachable_url_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("GENLOSS_OFFLINE", "0")
     spec = W.WeightFile("nothing.pth", (tmp_path / "missing.pth").as_uri(), None, "missing")

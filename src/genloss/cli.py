@@ -611,8 +611,9 @@ def _weight_names(names: list[str] | None, all_files: bool = False) -> list[str]
     return list(dict.fromkeys(files))
 
 
-def _search_dirs(extra: Path | None) -> list[tuple[str, Path]]:
-    """Where weight files are looked for, in order, with a label for each folder (any file)."""
+def _search_dirs(extra: Path | None, spec: Any = None) -> list[tuple[str, Path]]:
+    """Where weight files are looked for, in order, with a label for each folder (any file, or ``spec``'s:
+    torchvision's files are also looked for in ``GENLOSS_BACKBONE_DIR`` and torch's hub cache)."""
     from genloss import weights as W
 
     labels = []
@@ -620,8 +621,29 @@ def _search_dirs(extra: Path | None) -> list[tuple[str, Path]]:
         labels.append("--dir")
     labels += [W.ENV_WEIGHTS_DIR] * len([p for p in (os.environ.get(W.ENV_WEIGHTS_DIR) or "").split(os.pathsep) if p])
     labels.append("cache")
-    dirs = W.search_dirs(extra)
+    if spec is not None and spec.torch_hub:
+        if os.environ.get(W.ENV_BACKBONE_DIR):
+            labels.append(W.ENV_BACKBONE_DIR)
+        labels.append("torch hub cache")
+    dirs = W.search_dirs(extra, spec)
     return list(zip(labels, dirs, strict=True))
+
+
+def _where(path: Path, extra: Path | None, spec: Any) -> str:
+    """The label of the searched folder that holds ``path`` (``--dir``, ``GENLOSS_WEIGHTS_DIR``, ``cache``, ...)."""
+    return next((label for label, d in _search_dirs(extra, spec) if d == path.parent), str(path.parent))
+
+
+def _shadowing(name: str, dest: Path, extra: Path | None) -> tuple[str, Path] | None:
+    """A copy of ``name`` in a folder searched before ``dest``: the losses load that one, not ``dest``'s."""
+    from genloss import weights as W
+
+    for label, d in _search_dirs(extra, W.WEIGHT_FILES[name]):
+        if d == dest:
+            return None
+        if (d / name).is_file():
+            return label, d / name
+    return None
 
 
 @weights_app.command("download")
@@ -637,8 +659,10 @@ def weights_download(
 
     Without arguments: the authors' tuned weights of every loss (small: about 0.4 MB in all). The
     large files (ImageNet backbones of Deeploss/Watson-VGG, RAFT, PWC-Net, the toy experiment's
-    images) by name or with --all. The list and sizes are shown before anything is fetched.
-    Files already present (in --dir, GENLOSS_WEIGHTS_DIR or the cache) and valid are skipped.
+    images) by name or with --all. Files already present and valid (in --dir, GENLOSS_WEIGHTS_DIR, the
+    cache, or for torchvision's files torch's hub cache) are not downloaded: each is listed with the
+    folder it is in. The files to download and their sizes are shown before anything is fetched;
+    they go into the cache, or into --dir.
     Offline (no network or GENLOSS_OFFLINE=1) each file gets a message saying where to download it
     from and where to put it; the exit code is then 1.
 
@@ -651,44 +675,82 @@ def weights_download(
         genloss weights download vgg16-397923af.pth
     """
     from genloss import weights as W
-    from genloss.hub import human_size
 
     try:
         files = _weight_names(names, all_files)
     except ValueError as e:
         raise _fail(str(e)) from None
     dest = dir if dir is not None else W.cache_dir()
-    unknown = [n for n in files if W.WEIGHT_FILES[n].size is None]
-    total = human_size(sum(W.WEIGHT_FILES[n].size or 0 for n in files))
-    more = f" + {len(unknown)} of approximate size" if unknown else ""
-    out.print(f"{len(files)} file(s) into {dest}: {total}{more}", highlight=False)
-    for name in files:
-        out.print(f"  {name:40s} {W.WEIGHT_FILES[name].size_text:>9s}", highlight=False)
+    dest_label = "--dir" if dir is not None else "the cache"
+    # a --dir that does not exist yet holds nothing; the download creates it
+    search_in = dir if dir is not None and dir.is_dir() else None
+    present, todo = _split_present(files, search_in, force)
+    for name, path in present:
+        where = _where(path, search_in, W.WEIGHT_FILES[name])
+        out.print(f"{name}: [green]present[/] in {where}: {path} (not downloaded)", highlight=False, soft_wrap=True)
+    if not todo:
+        out.print(f"nothing to download: all {len(files)} file(s) are present", highlight=False)
+        return
+    _print_download_list(todo, f"{dest_label} {dest}")
     failed = []
-    for i, name in enumerate(files, 1):
-        prefix = f"[{i}/{len(files)}] {name}"
-        try:
-            local = None if force else W.find_local(name, dir)
-        except W.ChecksumError as e:
-            err.print(f"[yellow]{prefix}: present but corrupt, downloading again[/] ({e})", highlight=False)
-            local = None
-        if local is not None:
-            out.print(f"{prefix}: [green]present[/] at {local}", highlight=False)
-            continue
+    for i, name in enumerate(todo, 1):
+        prefix = f"[{i}/{len(todo)}] {name}"
         spec = W.WEIGHT_FILES[name]
         try:
             path = W.download(name, dest_dir=dest, progress=True)
-            check = "sha256 ok" if spec.sha256 else f"no published sha256 ({spec.hash_note})"
-            out.print(f"{prefix}: [green]downloaded[/], {check} -> {path}", highlight=False)
         except (W.WeightsUnavailableError, W.ChecksumError, OSError) as e:
             reason = str(e).splitlines()[0]
             err.print(f"{prefix}: [red]not downloaded[/] - {reason}\n    get it from {spec.url}\n"
                       f"    (sha256 {spec.sha256 or 'not published'}) and put it into {dest}", highlight=False,
                       soft_wrap=True)
             failed.append(name)
+            continue
+        check = "sha256 ok" if spec.sha256 else f"no published sha256 ({spec.hash_note})"
+        out.print(f"{prefix}: [green]downloaded[/] into {dest_label}: {path} ({check})", highlight=False,
+                  soft_wrap=True)
+        first = _shadowing(name, dest, dir)
+        if first is not None:  # --force, or a corrupt copy: the search order still finds the other file first
+            err.print(f"[yellow]note:[/] {first[0]} holds another {name}, {first[1]}, which is searched before "
+                      f"{dest_label}: the losses load that one (delete or replace it to use the download)",
+                      highlight=False, soft_wrap=True)
     if failed:
-        raise _fail(f"{len(failed)} of {len(files)} weight files could not be downloaded; put them into {dest} "
+        raise _fail(f"{len(failed)} of {len(todo)} weight files could not be downloaded; put them into {dest} "
                     f"or into a folder named by {W.ENV_WEIGHTS_DIR}", code=1)
+
+
+def _split_present(files: list[str], extra: Path | None, force: bool) -> tuple[list[tuple[str, Path]], list[str]]:
+    """The files already present and valid somewhere in the search order (with their path), and the others.
+
+    With ``force`` every file is downloaded again. A corrupt copy is reported and its file downloaded.
+    """
+    from genloss import weights as W
+
+    present, todo = [], []
+    for name in files:
+        try:
+            local = None if force else W.find_local(name, extra)
+        except W.ChecksumError as e:
+            err.print(f"[yellow]{name}: present but corrupt, downloading again[/] ({e})", highlight=False,
+                      soft_wrap=True)
+            local = None
+        if local is None:
+            todo.append(name)
+        else:
+            present.append((name, local))
+    return present, todo
+
+
+def _print_download_list(files: list[str], into: str) -> None:
+    """The files about to be downloaded and their sizes, before anything is fetched."""
+    from genloss.hub import WEIGHT_FILES, human_size
+
+    unknown = [n for n in files if WEIGHT_FILES[n].size is None]
+    sizes = [human_size(sum(WEIGHT_FILES[n].size or 0 for n in files))] if len(unknown) < len(files) else []
+    if unknown:  # no exact size in the table: their approximate sizes are in the list below
+        sizes.append(f"{len(unknown)} of approximate size")
+    out.print(f"{len(files)} file(s) to download into {into}: {' + '.join(sizes)}", highlight=False, soft_wrap=True)
+    for name in files:
+        out.print(f"  {name:40s} {WEIGHT_FILES[name].size_text:>9s}", highlight=False)
 
 
 @weights_app.command("path")

@@ -199,10 +199,10 @@ def download(
 
     spec = _spec(name)
     dest = Path(dest_dir) if dest_dir is not None else cache_dir()
+    if _env.offline():  # before creating any folder: offline, nothing is written
+        raise WeightsUnavailableError(_offline_message(spec, dest, f"{ENV_OFFLINE} is set"))
     dest.mkdir(parents=True, exist_ok=True)
     target = dest / spec.name
-    if _env.offline():
-        raise WeightsUnavailableError(_offline_message(spec, dest, f"{ENV_OFFLINE} is set"))
     existed = target.is_file()
     lock_path = dest / f".{spec.name}.lock"
     errors = []
