@@ -157,6 +157,47 @@ def test_compare_missing_weights_shows_unavailable_and_strict_fails(pngs):
     assert r.exit_code == 1 and "--strict" in r.output
 
 
+def test_compare_names_the_imagenet_backbone_a_loss_still_needs(pngs, reference_weights, tmp_path, monkeypatch):
+    """Watson-VGG and Deeploss-VGG need torchvision's VGG16 besides their tuned file: the note names it, its
+    size, the command that fetches it and the folders where the losses look for it."""
+    from genloss import weights as W
+    from genloss.losses.deep import BACKBONES
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no VGG16 from this machine's torch cache
+    vgg16 = W.WEIGHT_FILES[BACKBONES["vgg"].file_name]
+    r = _invoke("compare", pngs["a"], pngs["b"], "-l", "Watson-VGG", "-l", "Deeploss-VGG", "-f", "json")
+    assert r.exit_code == 0, r.output
+    notes = json.loads(r.stdout)["unavailable"]
+    # Deeploss-VGG's tuned file is in the reference folder: only the backbone is missing
+    deep = notes["Deeploss-VGG"]
+    assert f"missing {vgg16.name} (torchvision's ImageNet backbone, {vgg16.size_text})" in deep
+    assert f"genloss weights download {vgg16.name}`" in deep and "rgb_pnet_lin_vgg_trial0.pth" not in deep
+    for folder in W.search_dirs(None, vgg16)[1:]:  # where the note says to put it: where the loss looks
+        assert str(folder) in deep or folder == W.cache_dir(), folder
+    # Watson-VGG's tuned file is missing too: both, in one download command
+    tuned = genloss.loss_info("Watson-VGG").weight_files["RGB"][0]
+    assert f"genloss weights download {tuned} {vgg16.name}`" in notes["Watson-VGG"]
+    # untuned (--no-pretrained), the backbone is all Watson-VGG lacks
+    r = _invoke("compare", pngs["a"], pngs["b"], "-l", "Watson-VGG", "--no-pretrained", "-f", "json")
+    assert json.loads(r.stdout)["unavailable"]["Watson-VGG"].startswith(f"missing {vgg16.name} ")
+
+
+def test_registry_names_the_backbone_files_the_losses_load(tmp_path, monkeypatch):
+    """Offline with empty caches, each loss built untuned fails on exactly the file the registry names."""
+    from genloss.weights import WeightsUnavailableError
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    for name in ("Watson-VGG", "Deeploss-VGG", "Deeploss-Squeeze"):
+        info = genloss.loss_info(name)
+        with pytest.raises(WeightsUnavailableError) as err:
+            info.build(pretrained=False)
+        assert info.backbone_files == (err.value.name,), name
+        assert info.missing_files("RGB", pretrained=False) == [err.value.name]
+    assert all(not genloss.loss_info(n).backbone_files for n in ("L1", "SSIM", "Watson-DFT", "Adaptive"))
+    entries = {e["name"]: e for e in json.loads(_invoke("losses", "--json").stdout)}
+    assert entries["Deeploss-VGG"]["backbone_files"] == list(genloss.loss_info("Deeploss-VGG").backbone_files)
+
+
 def test_weights_path_offline_and_with_reference_folder(monkeypatch, tmp_path):
     r = _invoke("weights", "path", "--json")
     assert r.exit_code == 0, r.output

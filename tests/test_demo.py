@@ -91,6 +91,18 @@ def test_build_losses_falls_back_to_untuned_offline():
     assert "rgb_watson_fft_trial0.pth" in e.note and "pretrained=False" in e.note
 
 
+def test_build_losses_names_a_missing_backbone_not_the_tuned_file(reference_weights, tmp_path, monkeypatch):
+    """The tuned Deeploss-Squeeze file is there; its ImageNet SqueezeNet is not: the note says so and how to get it."""
+    import genloss
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    (backbone,) = genloss.loss_info("Deeploss-Squeeze").backbone_files
+    (e,) = build_losses("RGB", None, names=["Deeploss-Squeeze"])
+    assert e.status == "skipped" and e.module is None
+    assert e.note.startswith(f"missing {backbone} (torchvision's ImageNet backbone")
+    assert f"genloss weights download {backbone}`" in e.note and "tuned weights" not in e.note
+
+
 def test_quick_demo_writes_report_and_says_when_untuned(tmp_path):
     # offline without weights: the tuned losses run untuned and the report must say so
     report = run_demo(tmp_path / "demo", quick=True, progress=False)

@@ -313,15 +313,6 @@ def write_text_atomically(path: Path, text: str) -> None:
         raise
 
 
-def _present(name: str, weights_dir: Path | None) -> Path | None:
-    from genloss.weights import ChecksumError, find_local
-
-    try:
-        return find_local(name, weights_dir)
-    except ChecksumError:
-        return None
-
-
 def build_metrics(names: list[str], colorspace: str, weights_dir: Path | None, device: str,
                   pretrained: bool = True) -> list[Metric]:
     """Build each loss (``pretrained``, deterministic); a loss that cannot be built records why."""
@@ -336,15 +327,9 @@ def build_metrics(names: list[str], colorspace: str, weights_dir: Path | None, d
                                       "weights_dir": weights_dir})
             metrics.append(Metric(name, module.to(device).eval()))
         except WeightsUnavailableError as e:
-            files = [f for f in genloss.loss_info(name).weight_files.get(colorspace, ())
-                     if _present(f, weights_dir) is None]
-            # the missing file may also be another one, e.g. a deep loss' ImageNet backbone
-            if files:
-                reason = (f"weights missing ({', '.join(files)}): set GENLOSS_WEIGHTS_DIR or run "
-                          "`genloss weights download`")
-            else:
-                reason = str(e).splitlines()[0]
-            metrics.append(Metric(name, unavailable=reason))
+            # every file still missing (a deep loss' ImageNet backbone too) and how to provide them
+            note = genloss.loss_info(name).missing_note(colorspace, weights_dir, pretrained, e)
+            metrics.append(Metric(name, unavailable=note or str(e).splitlines()[0]))
         except ChecksumError as e:
             metrics.append(Metric(name, unavailable=f"bad weight file: {e}"))
         except Exception as e:  # noqa: BLE001 - one broken loss must not hide the others' values
@@ -554,6 +539,7 @@ def losses(
             "family": info.family,
             "aliases": list(info.aliases),
             "weight_files": {cs: list(files) for cs, files in info.weight_files.items()},
+            "backbone_files": list(info.backbone_files),
             "description": info.description,
         })
     if family is not None and not entries:

@@ -135,10 +135,11 @@ def build_losses(colorspace: str, weights_dir: Path | None, *, names: Iterable[s
             status = "tuned" if info.weight_files else "default"
             entries.append(LossEntry(info.name, info.family, module.to(device), status))
             continue
-        except (WeightsUnavailableError, ChecksumError) as e:
-            first = str(e).splitlines()[0]
-            files = ", ".join(info.weight_files.get(colorspace, ())) or "weights"
-            reason = f"tuned weights ({files}) not available: {first}"
+        except WeightsUnavailableError as e:
+            # every file still missing (a deep loss' or Watson-VGG's ImageNet backbone too) and how to get it
+            reason = info.missing_note(colorspace, weights_dir, True, e) or str(e).splitlines()[0]
+        except ChecksumError as e:
+            reason = f"a weight file failed its check: {str(e).splitlines()[0]}"
         except Exception as e:  # noqa: BLE001 - a broken loss is reported, not fatal for the demo
             entries.append(LossEntry(info.name, info.family, None, "skipped", f"{type(e).__name__}: {e}"))
             continue
@@ -150,9 +151,9 @@ def build_losses(colorspace: str, weights_dir: Path | None, *, names: Iterable[s
             entries.append(LossEntry(info.name, info.family, module.to(device), "untuned",
                                      reason + " -> using pretrained=False (untuned defaults)"))
         except Exception as e:  # noqa: BLE001
-            first = str(e).splitlines()[0]
             # the same missing file (e.g. a deep loss' ImageNet backbone) needs saying only once
-            note = first if first in reason else f"{reason}; untuned: {first}"
+            named = isinstance(e, WeightsUnavailableError) and e.name is not None and e.name in reason
+            note = reason if named else f"{reason}; untuned: {str(e).splitlines()[0]}"
             entries.append(LossEntry(info.name, info.family, None, "skipped", note))
     return entries
 
