@@ -59,6 +59,57 @@ def test_help_of_every_command():
     assert r.exit_code == 0 and "--losses" in r.output
 
 
+HELP_COMMANDS = ([], ["compare"], ["losses"], ["weights"], ["weights", "download"], ["weights", "path"],
+                 ["weights", "verify"], ["train"], ["test"], ["demo"])
+
+
+def _help_paragraphs(text: str) -> list[list[str]]:
+    """The description of a rich help page (between its usage line and its first box), as paragraphs of lines."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith("Usage:")) + 1
+    end = next((i for i, line in enumerate(lines) if line.startswith("╭")), len(lines))
+    paragraphs: list[list[str]] = [[]]
+    for line in lines[start:end]:
+        if line.strip():
+            paragraphs[-1].append(line.rstrip())
+        elif paragraphs[-1]:
+            paragraphs.append([])
+    return [p for p in paragraphs if p]
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+@pytest.mark.parametrize("cmd", HELP_COMMANDS, ids=lambda c: " ".join(c) or "genloss")
+def test_help_keeps_paragraphs_whole_at_80_columns(cmd):
+    """Each prose paragraph is wrapped as a whole: no line ends while the next line's first word would
+    still have fitted on it (a docstring's own line breaks once cut sentences, e.g. "the same size (or use" /
+    "--resize)."); examples stay one per line, indented under their heading."""
+    width = 80 - 2  # rich pads the help text by one column on each side
+    r = runner.invoke(app, [*cmd, "--help"], env={"COLUMNS": "80"})
+    assert r.exit_code == 0, r.output
+    assert "…" not in r.stdout  # rich cuts a word that its table column cannot hold (was: GENLOSS_WEIGHTS_D…)
+    paragraphs = _help_paragraphs(r.stdout)
+    margin = _indent(paragraphs[0][0])
+    after_heading = False
+    for para in paragraphs:
+        if after_heading or _indent(para[0]) != margin:  # an example
+            assert after_heading and all(_indent(line) == margin + 4 for line in para), para
+            assert len(para) == 1 and "genloss " in para[0], para
+            continue
+        after_heading = para[-1].strip() in ("Example:", "Examples:")
+        for line, following in zip(para, para[1:], strict=False):
+            assert len(line.strip()) + 1 + len(following.split()[0]) > width, (line, following)
+
+
+def test_bench_help_never_breaks_a_word_at_its_hyphen():
+    r = runner.invoke(app, ["bench", "--help"], env={"COLUMNS": "80"})
+    assert r.exit_code == 0, r.output
+    assert all(not line.rstrip().endswith("-") or line.strip() == "-" for line in r.stdout.splitlines()), r.stdout
+    assert "max-autotune-no-cudagraphs" in r.stdout and "--batch BATCH         images per batch" in r.stdout
+
+
 def test_losses_lists_every_registered_loss():
     r = _invoke("losses", "--json")
     assert r.exit_code == 0, r.output
@@ -137,6 +188,8 @@ def test_compare_bad_input_gives_clear_errors(pngs, tmp_path):
     assert "same size" in r.output and "--resize" in r.output
     r = _invoke("compare", pngs["a"], pngs["small"], "-l", "L1", "--resize", "32")
     assert r.exit_code == 0, r.output
+    r = _invoke("compare", pngs["a"], pngs["small"], "-l", "L1", "--resize", "4")
+    assert r.exit_code == 2 and "--resize" in r.output and "8" in r.output
     r = _invoke("compare", pngs["a"], pngs["b"], "-l", "NoSuchLoss")
     assert r.exit_code == 2 and "unknown loss" in r.output
     not_image = tmp_path / "x.png"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import inspect
 import io
 import json
 import math
@@ -421,6 +422,18 @@ def render_compare(rows: list[dict[str, Any]], metrics: list[Metric], fmt: Outpu
     return table
 
 
+#: the smallest --resize (one 8 x 8 block of the Watson losses)
+MIN_RESIZE = 8
+
+
+def _check_resize(value: int | None) -> int | None:
+    # checked here rather than with typer's min=: its type column "<int range> [x>=8]" squeezed the help
+    # column of `compare --help` at 80 columns until the name of the weights folder variable was cut (…)
+    if value is not None and value < MIN_RESIZE:
+        raise typer.BadParameter(f"{value} is smaller than {MIN_RESIZE} pixels")
+    return value
+
+
 @app.command()
 def compare(
     a: Annotated[Path, typer.Argument(help="first image, or a folder of images")],
@@ -438,7 +451,8 @@ def compare(
     weights_dir: Annotated[
         Path | None, typer.Option(help="folder with the tuned weight files (else GENLOSS_WEIGHTS_DIR, cache)")
     ] = None,
-    resize: Annotated[int | None, typer.Option(min=8, help="resize both images to N x N pixels first")] = None,
+    resize: Annotated[int | None, typer.Option(callback=_check_resize, help="resize both images to N x N pixels "
+                                               f"first (N >= {MIN_RESIZE})")] = None,
     strict: Annotated[
         bool, typer.Option(help="fail (exit 1) when a loss is unavailable instead of showing n/a")
     ] = False,
@@ -522,6 +536,9 @@ def losses(
     family: Annotated[str | None, typer.Option(help="only losses of this family (e.g. watson)")] = None,
 ) -> None:
     """List the registered losses with their family, aliases, weight files and description.
+
+    On a terminal: a table. Piped: one tab-separated line per loss, nothing cut to the console width.
+    --json adds each loss' tuned weight files per colour space and its ImageNet backbone files.
 
     Examples:
 
@@ -746,6 +763,9 @@ def weights_path(
 ) -> None:
     """Print the cache folder, the search order and, for every file of the table, where it is found.
 
+    The search order: --dir, the folders of GENLOSS_WEIGHTS_DIR, the cache, then a download into the
+    cache; torchvision's files are also found in GENLOSS_BACKBONE_DIR and torch's hub cache.
+
     Example:
 
         GENLOSS_WEIGHTS_DIR=/data/weights genloss weights path
@@ -881,6 +901,10 @@ def train(
 ) -> None:
     """Train the experiment a config describes and print its summary (JSON).
 
+    Overrides are key.sub=value with YAML values. The summary is all that goes to stdout; progress and
+    whatever the experiment prints go to stderr. Re-running the same command resumes from the last
+    checkpoint.
+
     Example:
 
         genloss train --config configs/video_smoke.yaml trainer.max_steps=10
@@ -896,6 +920,9 @@ def test_cmd(
     ] = None,
 ) -> None:
     """Evaluate the experiment a config describes and print its metrics (JSON).
+
+    Overrides are key.sub=value with YAML values. The metrics are all that goes to stdout; the tables
+    and messages of the experiment go to stderr.
 
     Example:
 
@@ -964,6 +991,30 @@ def demo(
         import webbrowser
 
         webbrowser.open(report.index.resolve().as_uri())
+
+
+def _one_line_paragraphs(doc: str) -> str:
+    """A command's docstring as Typer's rich help needs it: each prose paragraph on one line, indented
+    blocks (the examples) line by line.
+
+    Typer's rich mode keeps every line break of a help text and then wraps the lines to the terminal,
+    so a paragraph wrapped at 100 columns in the source came out with breaks mid-sentence at 80
+    ("... the same size (or use" / "--resize). ..."). One line per paragraph lets rich wrap it whole.
+    """
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(p if p.startswith(" ") else " ".join(p.split()) for p in paragraphs)
+
+
+def _keep_paragraphs(*apps: typer.Typer) -> None:
+    """Give every command of ``apps`` its docstring (or ``help=``) as :func:`_one_line_paragraphs`."""
+    for a in apps:
+        for info in a.registered_commands:
+            doc = info.help or inspect.getdoc(info.callback)
+            if doc:
+                info.help = _one_line_paragraphs(doc)
+
+
+_keep_paragraphs(app, weights_app)
 
 
 def main(argv: list[str] | None = None) -> None:
