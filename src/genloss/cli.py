@@ -969,11 +969,11 @@ def demo(
 
     The photographs ship with scikit-image. The tuned weights are read from --weights-dir,
     GENLOSS_WEIGHTS_DIR or the cache; when online, missing ones are downloaded into the cache (the
-    RGB files, about 130 KB) and so are the ImageNet backbones of the deep losses into torch's hub
-    cache: SqueezeNet 1.1 (5 MB) and VGG16 (528 MB, for Deeploss-VGG, shown in every run, --quick
-    included). Offline (GENLOSS_OFFLINE=1) losses without their weights run untuned or are skipped,
-    and the report says which. Timings in the report are wall-clock on this machine, for comparison
-    between losses only. --quick: under a minute on a CPU.
+    RGB files, about 130 KB) and so are torchvision's ImageNet backbones, unless torch's hub cache has
+    them: SqueezeNet 1.1 (5 MB) and VGG16 (528 MB, for Deeploss-VGG and Watson-VGG, shown in every
+    run, --quick included). Offline (GENLOSS_OFFLINE=1) losses without their weights run untuned or
+    are skipped, and the report says which. Timings in the report are wall-clock on this machine, for
+    comparison between losses only. --quick: under a minute on a CPU.
 
     Examples:
 

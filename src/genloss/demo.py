@@ -2,9 +2,9 @@
 
 Three parts, all on photographs that ship with scikit-image. The tuned weights of the losses are
 read from ``weights_dir``, ``GENLOSS_WEIGHTS_DIR`` or the cache and, when online, downloaded into
-the cache (the RGB files, about 130 KB), as are the ImageNet backbones of the deep losses into
-torch's hub cache (SqueezeNet 1.1, 5 MB; VGG16, 528 MB, for Deeploss-VGG, which every run shows);
-offline, losses without their weights run untuned or are skipped and the report says so:
+the cache (the RGB files, about 130 KB), as are torchvision's ImageNet backbones (SqueezeNet 1.1,
+5 MB; VGG16, 528 MB, for Deeploss-VGG and Watson-VGG, which every run shows) unless torch's hub
+cache has them; offline, losses without their weights run untuned or are skipped and the report says so:
 
 (a) **Distortion sweep.** Photographs (astronaut, coffee, chelsea, rocket) distorted by blur,
     noise, JPEG, shift and brightness at increasing strengths; every available loss is evaluated.
