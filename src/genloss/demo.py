@@ -279,7 +279,10 @@ def fit_misaligned(entries: list[LossEntry], config: DemoConfig, seed: int = 0,
         t0 = time.perf_counter()
         try:
             for _ in range(config.fit_steps):
-                x = torch.sigmoid(logits).expand_as(tg)
+                # one dense copy per target, the batch a loss gets in training: an expand_as() view
+                # aliases one image N times (stride 0), which in-place code refuses and strided kernels
+                # may read slower; the copy is negligible next to any loss
+                x = torch.sigmoid(logits).expand_as(tg).contiguous()
                 loss = e.module(x, tg).sum()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
