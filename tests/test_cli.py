@@ -59,6 +59,57 @@ def test_help_of_every_command():
     assert r.exit_code == 0 and "--losses" in r.output
 
 
+HELP_COMMANDS = ([], ["compare"], ["losses"], ["weights"], ["weights", "download"], ["weights", "path"],
+                 ["weights", "verify"], ["train"], ["test"], ["demo"])
+
+
+def _help_paragraphs(text: str) -> list[list[str]]:
+    """The description of a rich help page (between its usage line and its first box), as paragraphs of lines."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith("Usage:")) + 1
+    end = next((i for i, line in enumerate(lines) if line.startswith("╭")), len(lines))
+    paragraphs: list[list[str]] = [[]]
+    for line in lines[start:end]:
+        if line.strip():
+            paragraphs[-1].append(line.rstrip())
+        elif paragraphs[-1]:
+            paragraphs.append([])
+    return [p for p in paragraphs if p]
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+@pytest.mark.parametrize("cmd", HELP_COMMANDS, ids=lambda c: " ".join(c) or "genloss")
+def test_help_keeps_paragraphs_whole_at_80_columns(cmd):
+    """Each prose paragraph is wrapped as a whole: no line ends while the next line's first word would
+    still have fitted on it (a docstring's own line breaks once cut sentences, e.g. "the same size (or use" /
+    "--resize)."); examples stay one per line, indented under their heading."""
+    width = 80 - 2  # rich pads the help text by one column on each side
+    r = runner.invoke(app, [*cmd, "--help"], env={"COLUMNS": "80"})
+    assert r.exit_code == 0, r.output
+    assert "…" not in r.stdout  # rich cuts a word that its table column cannot hold (was: GENLOSS_WEIGHTS_D…)
+    paragraphs = _help_paragraphs(r.stdout)
+    margin = _indent(paragraphs[0][0])
+    after_heading = False
+    for para in paragraphs:
+        if after_heading or _indent(para[0]) != margin:  # an example
+            assert after_heading and all(_indent(line) == margin + 4 for line in para), para
+            assert len(para) == 1 and "genloss " in para[0], para
+            continue
+        after_heading = para[-1].strip() in ("Example:", "Examples:")
+        for line, following in zip(para, para[1:], strict=False):
+            assert len(line.strip()) + 1 + len(following.split()[0]) > width, (line, following)
+
+
+def test_bench_help_never_breaks_a_word_at_its_hyphen():
+    r = runner.invoke(app, ["bench", "--help"], env={"COLUMNS": "80"})
+    assert r.exit_code == 0, r.output
+    assert all(not line.rstrip().endswith("-") or line.strip() == "-" for line in r.stdout.splitlines()), r.stdout
+    assert "max-autotune-no-cudagraphs" in r.stdout and "--batch BATCH         images per batch" in r.stdout
+
+
 def test_losses_lists_every_registered_loss():
     r = _invoke("losses", "--json")
     assert r.exit_code == 0, r.output
@@ -137,6 +188,8 @@ def test_compare_bad_input_gives_clear_errors(pngs, tmp_path):
     assert "same size" in r.output and "--resize" in r.output
     r = _invoke("compare", pngs["a"], pngs["small"], "-l", "L1", "--resize", "32")
     assert r.exit_code == 0, r.output
+    r = _invoke("compare", pngs["a"], pngs["small"], "-l", "L1", "--resize", "4")
+    assert r.exit_code == 2 and "--resize" in r.output and "8" in r.output
     r = _invoke("compare", pngs["a"], pngs["b"], "-l", "NoSuchLoss")
     assert r.exit_code == 2 and "unknown loss" in r.output
     not_image = tmp_path / "x.png"
@@ -155,6 +208,47 @@ def test_compare_missing_weights_shows_unavailable_and_strict_fails(pngs):
     assert doc["pairs"][0]["values"]["L1"] > 0
     r = _invoke("compare", pngs["a"], pngs["b"], "-l", "L1", "-l", "Watson-DFT", "--strict")
     assert r.exit_code == 1 and "--strict" in r.output
+
+
+def test_compare_names_the_imagenet_backbone_a_loss_still_needs(pngs, reference_weights, tmp_path, monkeypatch):
+    """Watson-VGG and Deeploss-VGG need torchvision's VGG16 besides their tuned file: the note names it, its
+    size, the command that fetches it and the folders where the losses look for it."""
+    from genloss import weights as W
+    from genloss.losses.deep import BACKBONES
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no VGG16 from this machine's torch cache
+    vgg16 = W.WEIGHT_FILES[BACKBONES["vgg"].file_name]
+    r = _invoke("compare", pngs["a"], pngs["b"], "-l", "Watson-VGG", "-l", "Deeploss-VGG", "-f", "json")
+    assert r.exit_code == 0, r.output
+    notes = json.loads(r.stdout)["unavailable"]
+    # Deeploss-VGG's tuned file is in the reference folder: only the backbone is missing
+    deep = notes["Deeploss-VGG"]
+    assert f"missing {vgg16.name} (torchvision's ImageNet backbone, {vgg16.size_text})" in deep
+    assert f"genloss weights download {vgg16.name}`" in deep and "rgb_pnet_lin_vgg_trial0.pth" not in deep
+    for folder in W.search_dirs(None, vgg16)[1:]:  # where the note says to put it: where the loss looks
+        assert str(folder) in deep or folder == W.cache_dir(), folder
+    # Watson-VGG's tuned file is missing too: both, in one download command
+    tuned = genloss.loss_info("Watson-VGG").weight_files["RGB"][0]
+    assert f"genloss weights download {tuned} {vgg16.name}`" in notes["Watson-VGG"]
+    # untuned (--no-pretrained), the backbone is all Watson-VGG lacks
+    r = _invoke("compare", pngs["a"], pngs["b"], "-l", "Watson-VGG", "--no-pretrained", "-f", "json")
+    assert json.loads(r.stdout)["unavailable"]["Watson-VGG"].startswith(f"missing {vgg16.name} ")
+
+
+def test_registry_names_the_backbone_files_the_losses_load(tmp_path, monkeypatch):
+    """Offline with empty caches, each loss built untuned fails on exactly the file the registry names."""
+    from genloss.weights import WeightsUnavailableError
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    for name in ("Watson-VGG", "Deeploss-VGG", "Deeploss-Squeeze"):
+        info = genloss.loss_info(name)
+        with pytest.raises(WeightsUnavailableError) as err:
+            info.build(pretrained=False)
+        assert info.backbone_files == (err.value.name,), name
+        assert info.missing_files("RGB", pretrained=False) == [err.value.name]
+    assert all(not genloss.loss_info(n).backbone_files for n in ("L1", "SSIM", "Watson-DFT", "Adaptive"))
+    entries = {e["name"]: e for e in json.loads(_invoke("losses", "--json").stdout)}
+    assert entries["Deeploss-VGG"]["backbone_files"] == list(genloss.loss_info("Deeploss-VGG").backbone_files)
 
 
 def test_weights_path_offline_and_with_reference_folder(monkeypatch, tmp_path):
@@ -188,6 +282,67 @@ def test_weights_download_skips_present_files(reference_weights):
     r = _invoke("weights", "download", "rgb_watson_fft_trial0.pth")
     assert r.exit_code == 0, r.output
     assert "present" in r.output
+
+
+def test_weights_download_names_the_folder_a_present_file_is_in(reference_weights):
+    """A file found in GENLOSS_WEIGHTS_DIR is reported there; the cache is neither named nor written."""
+    from genloss import weights as W
+
+    r = _invoke("weights", "download", "Watson-DFT")
+    assert r.exit_code == 0, r.output
+    for name in ("rgb_watson_fft_trial0.pth", "gray_watson_fft_trial0.pth"):
+        line = next(x for x in r.stdout.splitlines() if x.startswith(name))
+        assert str(reference_weights / name) in line and "GENLOSS_WEIGHTS_DIR" in line, line
+    assert str(W.cache_dir()) not in r.output and "download into" not in r.output
+    assert not W.cache_dir().exists() or not any(W.cache_dir().iterdir())
+
+
+@pytest.fixture
+def served_file(tmp_path, monkeypatch):
+    """A weight file of the table served through a file:// URL (the real download code path), online."""
+    import hashlib
+
+    from genloss import hub
+
+    src = tmp_path / "origin" / "tiny_weights.pth"
+    src.parent.mkdir()
+    src.write_bytes(b"tiny weights " * 100)
+    spec = hub.WeightFile(src.name, src.as_uri(), hashlib.sha256(src.read_bytes()).hexdigest(), "a test file",
+                          size=src.stat().st_size)
+    monkeypatch.setitem(hub.WEIGHT_FILES, spec.name, spec)
+    monkeypatch.setenv("GENLOSS_OFFLINE", "0")
+    return src
+
+
+def test_weights_download_says_downloaded_into_the_cache_only_when_it_downloaded(served_file, tmp_path, monkeypatch):
+    from genloss import weights as W
+
+    r = _invoke("weights", "download", served_file.name)
+    assert r.exit_code == 0, r.output
+    cached = W.cache_dir() / served_file.name
+    assert cached.read_bytes() == served_file.read_bytes()
+    assert "downloaded into the cache" in r.stdout and str(cached) in r.stdout
+    r = _invoke("weights", "download", served_file.name)  # now present in the cache: not downloaded again
+    assert r.exit_code == 0 and "downloaded" not in r.stdout.replace("not downloaded", "")
+    assert f"present in cache: {cached}" in r.stdout
+    r = _invoke("weights", "download", served_file.name, "--dir", tmp_path / "new")  # a --dir yet to be made
+    assert r.exit_code == 0 and f"present in cache: {cached}" in r.stdout, r.output
+    # --force with a copy in GENLOSS_WEIGHTS_DIR: downloaded into the cache, but that copy is loaded first
+    override = tmp_path / "override"
+    override.mkdir()
+    (override / served_file.name).write_bytes(served_file.read_bytes())
+    monkeypatch.setenv("GENLOSS_WEIGHTS_DIR", str(override))
+    r = _invoke("weights", "download", served_file.name)
+    assert r.exit_code == 0 and f"present in GENLOSS_WEIGHTS_DIR: {override / served_file.name}" in r.stdout
+    r = _invoke("weights", "download", served_file.name, "--force")
+    assert r.exit_code == 0 and "downloaded into the cache" in r.stdout
+    assert str(override / served_file.name) in r.stderr and "searched before the cache" in r.stderr
+    assert W.find_local(served_file.name) == override / served_file.name  # what the note says
+    # --dir: downloaded there, nothing searched before it
+    target = tmp_path / "target"
+    r = _invoke("weights", "download", served_file.name, "--force", "--dir", target)
+    assert r.exit_code == 0 and f"downloaded into --dir: {target / served_file.name}" in r.stdout
+    assert (target / served_file.name).is_file() and "note" not in r.stderr
 
 
 def test_weights_verify_detects_a_corrupt_file(reference_weights, tmp_path):

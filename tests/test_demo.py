@@ -9,7 +9,7 @@ from PIL import Image
 
 from genloss.data import photos
 from genloss.data.photos import DISTORTIONS, brightness, gaussian_blur, gaussian_noise, jpeg, load_photo, shift
-from genloss.demo import build_losses, known_motion, run_demo, sharpness
+from genloss.demo import QUICK, LossEntry, build_losses, fit_misaligned, known_motion, run_demo, sharpness
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +89,42 @@ def test_build_losses_falls_back_to_untuned_offline():
     e = entries["Watson-DFT"]
     assert e.status == "untuned" and e.module is not None
     assert "rgb_watson_fft_trial0.pth" in e.note and "pretrained=False" in e.note
+
+
+def test_build_losses_names_a_missing_backbone_not_the_tuned_file(reference_weights, tmp_path, monkeypatch):
+    """The tuned Deeploss-Squeeze file is there; its ImageNet SqueezeNet is not: the note says so and how to get it."""
+    import genloss
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    (backbone,) = genloss.loss_info("Deeploss-Squeeze").backbone_files
+    (e,) = build_losses("RGB", None, names=["Deeploss-Squeeze"])
+    assert e.status == "skipped" and e.module is None
+    assert e.note.startswith(f"missing {backbone} (torchvision's ImageNet backbone")
+    assert f"genloss weights download {backbone}`" in e.note and "tuned weights" not in e.note
+
+
+class _InputProbe(torch.nn.Module):
+    """L2 per image that records the memory layout of every input it gets."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layouts: list[tuple[bool, int]] = []
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        self.layouts.append((input.is_contiguous(), input.stride(0)))
+        return (input - target).square().flatten(1).sum(1)
+
+
+def test_fit_gives_each_loss_a_dense_batch():
+    """The optimisation feeds the losses one copy of the fitted image per target, not a stride-0 view of it."""
+    from dataclasses import replace
+
+    probe = _InputProbe()
+    config = replace(QUICK, fit_losses=None, fit_steps=3, fit_size=16, fit_targets=4)
+    fit = fit_misaligned([LossEntry("probe", "test", probe, "default")], config)
+    assert probe.layouts == [(True, 3 * 16 * 16)] * config.fit_steps
+    run = fit["runs"]["probe"]
+    assert run["history"][-1] < run["history"][0]  # the gradient reached the image through the copies
 
 
 def test_quick_demo_writes_report_and_says_when_untuned(tmp_path):

@@ -40,6 +40,23 @@ def test_download_verifies_hash_and_caches(fake_file, monkeypatch):
     assert torch.equal(W.load_state_dict(spec)["a"], torch.arange(4.0))
 
 
+def test_torchvision_files_are_read_from_torch_hub_but_downloaded_into_the_genloss_cache(fake_file, tmp_path,
+                                                                                         monkeypatch):
+    """What the demo's help and the docs say: a backbone missing everywhere goes into genloss' cache."""
+    from dataclasses import replace
+
+    spec, src = fake_file
+    spec = replace(spec, torch_hub=True)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("GENLOSS_OFFLINE", "0")
+    path = W.resolve(spec, progress=False)
+    assert path == W.cache_dir() / spec.name and not (tmp_path / "torch").exists()
+    hub = tmp_path / "torch" / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    path.rename(hub / spec.name)
+    assert W.resolve(spec) == hub / spec.name  # torch's own copy is used where it is
+
+
 def test_download_with_wrong_hash_leaves_nothing(fake_file, monkeypatch):
     spec, _ = fake_file
     monkeypatch.setenv("GENLOSS_OFFLINE", "0")
@@ -57,6 +74,14 @@ def test_offline_error_says_what_to_download_and_where(monkeypatch):
     assert str(W.cache_dir()) in msg and "GENLOSS_WEIGHTS_DIR" in msg
     with pytest.raises(W.WeightsUnavailableError):
         genloss.get_loss("Watson-DCT", pretrained=True)
+
+
+def test_offline_download_creates_no_folder(fake_file, tmp_path):
+    spec, _ = fake_file
+    dest = tmp_path / "not-yet"
+    with pytest.raises(W.WeightsUnavailableError, match="GENLOSS_OFFLINE"):
+        W.download(spec, dest_dir=dest, progress=False)
+    assert not dest.exists()
 
 
 def test_unreachable_url_is_a_clear_error(tmp_path, monkeypatch):

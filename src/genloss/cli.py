@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import inspect
 import io
 import json
 import math
@@ -313,15 +314,6 @@ def write_text_atomically(path: Path, text: str) -> None:
         raise
 
 
-def _present(name: str, weights_dir: Path | None) -> Path | None:
-    from genloss.weights import ChecksumError, find_local
-
-    try:
-        return find_local(name, weights_dir)
-    except ChecksumError:
-        return None
-
-
 def build_metrics(names: list[str], colorspace: str, weights_dir: Path | None, device: str,
                   pretrained: bool = True) -> list[Metric]:
     """Build each loss (``pretrained``, deterministic); a loss that cannot be built records why."""
@@ -336,15 +328,9 @@ def build_metrics(names: list[str], colorspace: str, weights_dir: Path | None, d
                                       "weights_dir": weights_dir})
             metrics.append(Metric(name, module.to(device).eval()))
         except WeightsUnavailableError as e:
-            files = [f for f in genloss.loss_info(name).weight_files.get(colorspace, ())
-                     if _present(f, weights_dir) is None]
-            # the missing file may also be another one, e.g. a deep loss' ImageNet backbone
-            if files:
-                reason = (f"weights missing ({', '.join(files)}): set GENLOSS_WEIGHTS_DIR or run "
-                          "`genloss weights download`")
-            else:
-                reason = str(e).splitlines()[0]
-            metrics.append(Metric(name, unavailable=reason))
+            # every file still missing (a deep loss' ImageNet backbone too) and how to provide them
+            note = genloss.loss_info(name).missing_note(colorspace, weights_dir, pretrained, e)
+            metrics.append(Metric(name, unavailable=note or str(e).splitlines()[0]))
         except ChecksumError as e:
             metrics.append(Metric(name, unavailable=f"bad weight file: {e}"))
         except Exception as e:  # noqa: BLE001 - one broken loss must not hide the others' values
@@ -436,6 +422,18 @@ def render_compare(rows: list[dict[str, Any]], metrics: list[Metric], fmt: Outpu
     return table
 
 
+#: the smallest --resize (one 8 x 8 block of the Watson losses)
+MIN_RESIZE = 8
+
+
+def _check_resize(value: int | None) -> int | None:
+    # checked here rather than with typer's min=: its type column "<int range> [x>=8]" squeezed the help
+    # column of `compare --help` at 80 columns until the name of the weights folder variable was cut (…)
+    if value is not None and value < MIN_RESIZE:
+        raise typer.BadParameter(f"{value} is smaller than {MIN_RESIZE} pixels")
+    return value
+
+
 @app.command()
 def compare(
     a: Annotated[Path, typer.Argument(help="first image, or a folder of images")],
@@ -453,7 +451,8 @@ def compare(
     weights_dir: Annotated[
         Path | None, typer.Option(help="folder with the tuned weight files (else GENLOSS_WEIGHTS_DIR, cache)")
     ] = None,
-    resize: Annotated[int | None, typer.Option(min=8, help="resize both images to N x N pixels first")] = None,
+    resize: Annotated[int | None, typer.Option(callback=_check_resize, help="resize both images to N x N pixels "
+                                               f"first (N >= {MIN_RESIZE})")] = None,
     strict: Annotated[
         bool, typer.Option(help="fail (exit 1) when a loss is unavailable instead of showing n/a")
     ] = False,
@@ -538,6 +537,9 @@ def losses(
 ) -> None:
     """List the registered losses with their family, aliases, weight files and description.
 
+    On a terminal: a table. Piped: one tab-separated line per loss, nothing cut to the console width.
+    --json adds each loss' tuned weight files per colour space and its ImageNet backbone files.
+
     Examples:
 
         genloss losses
@@ -558,6 +560,7 @@ def losses(
             "family": info.family,
             "aliases": list(info.aliases),
             "weight_files": {cs: list(files) for cs, files in info.weight_files.items()},
+            "backbone_files": list(info.backbone_files),
             "description": info.description,
         })
     if as_json:
@@ -612,8 +615,9 @@ def _weight_names(names: list[str] | None, all_files: bool = False) -> list[str]
     return list(dict.fromkeys(files))
 
 
-def _search_dirs(extra: Path | None) -> list[tuple[str, Path]]:
-    """Where weight files are looked for, in order, with a label for each folder (any file)."""
+def _search_dirs(extra: Path | None, spec: Any = None) -> list[tuple[str, Path]]:
+    """Where weight files are looked for, in order, with a label for each folder (any file, or ``spec``'s:
+    torchvision's files are also looked for in ``GENLOSS_BACKBONE_DIR`` and torch's hub cache)."""
     from genloss import weights as W
 
     labels = []
@@ -621,8 +625,29 @@ def _search_dirs(extra: Path | None) -> list[tuple[str, Path]]:
         labels.append("--dir")
     labels += [W.ENV_WEIGHTS_DIR] * len([p for p in (os.environ.get(W.ENV_WEIGHTS_DIR) or "").split(os.pathsep) if p])
     labels.append("cache")
-    dirs = W.search_dirs(extra)
+    if spec is not None and spec.torch_hub:
+        if os.environ.get(W.ENV_BACKBONE_DIR):
+            labels.append(W.ENV_BACKBONE_DIR)
+        labels.append("torch hub cache")
+    dirs = W.search_dirs(extra, spec)
     return list(zip(labels, dirs, strict=True))
+
+
+def _where(path: Path, extra: Path | None, spec: Any) -> str:
+    """The label of the searched folder that holds ``path`` (``--dir``, ``GENLOSS_WEIGHTS_DIR``, ``cache``, ...)."""
+    return next((label for label, d in _search_dirs(extra, spec) if d == path.parent), str(path.parent))
+
+
+def _shadowing(name: str, dest: Path, extra: Path | None) -> tuple[str, Path] | None:
+    """A copy of ``name`` in a folder searched before ``dest``: the losses load that one, not ``dest``'s."""
+    from genloss import weights as W
+
+    for label, d in _search_dirs(extra, W.WEIGHT_FILES[name]):
+        if d == dest:
+            return None
+        if (d / name).is_file():
+            return label, d / name
+    return None
 
 
 @weights_app.command("download")
@@ -638,8 +663,10 @@ def weights_download(
 
     Without arguments: the authors' tuned weights of every loss (small: about 0.4 MB in all). The
     large files (ImageNet backbones of Deeploss/Watson-VGG, RAFT, PWC-Net, the toy experiment's
-    images) by name or with --all. The list and sizes are shown before anything is fetched.
-    Files already present (in --dir, GENLOSS_WEIGHTS_DIR or the cache) and valid are skipped.
+    images) by name or with --all. Files already present and valid (in --dir, GENLOSS_WEIGHTS_DIR, the
+    cache, or for torchvision's files torch's hub cache) are not downloaded: each is listed with the
+    folder it is in. The files to download and their sizes are shown before anything is fetched;
+    they go into the cache, or into --dir.
     Offline (no network or GENLOSS_OFFLINE=1) each file gets a message saying where to download it
     from and where to put it; the exit code is then 1.
 
@@ -652,44 +679,82 @@ def weights_download(
         genloss weights download vgg16-397923af.pth
     """
     from genloss import weights as W
-    from genloss.hub import human_size
 
     try:
         files = _weight_names(names, all_files)
     except ValueError as e:
         raise _fail(str(e)) from None
     dest = dir if dir is not None else W.cache_dir()
-    unknown = [n for n in files if W.WEIGHT_FILES[n].size is None]
-    total = human_size(sum(W.WEIGHT_FILES[n].size or 0 for n in files))
-    more = f" + {len(unknown)} of approximate size" if unknown else ""
-    out.print(f"{len(files)} file(s) into {dest}: {total}{more}", highlight=False)
-    for name in files:
-        out.print(f"  {name:40s} {W.WEIGHT_FILES[name].size_text:>9s}", highlight=False)
+    dest_label = "--dir" if dir is not None else "the cache"
+    # a --dir that does not exist yet holds nothing; the download creates it
+    search_in = dir if dir is not None and dir.is_dir() else None
+    present, todo = _split_present(files, search_in, force)
+    for name, path in present:
+        where = _where(path, search_in, W.WEIGHT_FILES[name])
+        out.print(f"{name}: [green]present[/] in {where}: {path} (not downloaded)", highlight=False, soft_wrap=True)
+    if not todo:
+        out.print(f"nothing to download: all {len(files)} file(s) are present", highlight=False)
+        return
+    _print_download_list(todo, f"{dest_label} {dest}")
     failed = []
-    for i, name in enumerate(files, 1):
-        prefix = f"[{i}/{len(files)}] {name}"
-        try:
-            local = None if force else W.find_local(name, dir)
-        except W.ChecksumError as e:
-            err.print(f"[yellow]{prefix}: present but corrupt, downloading again[/] ({e})", highlight=False)
-            local = None
-        if local is not None:
-            out.print(f"{prefix}: [green]present[/] at {local}", highlight=False)
-            continue
+    for i, name in enumerate(todo, 1):
+        prefix = f"[{i}/{len(todo)}] {name}"
         spec = W.WEIGHT_FILES[name]
         try:
             path = W.download(name, dest_dir=dest, progress=True)
-            check = "sha256 ok" if spec.sha256 else f"no published sha256 ({spec.hash_note})"
-            out.print(f"{prefix}: [green]downloaded[/], {check} -> {path}", highlight=False)
         except (W.WeightsUnavailableError, W.ChecksumError, OSError) as e:
             reason = str(e).splitlines()[0]
             err.print(f"{prefix}: [red]not downloaded[/] - {reason}\n    get it from {spec.url}\n"
                       f"    (sha256 {spec.sha256 or 'not published'}) and put it into {dest}", highlight=False,
                       soft_wrap=True)
             failed.append(name)
+            continue
+        check = "sha256 ok" if spec.sha256 else f"no published sha256 ({spec.hash_note})"
+        out.print(f"{prefix}: [green]downloaded[/] into {dest_label}: {path} ({check})", highlight=False,
+                  soft_wrap=True)
+        first = _shadowing(name, dest, dir)
+        if first is not None:  # --force, or a corrupt copy: the search order still finds the other file first
+            err.print(f"[yellow]note:[/] {first[0]} holds another {name}, {first[1]}, which is searched before "
+                      f"{dest_label}: the losses load that one (delete or replace it to use the download)",
+                      highlight=False, soft_wrap=True)
     if failed:
-        raise _fail(f"{len(failed)} of {len(files)} weight files could not be downloaded; put them into {dest} "
+        raise _fail(f"{len(failed)} of {len(todo)} weight files could not be downloaded; put them into {dest} "
                     f"or into a folder named by {W.ENV_WEIGHTS_DIR}", code=1)
+
+
+def _split_present(files: list[str], extra: Path | None, force: bool) -> tuple[list[tuple[str, Path]], list[str]]:
+    """The files already present and valid somewhere in the search order (with their path), and the others.
+
+    With ``force`` every file is downloaded again. A corrupt copy is reported and its file downloaded.
+    """
+    from genloss import weights as W
+
+    present, todo = [], []
+    for name in files:
+        try:
+            local = None if force else W.find_local(name, extra)
+        except W.ChecksumError as e:
+            err.print(f"[yellow]{name}: present but corrupt, downloading again[/] ({e})", highlight=False,
+                      soft_wrap=True)
+            local = None
+        if local is None:
+            todo.append(name)
+        else:
+            present.append((name, local))
+    return present, todo
+
+
+def _print_download_list(files: list[str], into: str) -> None:
+    """The files about to be downloaded and their sizes, before anything is fetched."""
+    from genloss.hub import WEIGHT_FILES, human_size
+
+    unknown = [n for n in files if WEIGHT_FILES[n].size is None]
+    sizes = [human_size(sum(WEIGHT_FILES[n].size or 0 for n in files))] if len(unknown) < len(files) else []
+    if unknown:  # no exact size in the table: their approximate sizes are in the list below
+        sizes.append(f"{len(unknown)} of approximate size")
+    out.print(f"{len(files)} file(s) to download into {into}: {' + '.join(sizes)}", highlight=False, soft_wrap=True)
+    for name in files:
+        out.print(f"  {name:40s} {WEIGHT_FILES[name].size_text:>9s}", highlight=False)
 
 
 @weights_app.command("path")
@@ -698,6 +763,9 @@ def weights_path(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Print the cache folder, the search order and, for every file of the table, where it is found.
+
+    The search order: --dir, the folders of GENLOSS_WEIGHTS_DIR, the cache, then a download into the
+    cache; torchvision's files are also found in GENLOSS_BACKBONE_DIR and torch's hub cache.
 
     Example:
 
@@ -834,6 +902,10 @@ def train(
 ) -> None:
     """Train the experiment a config describes and print its summary (JSON).
 
+    Overrides are key.sub=value with YAML values. The summary is all that goes to stdout; progress and
+    whatever the experiment prints go to stderr. Re-running the same command resumes from the last
+    checkpoint.
+
     Example:
 
         genloss train --config configs/video_smoke.yaml trainer.max_steps=10
@@ -849,6 +921,9 @@ def test_cmd(
     ] = None,
 ) -> None:
     """Evaluate the experiment a config describes and print its metrics (JSON).
+
+    Overrides are key.sub=value with YAML values. The metrics are all that goes to stdout; the tables
+    and messages of the experiment go to stderr.
 
     Example:
 
@@ -895,11 +970,11 @@ def demo(
 
     The photographs ship with scikit-image. The tuned weights are read from --weights-dir,
     GENLOSS_WEIGHTS_DIR or the cache; when online, missing ones are downloaded into the cache (the
-    RGB files, about 130 KB) and so are the ImageNet backbones of the deep losses into torch's hub
-    cache: SqueezeNet 1.1 (5 MB) and VGG16 (528 MB, for Deeploss-VGG, shown in every run, --quick
-    included). Offline (GENLOSS_OFFLINE=1) losses without their weights run untuned or are skipped,
-    and the report says which. Timings in the report are wall-clock on this machine, for comparison
-    between losses only. --quick: under a minute on a CPU.
+    RGB files, about 130 KB) and so are torchvision's ImageNet backbones, unless torch's hub cache has
+    them: SqueezeNet 1.1 (5 MB) and VGG16 (528 MB, for Deeploss-VGG and Watson-VGG, shown in every
+    run, --quick included). Offline (GENLOSS_OFFLINE=1) losses without their weights run untuned or
+    are skipped, and the report says which. Timings in the report are wall-clock on this machine, for
+    comparison between losses only. --quick: under a minute on a CPU.
 
     Examples:
 
@@ -917,6 +992,30 @@ def demo(
         import webbrowser
 
         webbrowser.open(report.index.resolve().as_uri())
+
+
+def _one_line_paragraphs(doc: str) -> str:
+    """A command's docstring as Typer's rich help needs it: each prose paragraph on one line, indented
+    blocks (the examples) line by line.
+
+    Typer's rich mode keeps every line break of a help text and then wraps the lines to the terminal,
+    so a paragraph wrapped at 100 columns in the source came out with breaks mid-sentence at 80
+    ("... the same size (or use" / "--resize). ..."). One line per paragraph lets rich wrap it whole.
+    """
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(p if p.startswith(" ") else " ".join(p.split()) for p in paragraphs)
+
+
+def _keep_paragraphs(*apps: typer.Typer) -> None:
+    """Give every command of ``apps`` its docstring (or ``help=``) as :func:`_one_line_paragraphs`."""
+    for a in apps:
+        for info in a.registered_commands:
+            doc = info.help or inspect.getdoc(info.callback)
+            if doc:
+                info.help = _one_line_paragraphs(doc)
+
+
+_keep_paragraphs(app, weights_app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,9 +2,9 @@
 
 Three parts, all on photographs that ship with scikit-image. The tuned weights of the losses are
 read from ``weights_dir``, ``GENLOSS_WEIGHTS_DIR`` or the cache and, when online, downloaded into
-the cache (the RGB files, about 130 KB), as are the ImageNet backbones of the deep losses into
-torch's hub cache (SqueezeNet 1.1, 5 MB; VGG16, 528 MB, for Deeploss-VGG, which every run shows);
-offline, losses without their weights run untuned or are skipped and the report says so:
+the cache (the RGB files, about 130 KB), as are torchvision's ImageNet backbones (SqueezeNet 1.1,
+5 MB; VGG16, 528 MB, for Deeploss-VGG and Watson-VGG, which every run shows) unless torch's hub
+cache has them; offline, losses without their weights run untuned or are skipped and the report says so:
 
 (a) **Distortion sweep.** Photographs (astronaut, coffee, chelsea, rocket) distorted by blur,
     noise, JPEG, shift and brightness at increasing strengths; every available loss is evaluated.
@@ -135,10 +135,11 @@ def build_losses(colorspace: str, weights_dir: Path | None, *, names: Iterable[s
             status = "tuned" if info.weight_files else "default"
             entries.append(LossEntry(info.name, info.family, module.to(device), status))
             continue
-        except (WeightsUnavailableError, ChecksumError) as e:
-            first = str(e).splitlines()[0]
-            files = ", ".join(info.weight_files.get(colorspace, ())) or "weights"
-            reason = f"tuned weights ({files}) not available: {first}"
+        except WeightsUnavailableError as e:
+            # every file still missing (a deep loss' or Watson-VGG's ImageNet backbone too) and how to get it
+            reason = info.missing_note(colorspace, weights_dir, True, e) or str(e).splitlines()[0]
+        except ChecksumError as e:
+            reason = f"a weight file failed its check: {str(e).splitlines()[0]}"
         except Exception as e:  # noqa: BLE001 - a broken loss is reported, not fatal for the demo
             entries.append(LossEntry(info.name, info.family, None, "skipped", f"{type(e).__name__}: {e}"))
             continue
@@ -150,9 +151,9 @@ def build_losses(colorspace: str, weights_dir: Path | None, *, names: Iterable[s
             entries.append(LossEntry(info.name, info.family, module.to(device), "untuned",
                                      reason + " -> using pretrained=False (untuned defaults)"))
         except Exception as e:  # noqa: BLE001
-            first = str(e).splitlines()[0]
             # the same missing file (e.g. a deep loss' ImageNet backbone) needs saying only once
-            note = first if first in reason else f"{reason}; untuned: {first}"
+            named = isinstance(e, WeightsUnavailableError) and e.name is not None and e.name in reason
+            note = reason if named else f"{reason}; untuned: {str(e).splitlines()[0]}"
             entries.append(LossEntry(info.name, info.family, None, "skipped", note))
     return entries
 
@@ -278,7 +279,10 @@ def fit_misaligned(entries: list[LossEntry], config: DemoConfig, seed: int = 0,
         t0 = time.perf_counter()
         try:
             for _ in range(config.fit_steps):
-                x = torch.sigmoid(logits).expand_as(tg)
+                # one dense copy per target, the batch a loss gets in training: an expand_as() view
+                # aliases one image N times (stride 0), which in-place code refuses and strided kernels
+                # may read slower; the copy is negligible next to any loss
+                x = torch.sigmoid(logits).expand_as(tg).contiguous()
                 loss = e.module(x, tg).sum()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

@@ -11,6 +11,7 @@ registration: a line in :data:`_BUILTIN`, or ``@register_loss(...)`` on a user's
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,11 +50,41 @@ class LossInfo:
     preset: Mapping[str, Any] = field(default_factory=dict)
     #: one of the nine metrics of the Watson paper's ``LossProvider``
     paper: bool = False
+    #: torchvision's ImageNet backbone files the loss loads besides its tuned weights (names in
+    #: :data:`genloss.weights.WEIGHT_FILES`; large, so ``genloss weights download`` fetches them only by name)
+    backbone_files: tuple[str, ...] = ()
 
     @property
     def cls(self) -> type[nn.Module]:
         """The loss class (imports its module on first access)."""
         return resolve_target(self.target)
+
+    def files(self, colorspace: str, pretrained: bool = True) -> tuple[str, ...]:
+        """The downloadable files the loss loads when built: its tuned weights for ``colorspace`` (with
+        ``pretrained``) and its ImageNet backbone (with torchvision's default ``pretrained_backbone=True``)."""
+        tuned = self.weight_files.get(normalize_colorspace(colorspace), ()) if pretrained else ()
+        return (*tuned, *self.backbone_files)
+
+    def missing_files(self, colorspace: str, weights_dir: str | os.PathLike | None = None,
+                      pretrained: bool = True) -> list[str]:
+        """The files of :meth:`files` that are not present (and valid) where the loss looks for them."""
+        from .weights import status
+
+        return [name for name, path in status(self.files(colorspace, pretrained), weights_dir).items() if path is None]
+
+    def missing_note(self, colorspace: str, weights_dir: str | os.PathLike | None = None, pretrained: bool = True,
+                     error: Exception | None = None) -> str | None:
+        """One line naming every file the loss still needs (tuned weights and ImageNet backbone: Watson-VGG
+        and Deeploss-VGG need torchvision's VGG16 besides their tuned file) and how to provide them;
+        ``None`` when none is missing. ``error``: the ``WeightsUnavailableError`` building it raised,
+        whose file is named too (it was missing where the loss looked)."""
+        from .weights import missing_note
+
+        missing = self.missing_files(colorspace, weights_dir, pretrained)
+        name = getattr(error, "name", None)
+        if name and name not in missing:
+            missing.append(name)
+        return missing_note(missing, self.backbone_files) if missing else None
 
     def options(self) -> list[str]:
         """Names of the constructor options :func:`get_loss` accepts for this loss."""
@@ -81,6 +112,12 @@ def _add(info: LossInfo) -> LossInfo:
     return info
 
 
+# torchvision's file names of the ImageNet backbones (genloss.losses.deep.BACKBONES[...].file_name, which
+# imports torchvision: the registry lists losses without importing them)
+_VGG16 = "vgg16-397923af.pth"
+_SQUEEZENET = "squeezenet1_1-b8a52dc0.pth"
+
+
 def _tuned(stem: str) -> dict[str, tuple[str, ...]]:
     return {"RGB": (f"rgb_{stem}_trial0.pth",), "LA": (f"gray_{stem}_trial0.pth",)}
 
@@ -104,14 +141,16 @@ _BUILTIN = (
              "watson", ("Watson-FFT",), _tuned("watson_fft"), paper=True),
     LossInfo("Watson-VGG", "genloss.losses.watson_vgg:WatsonVGG",
              "Watson's model on VGG16 features: per-channel sensitivities, contrast masking, Minkowski pooling.",
-             "watson", ("Watson-vgg", "Watson-deep"), _tuned("watson_vgg"), paper=True),
+             "watson", ("Watson-vgg", "Watson-deep"), _tuned("watson_vgg"), paper=True,
+             backbone_files=(_VGG16,)),
     LossInfo("Deeploss-VGG", "genloss.losses.deep:DeepLoss",
              "LPIPS-style distance on ImageNet VGG16 features with the Watson paper's tuned linear weights.",
-             "deep", weight_files=_tuned("pnet_lin_vgg"), preset={"backbone": "vgg"}, paper=True),
+             "deep", weight_files=_tuned("pnet_lin_vgg"), preset={"backbone": "vgg"}, paper=True,
+             backbone_files=(_VGG16,)),
     LossInfo("Deeploss-Squeeze", "genloss.losses.deep:DeepLoss",
              "LPIPS-style distance on ImageNet SqueezeNet 1.1 features with the Watson paper's tuned linear "
              "weights.", "deep", weight_files=_tuned("pnet_lin_squeeze"), preset={"backbone": "squeeze"},
-             paper=True),
+             paper=True, backbone_files=(_SQUEEZENET,)),
 )
 for _info in _BUILTIN:
     _add(_info)

@@ -24,7 +24,7 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 
 from . import _env
@@ -44,6 +44,7 @@ __all__ = [
     "download",
     "find_local",
     "load_state_dict",
+    "missing_note",
     "resolve",
     "search_dirs",
     "sha256sum",
@@ -53,7 +54,16 @@ __all__ = [
 
 
 class WeightsUnavailableError(RuntimeError):
-    """A weight file is neither present locally nor downloadable."""
+    """A weight file is neither present locally nor downloadable.
+
+    Attributes:
+        name: the missing file's name (as in :data:`WEIGHT_FILES`), when known: callers that build
+            several files (a loss' tuned weights and its ImageNet backbone) can say which one is missing.
+    """
+
+    def __init__(self, message: str, name: str | None = None) -> None:
+        super().__init__(message)
+        self.name = name
 
 
 class ChecksumError(RuntimeError):
@@ -199,10 +209,10 @@ def download(
 
     spec = _spec(name)
     dest = Path(dest_dir) if dest_dir is not None else cache_dir()
+    if _env.offline():  # before creating any folder: offline, nothing is written
+        raise WeightsUnavailableError(_offline_message(spec, dest, f"{ENV_OFFLINE} is set"), spec.name)
     dest.mkdir(parents=True, exist_ok=True)
     target = dest / spec.name
-    if _env.offline():
-        raise WeightsUnavailableError(_offline_message(spec, dest, f"{ENV_OFFLINE} is set"))
     existed = target.is_file()
     lock_path = dest / f".{spec.name}.lock"
     errors = []
@@ -221,7 +231,7 @@ def download(
         # names, atomic rename), so removing it while another process waits cannot corrupt anything
         with contextlib.suppress(OSError):
             lock_path.unlink()
-    raise WeightsUnavailableError(_offline_message(spec, dest, "; ".join(errors)))
+    raise WeightsUnavailableError(_offline_message(spec, dest, "; ".join(errors)), spec.name)
 
 
 def _complete_and_verified(path: Path, spec: WeightFile) -> bool:
@@ -313,6 +323,32 @@ def _offline_message(spec: WeightFile, dest: Path, reason: str) -> str:
     )
 
 
+def missing_note(names: Sequence[str], backbones: Collection[str] = ()) -> str:
+    """One line saying which files are missing and how to provide them (for a loss that could not be built).
+
+    ``backbones``: which of ``names`` are a loss' ImageNet backbone (named so: a user who fetched the
+    tuned weights may not know that the loss needs a second, large file).
+    """
+
+    def label(name: str) -> str:
+        spec = WEIGHT_FILES.get(name)
+        if spec is None:
+            return name
+        if name in backbones:
+            return f"{name} (torchvision's ImageNet backbone, {spec.size_text})"
+        return f"{name} (tuned weights)" if spec.default else f"{name} ({spec.size_text})"
+
+    listed = [label(n) for n in names]
+    text = "missing " + (", ".join(listed[:-1]) + " and " + listed[-1] if len(listed) > 1 else listed[0])
+    known = [n for n in names if n in WEIGHT_FILES]
+    if known:
+        text += f": run `genloss weights download {' '.join(known)}` when online,"
+    text += f" or put {'them' if len(names) > 1 else 'it'} into a folder named by {ENV_WEIGHTS_DIR}"
+    if any(WEIGHT_FILES[n].torch_hub for n in known):
+        text += f" (torchvision's files also into {ENV_BACKBONE_DIR} or torch's hub cache {_torch_hub_checkpoints()})"
+    return text
+
+
 def resolve(
     name: str | WeightFile,
     weights_dir: str | os.PathLike | None = None,
@@ -325,7 +361,7 @@ def resolve(
     if local is not None:
         return local
     if not download_if_missing:
-        raise WeightsUnavailableError(_offline_message(spec, cache_dir(), "download disabled"))
+        raise WeightsUnavailableError(_offline_message(spec, cache_dir(), "download disabled"), spec.name)
     return download(spec, progress=progress)
 
 

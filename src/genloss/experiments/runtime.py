@@ -35,6 +35,7 @@ import os
 import statistics
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -703,14 +704,32 @@ def _canonical_names(names: list[str]) -> list[str]:
     return out
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's help text, wrapped without breaking words at their hyphens.
+
+    argparse wraps with textwrap's default ``break_on_hyphens=True``, which cut the mode name
+    ``max-autotune-no-cudagraphs`` into ``max-`` / ``autotune-no-cudagraphs`` at 80 columns.
+    """
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return textwrap.fill(" ".join(text.split()), width, initial_indent=indent, subsequent_indent=indent,
+                             break_on_hyphens=False)
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="genloss bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="genloss bench", description=__doc__.split("\n\n")[0],
+                                formatter_class=_HelpFormatter)
     p.add_argument("--losses", nargs="*", help="losses to time (default: every registered loss)")
-    p.add_argument("--colorspaces", nargs="*", default=["RGB", "LA"], choices=["RGB", "LA"])
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--colorspaces", nargs="*", default=["RGB", "LA"], choices=["RGB", "LA"],
+                   help="colour spaces to time (default: both)")
+    p.add_argument("--batch", type=int, default=128, help="images per batch (default: 128, the paper's)")
+    p.add_argument("--size", type=int, default=64, help="image side in pixels (default: 64, the paper's)")
     p.add_argument("--repeats", type=int, default=7, help="timed iterations per implementation (median)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--memory", action="store_true", help="also measure peak memory (one subprocess per case on CPU)")
     p.add_argument("--original", default=os.environ.get(_env.ORIGINAL_REPO),

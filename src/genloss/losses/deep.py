@@ -183,7 +183,8 @@ def backbone_state_dict(
     except _weights.WeightsUnavailableError as e:
         raise _weights.WeightsUnavailableError(
             f"{e}\n(pretrained_backbone=False gives a random {spec.name} backbone, for tests only: not a "
-            "meaningful metric; or pass backbone_weights='/path/to/" + spec.file_name + "'.)"
+            "meaningful metric; or pass backbone_weights='/path/to/" + spec.file_name + "'.)",
+            e.name,
         ) from None
 
 

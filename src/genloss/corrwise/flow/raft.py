@@ -316,7 +316,8 @@ def _original_state(name: str, weights_dir) -> dict:
         raise W.WeightsUnavailableError(
             f"RAFT checkpoint {fname!r} was not found. princeton-vl distributes it inside\n    {_ORIGINAL_ZIP}\n"
             f"(unzip it and put {fname} into {W.cache_dir()}, a folder passed as weights_dir=..., "
-            f"or one named in {W.ENV_WEIGHTS_DIR})."
+            f"or one named in {W.ENV_WEIGHTS_DIR}).",
+            fname,
         )
     return load_checkpoint_file(path)
 
