@@ -163,8 +163,9 @@ def test_numpy_numbers_are_accepted_as_plain_numbers(name):
     import numpy as np
 
     base = _offline_options(name, image_size(name))
-    loss = loss_info(name).build(**{**base, "value_range": np.array([0.0, 255.0], dtype=np.float32)})
-    assert loss.value_range == (0.0, 255.0) and all(type(v) is float for v in loss.value_range)
+    for given in (np.array([0.0, 255.0], dtype=np.float32), torch.tensor([0.0, 255.0]), (np.int64(0), 255)):
+        loss = loss_info(name).build(**{**base, "value_range": given})
+        assert loss.value_range == (0.0, 255.0) and all(type(v) is float for v in loss.value_range)
 
 
 def test_a_module_cast_to_16_bit_is_refused_and_float_restores_it(name):
@@ -184,6 +185,16 @@ def test_a_module_cast_to_16_bit_is_refused_and_float_restores_it(name):
         build(name).eval().half()(x, y)
     restored = build(name).eval().double().float()  # casts that round nothing are fine
     torch.testing.assert_close(restored(x, y), want)
+    # 16-bit parameters that no cast of the module made: loaded with assign=True, or swapped in for a call
+    halves = {k: v.half() if v.is_floating_point() else v for k, v in restored.state_dict().items()}
+    assigned = build(name).eval()
+    assigned.load_state_dict(halves, assign=True, strict=False)
+    if any(p.dtype == torch.float16 for p in assigned.parameters()):
+        with pytest.raises(TypeError, match="parameters are torch.float16"):
+            assigned(x, y)
+    params = {k: v.half() for k, v in restored.named_parameters()}
+    with pytest.raises(TypeError, match="parameters are torch.float16"):
+        torch.func.functional_call(restored, params, (x, y))
 
 
 def test_forward_on_meta_tensors_gives_the_shape_without_reading_values(name):
@@ -204,10 +215,11 @@ def test_deferred_initialisation_gives_the_same_value_or_refuses(name):
             lazy = build(name)
         except (RuntimeError, NotImplementedError):  # building itself on meta may fail loudly
             return
+    x, y = pair(name)
+    assert lazy(x.to("meta"), y.to("meta")).is_meta  # built in the context: its constants are on meta too
     lazy = lazy.to_empty(device="cpu")
     lazy.load_state_dict(ref.state_dict())
     lazy.eval()
-    x, y = pair(name)
     if getattr(lazy, "_meta_constants", ()):
         with pytest.raises(RuntimeError, match="built on the meta device"):
             lazy(x, y)
@@ -257,7 +269,7 @@ def test_functional_twin_works_whatever_the_context_of_its_first_call(name, firs
     twin, call_kw, loss = _twin_and_class(name)
     x, y = pair(name, dtype=torch.float64)
     loss = loss.double()
-    _twin._cached.cache_clear()
+    _twin.clear_cache()
     if first == "inference_mode":
         with torch.inference_mode():
             torch.testing.assert_close(twin(x, y, **call_kw), loss(x, y).detach())
@@ -276,13 +288,52 @@ def test_functional_twin_works_whatever_the_context_of_its_first_call(name, firs
     torch.testing.assert_close(xr.grad, xl.grad)
 
 
+def test_functional_twin_takes_list_options_as_configs_give_them():
+    """A config's value_range is a list: the twin keys its cache on a typed copy (lists as tuples), never on
+    the unhashable list itself (which raised "unhashable type: 'list'")."""
+    from genloss.functional import _twin, l1, ssim
+
+    x = torch.rand(1, 3, 16, 16)
+    _twin.clear_cache()
+    torch.testing.assert_close(ssim(x, x.flip(-1), value_range=[0, 1]), ssim(x, x.flip(-1), value_range=(0, 1)))
+    torch.testing.assert_close(l1(x * 2 - 1, x, value_range=[-1, 1]), L1ForTwin(value_range=(-1, 1))(x * 2 - 1, x))
+
+
+def L1ForTwin(**kw):  # noqa: N802
+    return genloss.L1Loss(**kw)
+
+
+def test_functional_twin_first_call_in_an_atexit_handler_and_ctrl_c_during_a_build():
+    """Real processes: a first call at interpreter shutdown (no new threads) builds in place; Ctrl-C during a
+    slow build (a backbone download, say; here a build made slow) stops the caller at once instead of
+    waiting for the build thread."""
+    import signal
+    import time
+
+    code = ("import atexit, torch\nfrom genloss.functional import l1\n"
+            "atexit.register(lambda: print('at exit', float(l1(torch.ones(1, 3, 8, 8), torch.zeros(1, 3, 8, 8)))))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "at exit 192.0" in out.stdout, out.stderr[-1000:]
+    slow = ("import time, torch\nfrom genloss.functional import _twin, l1\nbuild = _twin._build\n"
+            "_twin._build = lambda *a: (time.sleep(60), build(*a))[1]\nprint('building', flush=True)\n"
+            "l1(torch.ones(1, 3, 8, 8), torch.zeros(1, 3, 8, 8))\n")
+    proc = subprocess.Popen([sys.executable, "-c", slow], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "building"
+    time.sleep(1.0)
+    start = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert time.monotonic() - start < 10, "the caller waited for the build thread"
+    assert "KeyboardInterrupt" in err and proc.returncode != 0
+
+
 def test_functional_twin_cache_tells_option_types_apart():
     """11, 11.0 and True are equal as dict keys: a value the class refuses must be refused by the twin also
     after an accepted value of another type built and cached an instance."""
     from genloss.functional import _twin, ssim
 
     x = torch.rand(1, 3, 16, 16)
-    _twin._cached.cache_clear()
+    _twin.clear_cache()
     ssim(x, x, window=11)
     with pytest.raises(TypeError, match="window must be an integer, got 11.0"):
         ssim(x, x, window=11.0)

@@ -683,30 +683,3 @@ def test_integer_and_size_options_refuse_bools_and_floats():
     assert CorrWise(nn.L1Loss(), flow_size=np.int64(32)).flow_size == (32, 32)
     # a NumPy float within [0, 1) was refused with "must be in [0, 1)"
     assert CorrWise(nn.L1Loss(), scale_clip=np.float32(0.25)).scale_clip == 0.25
-
-
-@pytest.mark.parametrize("flow", ["coarse2fine", "pwcnet"])
-def test_state_dict_leaves_out_a_flow_built_by_name(flow):
-    """Like DeepLoss' backbone, a flow network built from its name is restored from its weight files: a
-    model holding CorrWise(..., flow='pwcnet') saved its 9.4M frozen values in every checkpoint. A flow
-    module passed in is the user's own state and stays; old state dicts with the flow's keys still load."""
-    kw = {} if flow == "coarse2fine" else {"flow_kwargs": {"weights": None}}
-    torch.manual_seed(0)
-    loss = CorrWise(SSIMLossFor(), flow=flow, **kw)
-    sd = loss.state_dict()
-    assert not [k for k in sd if k.startswith("flow.")]
-    assert list(sd) == [f"base_loss.{k}" for k in loss.base_loss.state_dict()]
-    torch.manual_seed(1)
-    other = CorrWise(SSIMLossFor(), flow=flow, **kw)
-    assert not other.load_state_dict(sd).missing_keys
-    if flow == "pwcnet":  # the flow's keys, as saved before, load into the flow
-        old = {**sd, **{f"flow.{k}": v for k, v in loss.flow.state_dict().items()}}
-        other.load_state_dict(old)
-        assert all(torch.equal(a, b) for a, b in zip(other.flow.state_dict().values(),
-                                                     loss.flow.state_dict().values(), strict=True))
-        own = CorrWise(nn.L1Loss(), flow=loss.flow)  # a module passed in: the user's state
-        assert {f"flow.{k}" for k in loss.flow.state_dict()} <= set(own.state_dict())
-
-
-def SSIMLossFor() -> nn.Module:  # noqa: N802  (a base loss with state of its own: tuned-parameter-like buffers)
-    return get_loss("Watson-DCT", pretrained=False)

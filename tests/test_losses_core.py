@@ -362,3 +362,19 @@ def test_each_loss_class_has_its_own_forward_code_and_inherited_forwards_are_kep
     assert FromDoubled()(x, y) == Doubled()(x, y)  # the intermediate class' forward, doubled
     torch.testing.assert_close(Doubled()(x, y), 2 * (x - y).abs().sum())
     assert MixedL1()(x, y) == -1.0
+
+
+def test_a_user_loss_without_future_annotations_gets_its_options_checked_by_kind():
+    """Written without `from __future__ import annotations` a class' annotations are types (bool, float,
+    Optional[float]), not strings: the flag check used to miss them, so squared='False' turned it on."""
+    from _plain_annotations import PlainAnnotationsLoss
+
+    with pytest.raises(TypeError, match="PlainAnnotationsLoss: squared must be True or False, got 'False'"):
+        PlainAnnotationsLoss(squared="False")
+    with pytest.raises(ValueError, match="gain must be a finite number, got nan"):
+        PlainAnnotationsLoss(gain=float("nan"))
+    with pytest.raises(TypeError, match="repeats must be an integer, got True"):
+        PlainAnnotationsLoss(repeats=True)
+    with pytest.raises(TypeError, match="bias must be a number or None, got '1'"):
+        PlainAnnotationsLoss(bias="1")
+    assert PlainAnnotationsLoss(bias=None, gain=2).gain == 2.0

@@ -323,7 +323,7 @@ def test_functional_twin_compiles_fullgraph_warm_or_cold(warm):
     from genloss.functional import _twin
 
     torch._dynamo.reset()
-    _twin._cached.cache_clear()
+    _twin.clear_cache()
     x, y = torch.rand(2, 3, 24, 24), torch.rand(2, 3, 24, 24)
     if warm:
         ssim(x, y, window=7)

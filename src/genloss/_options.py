@@ -10,6 +10,7 @@ import importlib
 import inspect
 import math
 import numbers
+import typing
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -68,6 +69,23 @@ _CHECKED = {"bool": "flag", "int": "integer", "int | None": "integer or None", "
             "float | None": "number or None"}
 
 
+def _annotation_text(annotation: Any) -> str | None:
+    """An annotation as :data:`_CHECKED` spells it: the string itself (``from __future__ import annotations``),
+    or the text of ``bool``, ``int``, ``float`` and their ``| None`` / ``Optional`` forms (a user's class
+    written without that import); ``None`` for anything else."""
+    if isinstance(annotation, str):
+        return annotation
+    plain = {bool: "bool", int: "int", float: "float"}
+    if annotation in plain:
+        return plain[annotation]
+    args = set(typing.get_args(annotation))
+    if type(None) in args and len(args) == 2:
+        (other,) = args - {type(None)}
+        if other in (int, float):
+            return f"{plain[other]} | None"
+    return None
+
+
 def _checked_option(owner: str, name: str, kind: str, value: Any) -> Any:
     """``value`` if it is of the option's ``kind`` (as a plain Python number), else a ``TypeError`` or,
     for a non-finite number, a ``ValueError``, each naming ``owner`` and the option."""
@@ -104,7 +122,7 @@ def strict_options(init: Callable[..., None]) -> Callable[..., None]:
     constructor's own range checks run after these.
     """
     sig = inspect.signature(init)
-    kinds = {n: _CHECKED[p.annotation] for n, p in sig.parameters.items() if p.annotation in _CHECKED}
+    kinds = {n: _CHECKED[a] for n, p in sig.parameters.items() if (a := _annotation_text(p.annotation)) in _CHECKED}
     if not kinds or getattr(init, "_strict_options", False):
         return init
     # the names of positional arguments after self, by position: plain tuples and dicts at call time (no

@@ -27,6 +27,8 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
+import sys
+import warnings
 from collections.abc import Iterator, Mapping, Sequence, Set
 
 import torch
@@ -65,12 +67,31 @@ def check_value_range(value_range: object) -> ValueRange:
         pair = tuple(value_range)  # type: ignore[arg-type]  (a tuple, a list, a config's list, an array)
     except TypeError:
         raise TypeError(message) from None
-    if len(pair) != 2 or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in pair):
+    if len(pair) != 2 or not all(_is_real(v) for v in pair):
         raise TypeError(message)
     lo, hi = (float(v) for v in pair)
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise ValueError(f"value_range must be finite with lo < hi, got {value_range!r}")
     return lo, hi
+
+
+def _is_real(v: object) -> bool:
+    """A real number: not a bool; a one-element tensor of a real dtype counts (``torch.tensor([0., 1.])``)."""
+    if isinstance(v, torch.Tensor):
+        return v.numel() == 1 and v.dtype != torch.bool and not v.is_complex()
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def warn_caller(message: str, category: type[Warning] = UserWarning) -> None:
+    """``warnings.warn`` attributed to the first frame outside genloss (the user's line that built the loss).
+
+    A fixed ``stacklevel`` points into genloss' own constructor wrappers when they add frames, and the
+    default filter then shows such a warning once per process for every loss built anywhere.
+    """
+    frame, level = sys._getframe(1), 2  # (stacklevel 2: the frame that called warn_caller)
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] == "genloss":
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
 
 
 def check_image(

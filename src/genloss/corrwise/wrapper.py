@@ -264,8 +264,6 @@ class CorrWise(nn.Module):
         self.base_loss = base_loss
         if flow is None:
             flow = DEFAULT_FLOW
-        #: a registered estimator built here from its name: its network comes from its own weight files
-        self._flow_by_name = isinstance(flow, str)
         if isinstance(flow, str):
             check_flow_options(flow, dict(flow_kwargs or {}))
             flow = get_flow(flow, **dict(flow_kwargs or {}))
@@ -293,8 +291,6 @@ class CorrWise(nn.Module):
         self.device = torch.device(device) if device is not None else None
         if self.device is not None and isinstance(self.flow, nn.Module):
             self.flow.to(self.device)
-        self.register_state_dict_post_hook(_drop_named_flow_keys)
-        self.register_load_state_dict_pre_hook(_keep_named_flow)
 
     @classmethod
     def from_config(cls, base_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
@@ -501,21 +497,3 @@ class CorrWise(nn.Module):
             penalty = R.large_flow_penalty if self.faithful_edge_penalty else R.out_of_frame_penalty
             terms["out_of_frame"] = self.out_of_frame_weight * sum(penalty(f) for f, _ in flows_and_images) / k
         return terms
-
-
-def _drop_named_flow_keys(module: CorrWise, state_dict: dict, prefix: str, local_metadata: Any) -> None:
-    # A flow estimator built from its name (flow="raft", the default) is restored from its weight files
-    # like DeepLoss' backbone: its network is no state of the loss (RAFT's 5M values would otherwise be in
-    # every checkpoint of a model that holds the loss). A flow module passed in stays in the state dict.
-    if module._flow_by_name:
-        for key in [k for k in state_dict if k.startswith(prefix + "flow.")]:
-            del state_dict[key]
-
-
-def _keep_named_flow(module: CorrWise, state_dict: dict, prefix: str, local_metadata: Any, strict: bool,
-                     missing_keys: list, unexpected_keys: list, error_msgs: list) -> None:
-    # Called on the copy that load_state_dict makes: absent keys of a named flow keep its network;
-    # present ones (a checkpoint saved before they were left out, a fine-tuned flow) load.
-    if module._flow_by_name and isinstance(module.flow, nn.Module):
-        for name, t in module.flow.state_dict(prefix=prefix + "flow.", keep_vars=True).items():
-            state_dict.setdefault(name, t)

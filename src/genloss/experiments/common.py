@@ -33,6 +33,7 @@ The API is deliberately small and stable: :func:`fit`, :func:`build_trainer`,
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import itertools
 import os
@@ -194,19 +195,24 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
 
 
 def check_state_dict(path: str | Path, saved: dict[str, Any], model: nn.Module) -> None:
-    """Raise a :class:`CheckpointError` unless ``saved`` has exactly the keys and shapes of ``model``'s state."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in saved]
-    unexpected = [k for k in saved if k not in own]
-    wrong = [f"{k} is {tuple(saved[k].shape)} in the checkpoint but {tuple(own[k].shape)} in the model"
-             for k in own if k in saved and isinstance(saved[k], torch.Tensor) and saved[k].shape != own[k].shape]
+    """Raise a :class:`CheckpointError` unless ``model`` would load ``saved`` strictly.
+
+    Decided by ``load_state_dict`` itself, on a copy of the model: its modules' own rules apply (state
+    dicts of an earlier version that lack a key a module treats as optional, the deep losses' absent
+    backbone keys, a refused Adaptive state saved with another layout), and the model is not changed.
+    """
+    probe = copy.deepcopy(model)
     problems = []
-    if wrong:
-        problems.append(wrong[0] + (f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""))
-    if missing:
-        problems.append(f"missing {', '.join(missing[:3])}" + (" ..." if len(missing) > 3 else ""))
-    if unexpected:
-        problems.append(f"unexpected {', '.join(unexpected[:3])}" + (" ..." if len(unexpected) > 3 else ""))
+    try:
+        result = probe.load_state_dict(saved, strict=False)
+    except (RuntimeError, ValueError) as e:  # shape mismatches, refused extra state
+        problems.append(" ".join(str(e).split())[:400])
+    else:
+        missing, unexpected = result.missing_keys, result.unexpected_keys
+        if missing:
+            problems.append(f"missing {', '.join(missing[:3])}" + (" ..." if len(missing) > 3 else ""))
+        if unexpected:
+            problems.append(f"unexpected {', '.join(unexpected[:3])}" + (" ..." if len(unexpected) > 3 else ""))
     if problems:
         raise CheckpointError(f"checkpoint {path} does not fit the model of this config ({'; '.join(problems)}); "
                               "use the settings it was trained with, or another output.dir")

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-import concurrent.futures
-import functools
+import threading
+from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Any
 
 import torch
 from torch import nn
+
+#: instances kept (least recently used ones are dropped beyond this)
+CACHE_SIZE = 32
+
+_cache: OrderedDict[Hashable, nn.Module] = OrderedDict()
+_lock = threading.Lock()
 
 
 def _build(cls: type[nn.Module], options: dict[str, Any], device: torch.device) -> nn.Module:
@@ -25,28 +31,60 @@ def _build_plainly(cls: type[nn.Module], options: dict[str, Any], device: torch.
     its tensors would be the transform's wrapped ones, and construction itself fails on ``.data`` or
     random initialisation. Inference mode, grad mode, autocast, functorch's transforms and torch
     function modes (``with torch.device(...)``) are all thread-local, so a fresh thread builds the
-    same instance as a plain call in any context.
+    same instance as a plain call in any context. The caller waits in an interruptible join (Ctrl-C
+    during a long build, e.g. a backbone download, stops the caller at once; the daemon thread does not
+    keep the process alive). Where no thread can be started (interpreter shutdown) it builds in place.
     """
     if torch.compiler.is_compiling():  # (Dynamo traces the build itself; it cannot trace a thread)
         return _build(cls, options, device)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(_build, cls, options, device).result()
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["module"] = _build(cls, options, device)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            outcome["error"] = e
+
+    worker = threading.Thread(target=run, name="genloss-functional-build", daemon=True)
+    try:
+        worker.start()
+    except RuntimeError:  # no new threads at interpreter shutdown (an atexit handler)
+        with torch.inference_mode(False):
+            return _build(cls, options, device)
+    worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["module"]
 
 
 def _typed(value: Any) -> Hashable:
     """A cache key for an option value that tells ``11``, ``11.0`` and ``True`` apart (equal and equally
     hashed in Python, but the class validates them differently: an option it refuses in one type must not
-    be served by an instance cached for another)."""
+    be served by an instance cached for another). Lists become tuples (a config's ``value_range``)."""
     if isinstance(value, (tuple, list)):
         return type(value), tuple(_typed(v) for v in value)
     return type(value), value
 
 
-@functools.lru_cache(maxsize=32)
-def _cached(cls: type[nn.Module], key: Hashable, options: tuple[tuple[str, Any], ...],
-            device: torch.device) -> nn.Module:
-    # (key, not options, decides the cache hit: lru_cache compares arguments with ==)
-    return _build_plainly(cls, dict(options), device)
+def clear_cache() -> None:
+    """Drop every cached instance (the next call of each twin builds its instance anew)."""
+    with _lock:
+        _cache.clear()
+
+
+def _instance(cls: type[nn.Module], key: Hashable, options: dict[str, Any], device: torch.device) -> nn.Module:
+    with _lock:
+        loss = _cache.get(key)
+        if loss is not None:
+            _cache.move_to_end(key)
+            return loss
+    loss = _build_plainly(cls, options, device)  # (outside the lock: a build may download for minutes)
+    with _lock:
+        loss = _cache.setdefault(key, loss)  # a concurrent first call's instance, if it came first
+        _cache.move_to_end(key)
+        while len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
+    return loss
 
 
 def call_loss(cls: type[nn.Module], input: torch.Tensor, target: torch.Tensor, **options: Any) -> torch.Tensor:
@@ -59,11 +97,12 @@ def call_loss(cls: type[nn.Module], input: torch.Tensor, target: torch.Tensor, *
     ``torch.inference_mode``, ``torch.func`` transforms and device context, so that the first call's
     context does not decide what later calls can do.
     """
-    items = tuple(sorted(options.items()))
     device = input.device if isinstance(input, torch.Tensor) else torch.device("cpu")
     try:
-        key = tuple((name, _typed(value)) for name, value in items)
+        key = (cls, device, tuple((name, _typed(value)) for name, value in sorted(options.items())))
         hash(key)
-    except TypeError:  # an unhashable option (e.g. a list inside a tuple, a state dict)
+    except TypeError:  # an unhashable option (e.g. a state dict)
         return _build_plainly(cls, options, device)(input, target)
-    return _cached(cls, key, items, device)(input, target)
+    if torch.compiler.is_compiling():  # (Dynamo does not trace the lock: it traces the build, as before)
+        return _build(cls, options, device)(input, target)
+    return _instance(cls, key, options, device)(input, target)

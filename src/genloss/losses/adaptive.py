@@ -28,14 +28,15 @@ reproduces the published numbers) and ``'nchw'`` otherwise.
 
 from __future__ import annotations
 
+import math
 import operator
 import os
-import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
+from .._validation import warn_caller
 from ..transforms.color import as_grey, syuv_matrix
 from ..transforms.dct import dct_matrix
 from ..weights import load_state_dict
@@ -230,12 +231,10 @@ class AdaptiveLoss(ImageLoss):
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS} or None, got {layout!r}")
         if pretrained and layout != "original":
-            warnings.warn(
+            warn_caller(
                 "the tuned Adaptive parameters were fitted in the 'original' layout; with "
                 f"layout={layout!r} each parameter is applied to a different coefficient than it was "
-                "tuned for",
-                UserWarning,
-                stacklevel=2,
+                "tuned for"
             )
         if not 0.0 <= alpha_lo < alpha_hi <= 2.0:
             raise ValueError(f"need 0 <= alpha_lo < alpha_hi <= 2, got {alpha_lo}, {alpha_hi}")
@@ -257,6 +256,7 @@ class AdaptiveLoss(ImageLoss):
         self.latent_alpha = nn.Parameter(torch.zeros(size))
         self.latent_scale = nn.Parameter(torch.zeros(size))
         self._register_constants(partition_spline(partition, weights_dir), layout, size)
+        self._register_meaning()
         if pretrained:
             weights = convert_original_state_dict(load_state_dict(WEIGHT_FILES[colorspace], weights_dir))
             self.load_state_dict(weights)
@@ -302,50 +302,64 @@ class AdaptiveLoss(ImageLoss):
             buf = getattr(self, name)
             if buf.dtype != torch.float64 and buf.device.type != "mps":
                 setattr(self, name, self._constants[name].to(buf.device))
+        meaning = getattr(self, "latent_meaning", None)  # (None while the constructor registers the constants)
+        if meaning is not None and meaning.device.type not in ("meta", "mps"):
+            self.latent_meaning = self._meaning().to(meaning.device)  # exact again after .half() or to_empty()
         return self
 
     # ---------------------------------------------------------------------------------------------
     # state dict: what the parameters mean
     # ---------------------------------------------------------------------------------------------
 
-    def _parameter_meaning(self) -> dict[str, object]:
-        # the options that decide what the latents stand for: the coefficient each one belongs to
-        # (layout) and the maps of latents to alpha and scale (their ranges)
-        return {"layout": self.layout, "alpha_lo": self.alpha_lo, "alpha_hi": self.alpha_hi,
-                "scale_lo": self.scale_lo, "scale_init": self.scale_init}
+    def _meaning(self) -> torch.Tensor:
+        # the options that decide what the latents stand for: the coefficient each one belongs to (layout)
+        # and the maps of latents to alpha and scale (their ranges); float64, exact for these values
+        return torch.tensor([float(LAYOUTS.index(self.layout)), self.alpha_lo, self.alpha_hi, self.scale_lo,
+                             self.scale_init], dtype=torch.float64, device="cpu")
 
-    def get_extra_state(self) -> dict[str, object]:
-        """Saved with the state dict (``_extra_state``): the options that give the latents their meaning."""
-        return self._parameter_meaning()
+    def _register_meaning(self) -> None:
+        # A tensor in the state dict (not extra state: code that detaches, averages or saves every value of a
+        # state dict as a tensor keeps working), set anew from the options after every cast or move.
+        self.register_buffer("latent_meaning", self._meaning())
 
-    def set_extra_state(self, state: object) -> None:
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        key = prefix + "latent_meaning"
+        if key in state_dict:
+            self._check_meaning(state_dict[key])
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        # state dicts from before (and the converted weight files) carry no meaning: loaded as before, they
+        # are not missing anything; the loaded value is this loss' own anyway (checked above)
+        if key in missing_keys:
+            missing_keys.remove(key)
+        self.latent_meaning = self._meaning().to(self.latent_meaning.device)
+
+    def _check_meaning(self, saved: torch.Tensor) -> None:
         """Refuse a state dict whose latents meant other things (another layout or other ranges).
 
         Raises:
             ValueError: the saving loss had other such options; the message names them and their
                 values, to build this loss with.
         """
-        own = self._parameter_meaning()
-        saved = dict(state) if isinstance(state, Mapping) else {}
-        differ = {k: v for k, v in saved.items() if k in own and own[k] != v}
+        names = ("layout", "alpha_lo", "alpha_hi", "scale_lo", "scale_init")
+        values = saved.detach().to("cpu", torch.float64).flatten().tolist()
+        # own values rounded as the saved ones were (a state dict saved in 16 bit rounds them too)
+        own = self._meaning().to(saved.dtype if saved.is_floating_point() else torch.float64).double().tolist()
+        if len(values) != len(own):
+            raise ValueError(f"latent_meaning of this state dict has {len(values)} values, expected {len(own)}")
+        differ = [(n, v, o) for n, v, o in zip(names, values, own, strict=True)
+                  if not math.isclose(v, o, rel_tol=1e-6, abs_tol=0.0)]
         if differ:
-            saved_with = ", ".join(f"{k}={v!r}" for k, v in differ.items())
-            this = ", ".join(f"{k}={own[k]!r}" for k in differ)
+            def shown(name: str, v: float) -> str:
+                return repr(LAYOUTS[int(v)]) if name == "layout" and int(v) in range(len(LAYOUTS)) else f"{v:g}"
+            saved_with = ", ".join(f"{n}={shown(n, v)}" for n, v, _ in differ)
+            this = ", ".join(f"{n}={shown(n, o)}" for n, _, o in differ)
             raise ValueError(
                 f"this AdaptiveLoss state dict was saved with {saved_with}, and this loss has {this}: its "
                 "parameters would be applied to other coefficients or mapped to other values; build the "
                 f"loss with {saved_with} to load it"
             )
-
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                              error_msgs) -> None:
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                                      error_msgs)
-        # state dicts from before the extra state (and the converted weight files) carry no meaning:
-        # loaded as before, they are not missing anything
-        key = prefix + "_extra_state"
-        if key in missing_keys:
-            missing_keys.remove(key)
 
     # ---------------------------------------------------------------------------------------------
     # parameters

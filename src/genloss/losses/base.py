@@ -104,8 +104,9 @@ class ImageLoss(nn.Module):
     min_size: int | tuple[int, int] | None = None
     #: tensors outside the state dict that were built on the meta device (see _notes_meta_constants)
     _meta_constants: tuple[str, ...] = ()
-    #: names of parameters that a dtype cast of the module (.half(), model.bfloat16()) made 16 bit
-    _rounded_parameters: tuple[str, ...] = ()
+    #: True for a loss whose ``_apply`` sets every tensor outside its state dict anew from its options (so
+    #: ``to_empty()`` after a build on the meta device leaves nothing uninitialised)
+    _rebuilds_constants: bool = False
 
     def __init__(
         self,
@@ -136,8 +137,12 @@ class ImageLoss(nn.Module):
         """
         if self._meta_constants and not input.is_meta:
             raise RuntimeError(_meta_message(self))
-        if self._rounded_parameters:
-            raise TypeError(_rounded_message(self))
+        # .half() / .bfloat16() of the loss or of a model that holds it (or 16-bit tensors loaded with
+        # assign=True, or passed to torch.func.functional_call) round the tuned parameters and a backbone's;
+        # 16-bit images are computed in float32 anyway, so the only effect would be a silently different value
+        for p in self.parameters():
+            if p.dtype in (torch.float16, torch.bfloat16):
+                raise TypeError(_rounded_message(self))
         input, target = prepare_pair(
             input, target, channels=self.channels, min_size=self.min_size, value_range=self.value_range,
             budget=self._checks,
@@ -148,15 +153,6 @@ class ImageLoss(nn.Module):
             return reduce_batch(self.per_image(input, target), self.reduction)
 
     forward._image_loss_forward = True  # type: ignore[attr-defined]  # see __init_subclass__
-
-    def _apply(self, fn, recurse: bool = True):
-        # .half() / .bfloat16() / .to(torch.float16), of the loss or of a model that holds it, round the
-        # tuned parameters (and a backbone's) to 16 bit; every loss computes 16-bit images in float32,
-        # so the only effect would be a silently different value: noted here, refused by forward
-        super()._apply(fn, recurse)
-        self._rounded_parameters = tuple(n for n, p in self.named_parameters()
-                                         if p.dtype in (torch.float16, torch.bfloat16))
-        return self
 
     def total(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Sum of :meth:`per_image` over the batch; losses with a cheaper direct sum override it."""
@@ -186,7 +182,7 @@ def _notes_meta_constants(init: Callable[..., None]) -> Callable[..., None]:
     @functools.wraps(init)
     def noting(self: ImageLoss, *args: object, **kwargs: object) -> None:
         init(self, *args, **kwargs)
-        if any(t.is_meta for t in (*self.parameters(), *self.buffers())):
+        if not self._rebuilds_constants and any(t.is_meta for t in (*self.parameters(), *self.buffers())):
             in_state = set(self.state_dict(keep_vars=True))
             named = (*self.named_parameters(), *self.named_buffers())
             self._meta_constants = tuple(n for n, t in named if t.is_meta and n not in in_state)
@@ -195,8 +191,9 @@ def _notes_meta_constants(init: Callable[..., None]) -> Callable[..., None]:
 
 
 def _rounded_message(loss: ImageLoss) -> str:
-    names = ", ".join(loss._rounded_parameters[:3]) + (", ..." if len(loss._rounded_parameters) > 3 else "")
-    dtype = dict(loss.named_parameters())[loss._rounded_parameters[0]].dtype
+    rounded = [(n, p.dtype) for n, p in loss.named_parameters() if p.dtype in (torch.float16, torch.bfloat16)]
+    names = ", ".join(n for n, _ in rounded[:3]) + (", ..." if len(rounded) > 3 else "")
+    dtype = rounded[0][1]
     return (
         f"{type(loss).__name__} parameters are {dtype} ({names}): a dtype cast of the module rounded them, and "
         "the loss would silently compute with the rounded values (it computes 16-bit images in float32 "

@@ -133,6 +133,7 @@ class _WatsonBase(ImageLoss):
     """Shared parameters, colour handling, shift and pooling of Watson-DCT and Watson-DFT."""
 
     block = 8
+    _rebuilds_constants = True  # (the transforms from their CPU masters, the DFT's phase mask; see _apply)
     min_size = 8
 
     def __init__(
@@ -226,9 +227,11 @@ class _WatsonBase(ImageLoss):
             transforms["frozen_norm"] = torch.full((1, 1), norm, dtype=torch.float64, device=cpu)
             transforms["frozen_basis"] = basis * self.block**2
         self._transform_masters = {name: t.contiguous() for name, t in transforms.items()}  # CPU, float64
+        # the buffers on the default device, as the parameters (meta inside `with torch.device("meta")`)
+        device = torch.get_default_device()
         for name, t in self._transform_masters.items():
-            self.register_buffer(f"_{name}_f32", t.float(), persistent=False)
-            self.register_buffer(f"_{name}_f64", t, persistent=False)
+            self.register_buffer(f"_{name}_f32", t.to(device, torch.float32), persistent=False)
+            self.register_buffer(f"_{name}_f64", t.to(device), persistent=False)
 
     def _apply(self, fn, recurse: bool = True):
         super()._apply(fn, recurse)
@@ -694,20 +697,23 @@ class WatsonDFT(_WatsonBase):
         k = self.block // 2 + 1
         self.t_tild = nn.Parameter(torch.zeros(self.n_channels, self.block, k))
         self.w_phase_tild = nn.Parameter(torch.full((self.n_channels, self.block, k), -2.0))
-        mask = torch.ones(self.block, k, device="cpu")  # (a master on the CPU, as the transforms', see _apply)
+        self.register_buffer("_phase_mask", self._phase_mask_values().to(torch.get_default_device()), persistent=False)
+
+    def _phase_mask_values(self) -> torch.Tensor:
+        """(B * (B//2+1),) on the CPU: 1, and 0 at the four real-valued frequencies (no phase)."""
+        mask = torch.ones(self.block, self.block // 2 + 1, device="cpu")
         half = self.block // 2
         for u, v in ((0, 0), (0, half), (half, 0), (half, half)):
             mask[u, v] = 0.0
-        self._phase_mask_master = mask.flatten()
-        self.register_buffer("_phase_mask", self._phase_mask_master.clone(), persistent=False)
+        return mask.flatten()
 
     def _apply(self, fn, recurse: bool = True):
         super()._apply(fn, recurse)
-        # set anew from its master, like the transforms: to_empty() (deferred initialisation) leaves
+        # set anew, like the transforms from their masters: to_empty() (deferred initialisation) leaves
         # buffers uninitialised, and this one is not in the state dict to be loaded
         mask = self._phase_mask
         if mask.device.type != "meta":
-            self._phase_mask = self._phase_mask_master.to(mask.device, mask.dtype)
+            self._phase_mask = self._phase_mask_values().to(mask.device, mask.dtype)
         return self
 
     @property
