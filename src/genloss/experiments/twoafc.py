@@ -8,10 +8,15 @@ human raters who found ``p1`` closer to ``ref``. A distance ``d`` agrees with th
 and the 2AFC score of a category is the mean over its triplets. Humans agree with each other by
 ``judge**2 + (1 - judge)**2`` on average (the "Human" row of the tables).
 
-``test(cfg)`` evaluates the configured losses per category, prints a table next to the paper's
-numbers (:data:`PAPER_2AFC`) and writes ``scores.csv`` / ``scores.json``.
+A config either evaluates losses (an ``eval:`` section; ``test`` only) or tunes one (a ``tune:``
+section; ``train``, then ``test`` evaluates the tuned weights); the two commands write different files.
 
-``train(cfg)`` tunes the parameters of one loss on the judgments as the paper did: the distances
+``test(cfg)`` of an evaluation config evaluates the configured losses per category, prints a table
+next to the paper's numbers (:data:`PAPER_2AFC`) and writes ``scores.csv`` / ``scores.json``; of a
+tuning config it evaluates the weights ``train`` tuned with it, into the same file names.
+
+``train(cfg)`` tunes the parameters of one loss on the judgments as the paper did (writing the
+before/after scores to ``tune_scores.csv`` / ``tune_scores.json``): the distances
 ``d0, d1`` are mapped to a probability that the raters prefer p1 by a ranking head, trained with
 binary cross-entropy against ``judge``:
 
@@ -233,6 +238,16 @@ def make_rank_head(name: str) -> nn.Module:
         raise ValueError(f"unknown ranking head {name!r}; expected one of {sorted(RANK_HEADS)}") from None
 
 
+#: the tuning checkpoint, under ``output.dir``: written after every epoch, resumed from by ``train``
+TUNE_CHECKPOINT = Path("checkpoints") / "tune_last.ckpt"
+
+
+def lr_factor(epoch: int, epochs: int, epochs_decay: int) -> float:
+    """The learning rate of 0-based ``epoch`` as a fraction of ``lr``: 1 for ``epochs`` epochs, then a
+    linear decay over ``epochs_decay`` more (the paper's ``update_learning_rate``; never 0 in the run)."""
+    return 1.0 if epoch < epochs else 1.0 - (epoch - epochs + 1) / max(1, epochs_decay + 1)
+
+
 def tune_loss(
     loss: nn.Module,
     dataset: TwoAFCDataset,
@@ -249,20 +264,34 @@ def tune_loss(
     progress: bool = True,
     log: Callable[[dict], None] | None = None,
     checkpoint: str | Path | None = None,
+    settings: dict[str, Any] | None = None,
+    setting_prefix: str = "",
 ) -> dict[str, Any]:
     """Fit the parameters of ``loss`` (``reduction='none'``) to the judgments of ``dataset``.
 
     Schedule of the paper: Adam (``beta1`` = 0.5) at ``lr`` for ``epochs`` epochs, then a linear
-    decay to 0 over ``epochs_decay`` more epochs. Every parameter of ``loss`` is unfrozen.
+    decay to 0 over ``epochs_decay`` more epochs (:func:`lr_factor`; the learning rate of each epoch
+    is set from it, so a resumed run has the learning rates of an uninterrupted one). Every
+    parameter of ``loss`` is unfrozen.
 
-    ``checkpoint``: a file written atomically after every epoch (loss, head, optimizer, schedule,
-    data order, history); when it exists the tuning continues from it, so a killed run loses at
-    most one epoch. A checkpoint of another loss or head raises a ``CheckpointError`` naming it.
+    ``checkpoint``: a file written atomically after every epoch (loss, head, optimizer, data order,
+    history, settings); when it exists the tuning continues from it, so a killed run loses at most
+    one epoch and then equals an uninterrupted run. A checkpoint that this call cannot continue raises
+    a ``CheckpointError`` naming the difference and is left unchanged: another loss or head, other
+    ``settings`` (default: ``lr``, ``beta1``, ``batch_size``, ``seed``, ``head``; each named with both
+    values), or a schedule under which its finished epochs would have had other learning rates.
+    ``epochs`` can be raised while the checkpoint's epochs all ran at the full rate (epochs added
+    before the decay); ``setting_prefix`` (e.g. ``'tune.'``) is how the messages name the schedule's
+    settings.
 
     Returns:
         ``{"head": module, "history": [{"epoch", "loss", "accuracy", "lr"}, ...], "resumed_from": path or None}``.
     """
     head_mod = make_rank_head(head) if isinstance(head, str) else head
+    if settings is None:
+        settings = {"lr": float(lr), "beta1": float(beta1), "batch_size": int(batch_size), "seed": int(seed),
+                    "head": head.lower() if isinstance(head, str) else type(head).__name__}
+    schedule = {"lr": float(lr), "epochs": int(epochs), "epochs_decay": int(epochs_decay)}
     loss.to(device).train()
     head_mod.to(device).train()
     params = [p for p in loss.parameters()]
@@ -272,21 +301,15 @@ def tune_loss(
         p.requires_grad_(True)
     optimizer = torch.optim.Adam(params + list(head_mod.parameters()), lr=lr, betas=(beta1, 0.999))
     total_epochs = epochs + epochs_decay
-
-    def lr_factor(epoch: int) -> float:  # constant, then linear decay to 0 (the paper's update_learning_rate)
-        return 1.0 if epoch < epochs else 1.0 - (epoch - epochs + 1) / max(1, epochs_decay + 1)
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator)
     history: list[dict[str, Any]] = []
     start, resumed_from = 0, None
     if checkpoint is not None and Path(checkpoint).is_file():
-        state = _read_tune_checkpoint(checkpoint, loss, head_mod)
+        state = _read_tune_checkpoint(checkpoint, loss, head_mod, settings, schedule, setting_prefix)
         loss.load_state_dict(state["state_dict"])
         head_mod.load_state_dict(state["head"])
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
         generator.set_state(state["generator"])
         history, start, resumed_from = list(state["history"]), int(state["epoch"]), str(checkpoint)
         for record in history:
@@ -294,6 +317,11 @@ def tune_loss(
                 log(record)
     bce = nn.BCELoss()
     for epoch in range(start, total_epochs):
+        # Set from the schedule, not carried over from the last epoch: a checkpoint's optimizer holds
+        # the rate its own schedule gave the next epoch (0 after its last decay epoch), which a resumed
+        # run with more epochs must not inherit.
+        for group in optimizer.param_groups:
+            group["lr"] = lr * lr_factor(epoch, epochs, epochs_decay)
         total, agree, n = 0.0, 0.0, 0
         for batch in _progress(loader, len(loader), f"tune epoch {epoch + 1}/{total_epochs}", progress):
             ref, p0, p1 = _triplet(batch, device, input_map)
@@ -309,14 +337,13 @@ def tune_loss(
             n += len(judge)
         record = {"epoch": epoch + 1, "loss": total / n, "accuracy": agree / n, "lr": optimizer.param_groups[0]["lr"]}
         history.append(record)
-        scheduler.step()
         if checkpoint is not None:
             from .common import atomic_torch_save
 
             atomic_torch_save({"state_dict": loss.state_dict(), "head": head_mod.state_dict(),
-                               "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                               "generator": generator.get_state(), "epoch": epoch + 1, "history": history},
-                              checkpoint)
+                               "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+                               "epoch": epoch + 1, "history": history, "settings": settings,
+                               "schedule": schedule}, checkpoint)
         if log is not None:
             log(record)
     loss.eval()
@@ -326,18 +353,57 @@ def tune_loss(
     return {"head": head_mod, "history": history, "resumed_from": resumed_from}
 
 
-def _read_tune_checkpoint(path: str | Path, loss: nn.Module, head: nn.Module) -> dict[str, Any]:
-    """A tuning checkpoint, loaded with ``weights_only=True`` and checked against ``loss`` and ``head``."""
-    from .common import CheckpointError, check_state_dict, read_checkpoint
+def _read_tune_checkpoint(path: str | Path, loss: nn.Module, head: nn.Module, settings: dict[str, Any] | None = None,
+                         schedule: dict[str, Any] | None = None, setting_prefix: str = "") -> dict[str, Any]:
+    """A tuning checkpoint, loaded with ``weights_only=True`` and checked against what would continue it.
+
+    Raises a ``CheckpointError`` (the file is not changed) when it is not a tuning checkpoint, when
+    its saved ``settings`` differ from ``settings`` (each difference named with both values; a
+    checkpoint of an earlier version has none saved), when ``schedule`` (``lr``, ``epochs``,
+    ``epochs_decay``) would have given one of its finished epochs another learning rate or has fewer
+    epochs than it finished, or when ``loss`` or ``head`` cannot load its state.
+    """
+    from .common import CheckpointError, _refuse_other_settings, check_state_dict, read_checkpoint
 
     state = read_checkpoint(path)
-    missing = [k for k in ("head", "optimizer", "scheduler", "generator", "epoch", "history") if k not in state]
+    missing = [k for k in ("head", "optimizer", "generator", "epoch", "history") if k not in state]
     if missing:
         raise CheckpointError(f"checkpoint {path} is not a 2AFC tuning checkpoint (no {', '.join(missing)}); "
                               "delete it or use another output.dir")
+    where = (f"use another output.dir, or set {setting_prefix}resume=false to start over in this one (its "
+             "checkpoint is then overwritten)") if setting_prefix else "use another checkpoint, or delete this one"
+    if settings is not None and isinstance(state.get("settings"), dict):
+        _refuse_other_settings(path, state["settings"], settings, f"resuming would continue that run with other "
+                               f"settings; {where}")
+    if schedule is not None:
+        _check_schedule(path, state, schedule, setting_prefix, where)
     check_state_dict(path, state["state_dict"], loss)
     check_state_dict(path, state["head"], head)
     return state
+
+
+def _check_schedule(path: str | Path, state: dict[str, Any], schedule: dict[str, Any], prefix: str,
+                    where: str) -> None:
+    """Refuse a schedule that disagrees with the learning rates a checkpoint's finished epochs ran at."""
+    from .common import CheckpointError
+
+    lr, epochs, decay = float(schedule["lr"]), int(schedule["epochs"]), int(schedule["epochs_decay"])
+    saved = state.get("schedule") if isinstance(state.get("schedule"), dict) else {}
+    changed = "; ".join(f"{prefix}{k}: {saved[k]!r} in the checkpoint, {v!r} now"
+                        for k, v in schedule.items() if k in saved and saved[k] != v)
+    changed = f" ({changed})" if changed else ""
+    done = int(state["epoch"])
+    if done > epochs + decay:
+        raise CheckpointError(f"checkpoint {path} has finished {done} epochs, more than {prefix}epochs + "
+                              f"{prefix}epochs_decay = {epochs + decay} now{changed}; {where}")
+    for record in state["history"]:
+        epoch = int(record["epoch"])
+        want = lr * lr_factor(epoch - 1, epochs, decay)
+        if not math.isclose(float(record["lr"]), want, rel_tol=1e-9, abs_tol=1e-15):
+            raise CheckpointError(
+                f"checkpoint {path} ran its epoch {epoch} at lr {float(record['lr']):g}, which this schedule "
+                f"would run at lr {want:g}{changed}: resuming would not give the run this schedule describes (a "
+                f"resumed run may only add {prefix}epochs before its decay has begun); {where}")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -493,10 +559,57 @@ def _paper_lookup(key: str) -> dict[str, float] | None:
     return PAPER_2AFC.get(paper_name(name, "LA" if rest else "RGB") or "")
 
 
-def write_results(results: dict[str, Any], out_dir: Path) -> dict[str, Path]:
-    """``scores.csv`` (one row per loss and category, with the paper's value) and ``scores.json``."""
+#: what each command writes its scores as, under ``output.dir``: ``test`` (of an evaluation or of a
+#: tuning config) ``scores.csv``/``.json``, ``train`` ``tune_scores.csv``/``.json``
+RESULT_STEMS = {"test": "scores", "train": "tune_scores"}
+
+#: the kinds of results (``"kind"`` in their JSON file) and what wrote them
+RESULT_KINDS = {
+    "losses": "an evaluation of losses (genloss test with an eval: config)",
+    "tuned": "an evaluation of tuned weights (genloss test with a tune: config)",
+    "tuning": "the before/after scores of a tuning run (genloss train)",
+}
+
+
+def _results_kind(json_path: Path) -> str | None:
+    """The kind of the results in ``json_path`` (inferred for files without one), ``None`` if unreadable."""
+    try:
+        saved = json.loads(json_path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(saved, dict):
+        return None
+    if saved.get("kind") in RESULT_KINDS:
+        return saved["kind"]
+    # written before results had a kind: train wrote "<loss> (before)" / "(tuned)" rows to scores.json
+    keys = saved.get("scores") if isinstance(saved.get("scores"), dict) else {}
+    return "tuning" if any(str(k).endswith(" (before)") for k in keys) else "losses"
+
+
+def _refuse_other_results(out_dir: Path, stem: str, kind: str) -> None:
+    """Raise a ``ValueError`` when ``out_dir/<stem>.json`` holds results of another kind than ``kind``."""
+    json_path = Path(out_dir) / f"{stem}.json"
+    if not json_path.is_file():
+        return
+    old = _results_kind(json_path)
+    if old is not None and old != kind:
+        raise ValueError(f"{json_path} holds {RESULT_KINDS[old]}; writing {RESULT_KINDS[kind]} there would replace "
+                         f"them. Use another output.dir, or move {stem}.json and {stem}.csv away")
+
+
+def write_results(results: dict[str, Any], out_dir: Path, stem: str = "scores",
+                  kind: str | None = None) -> dict[str, Path]:
+    """``<stem>.csv`` (one row per loss and category, with the paper's value) and ``<stem>.json``.
+
+    ``kind`` (one of :data:`RESULT_KINDS`) is written into the JSON file; results of another kind
+    already there are not replaced (a ``ValueError`` names them).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path, json_path = out_dir / "scores.csv", out_dir / "scores.json"
+    if kind is not None:
+        if kind not in RESULT_KINDS:
+            raise ValueError(f"kind must be one of {sorted(RESULT_KINDS)}, got {kind!r}")
+        _refuse_other_results(out_dir, stem, kind)
+    csv_path, json_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.json"
     with open(csv_path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["loss", "category", "score", "std", "n", "paper"])
@@ -505,7 +618,8 @@ def write_results(results: dict[str, Any], out_dir: Path) -> dict[str, Path]:
             for cat, v in cats.items():
                 w.writerow([key, cat, f"{v['score']:.6f}", "" if math.isnan(v["std"]) else f"{v['std']:.6f}",
                             v["n"], "" if cat not in paper else f"{paper[cat]:.3f}"])
-    payload = {**results, "paper": {k: _paper_lookup(k) for k in results["scores"]}}
+    payload = {**({"kind": kind} if kind is not None else {}), **results,
+               "paper": {k: _paper_lookup(k) for k in results["scores"]}}
     json_path.write_text(json.dumps(payload, indent=2, allow_nan=True))
     return {"csv": csv_path, "json": json_path}
 
@@ -540,18 +654,42 @@ def print_table(results: dict[str, Any], title: str = "2AFC score per category")
 # ------------------------------------------------------------------------------------------------
 # experiment entry points
 # ------------------------------------------------------------------------------------------------
+def _config_kind(cfg: dict[str, Any], command: str) -> str:
+    """``'eval'`` or ``'tune'``: what a 2AFC config describes; a config ``command`` cannot run raises."""
+    has_eval, has_tune = "eval" in cfg, "tune" in cfg
+    if has_eval and has_tune:
+        raise ValueError("this 2AFC config has both an eval: and a tune: section; a 2AFC config either evaluates "
+                         "losses (eval:, run with genloss test) or tunes one (tune:, run with genloss train, then "
+                         "genloss test evaluates the tuned weights): remove one of the two sections")
+    if command == "train" and not has_tune:
+        raise ValueError("this 2AFC config has no tune: section: it evaluates losses and has nothing to train. "
+                         "Evaluate with genloss test --config <this config>; to tune a loss, use a config with a "
+                         "tune: section (configs/2afc_tune.yaml)")
+    return "tune" if has_tune else "eval"
+
+
 def test(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Evaluate losses on the 2AFC validation categories; prints a table, writes CSV + JSON.
+    """Evaluate on the 2AFC validation categories; prints a table, writes ``scores.csv`` + ``scores.json``.
+
+    With an evaluation config (an ``eval:`` section) the configured losses are evaluated. With a
+    tuning config (a ``tune:`` section) the weights that :func:`train` tuned with the same config are
+    evaluated (``output.dir/weights``; refused while the tuning is unfinished, when the weights are
+    not the ones its checkpoint ends with, or when its checkpoint was tuned with other settings).
+    Results of another kind already in ``output.dir/scores.json`` are not replaced.
 
     Config keys: ``data.{root, download, synthetic, split, categories, load_size}``,
     ``eval.{losses ('all' or list), colorspaces, batch_size, device, weights_dir, pretrained,
     faithful, original_input_range, progress}``, ``output.dir``.
     """
+    if _config_kind(cfg, "test") == "tune":
+        return _test_tuned(cfg)
     from ..registry import list_losses
 
     data = cfg.get("data", {})
-    opts = dict(cfg.get("eval", {}))
+    opts = dict(cfg.get("eval") or {})
     opts.setdefault("data", data)
+    out = output_dir(cfg, "runs/2afc_eval")
+    _refuse_other_results(out, RESULT_STEMS["test"], "losses")  # before the work, not after it
     categories = _categories(data.get("categories"), data.get("split", "val"))
     root = _data_root(data, categories)
     losses = opts.get("losses", "all")
@@ -562,12 +700,114 @@ def test(cfg: dict[str, Any]) -> dict[str, Any]:
     results = evaluate_losses(root, categories, losses, opts.get("colorspaces", ["RGB", "LA"]), opts,
                               progress=bool(opts.get("progress", True)))
     print_table(results)
-    out = output_dir(cfg, "runs/2afc_eval")
-    files = write_results(results, out)
+    files = write_results(results, out, RESULT_STEMS["test"], "losses")
     return {**results, "files": {k: str(v) for k, v in files.items()}}
 
 
 test.__test__ = False  # not a pytest test
+
+
+def _tune_setup(cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], str, str, list[str], list[str]]:
+    """``data``, ``tune`` options (with ``data``), loss name, colour space, training and validation categories."""
+    from ..registry import normalize_colorspace
+
+    data = cfg.get("data", {})
+    opts = dict(cfg.get("tune") or {})
+    opts.setdefault("data", data)
+    name = opts.get("loss", "Watson-DFT")
+    cs = normalize_colorspace(opts.get("colorspace", "RGB"))
+    train_cats = _categories(data.get("train_categories", ["train/traditional", "train/cnn", "train/mix"]), "train")
+    val_cats = _categories(data.get("categories"), data.get("split", "val"))
+    return data, opts, name, cs, train_cats, val_cats
+
+
+#: the tuning settings that change what the tuned loss measures (``test`` of a tuning config checks them)
+_MEASURED_SETTINGS = {"tune": ("loss", "colorspace", "loss_kwargs", "faithful", "original_input_range"),
+                      "data": ("load_size",)}
+
+
+def _tune_settings(name: str, cs: str, opts: dict[str, Any], data: dict[str, Any], train_cats: Sequence[str],
+                   train_triplets: int | None = None) -> dict[str, Any]:
+    """The settings a tuning checkpoint records and a resume must repeat (``epochs`` and ``epochs_decay``
+    are the schedule's, checked against the finished epochs instead)."""
+    from ..registry import loss_info
+    from .common import _plain
+
+    tune = {
+        "loss": loss_info(name).name, "colorspace": cs, "init": str(opts.get("init", "default")),
+        "head": str(opts.get("head", "weighted-sigmoid")).lower(), "lr": float(opts.get("lr", 2e-4)),
+        "beta1": float(opts.get("beta1", 0.5)), "batch_size": int(opts.get("batch_size", 50)),
+        "seed": int(opts.get("seed", 0)), "loss_kwargs": _plain(dict((opts.get("loss_kwargs") or {}).get(name) or {})),
+        "faithful": bool(opts.get("faithful", False)), "original_input_range": bool(opts.get("original_input_range")),
+    }
+    out = {"tune": tune, "data": {"train_categories": list(train_cats), "load_size": data.get("load_size", 64)}}
+    if train_triplets is not None:
+        out["data"]["train_triplets"] = int(train_triplets)
+    return out
+
+
+def _measured(settings: dict[str, Any]) -> dict[str, Any]:
+    return {sec: {k: settings[sec][k] for k in keys if k in (settings.get(sec) or {})}
+            for sec, keys in _MEASURED_SETTINGS.items()}
+
+
+def _check_tuned_weights(out: Path, weights: Path, name: str, cs: str, opts: dict[str, Any],
+                         data: dict[str, Any], train_cats: Sequence[str]) -> None:
+    """Refuse to test ``weights`` that are missing, or that the tuning checkpoint in ``out`` does not vouch for."""
+    from .common import _refuse_other_settings, check_state_dict, read_checkpoint
+
+    again = "genloss train --config <this config> (with the same overrides)"
+    if not weights.is_file():
+        raise FileNotFoundError(f"no tuned weights {weights}: genloss test on a tune: config evaluates the weights "
+                                f"that train tuned with it; tune them first with {again}")
+    ckpt = out / TUNE_CHECKPOINT
+    if not ckpt.is_file():
+        return  # weights kept without their checkpoint: nothing to check them against
+    state = read_checkpoint(ckpt)
+    if isinstance(state.get("settings"), dict):
+        _refuse_other_settings(ckpt, _measured(state["settings"]),
+                               _measured(_tune_settings(name, cs, opts, data, train_cats)),
+                               "this config would report the scores of those weights under its own settings. Test "
+                               "with the config they were tuned with, or tune this one into another output.dir")
+    total = int(opts.get("epochs", 10)) + int(opts.get("epochs_decay", 10))
+    done = int(state.get("epoch", 0))
+    if done < total:
+        raise ValueError(f"the tuning in {out} is not finished ({done} of {total} epochs in {ckpt}); finish it with "
+                         f"{again}, which resumes it, then test")
+    probe = _build_loss(name, cs, opts, pretrained=False)
+    check_state_dict(ckpt, state["state_dict"], probe)
+    probe.load_state_dict(state["state_dict"])
+    expected = tuned_state_dict(probe)
+    try:
+        saved = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception:  # not a weight file at all: named below like any other file that is not the tuned one
+        saved = None
+    if not (isinstance(saved, dict) and saved.keys() == expected.keys()
+            and all(torch.equal(saved[k], expected[k]) for k in expected)):
+        raise ValueError(f"{weights} are not the weights that {ckpt} ends with (a train stopped before writing them, "
+                         f"or a file of another run); write them with {again}")
+
+
+def _test_tuned(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``test`` of a tuning config: the tuned weights in ``output.dir/weights`` on the validation categories."""
+    data, opts, name, cs, train_cats, val_cats = _tune_setup(cfg)
+    out = output_dir(cfg, "runs/2afc_tune")
+    weights_dir = out / "weights"
+    weights = weights_dir / tuned_weight_file_name(name, cs)
+    _check_tuned_weights(out, weights, name, cs, opts, data, train_cats)
+    _refuse_other_results(out, RESULT_STEMS["test"], "tuned")
+    root = _data_root(data, val_cats)
+    device = resolve_device(opts.get("device"))
+    key = name if cs == "RGB" else f"{name} [LA]"
+    # weights_dir is searched first and its SHA256SUMS vouches for the tuned file (checked to exist above)
+    loss = _build_loss(name, cs, {**opts, "weights_dir": str(weights_dir)}, pretrained=True).to(device).eval()
+    dist = compute_distances(loss, _loader(root, val_cats, opts), device, _input_map(name, opts),
+                             bool(opts.get("progress", True)), desc=f"{key} (tuned)")
+    results = {"scores": {"Human": scores_by_category(dist, human=True), f"{key} (tuned)": scores_by_category(dist)},
+               "skipped": {}, "weights": str(weights)}
+    print_table(results, title=f"2AFC score of the tuned {key} ({weights})")
+    files = write_results(results, out, RESULT_STEMS["test"], "tuned")
+    return {**results, "files": {k: str(v) for k, v in files.items()}}
 
 
 def train(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -575,23 +815,33 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
 
     Config keys: ``data`` as in :func:`test` plus ``data.train_categories``; ``tune.{loss,
     colorspace, init ('default' or 'pretrained'), head, epochs, epochs_decay, lr, beta1,
-    batch_size, device, seed, loss_kwargs, resume}``; ``output.dir`` (weights go to ``output.dir/weights``).
+    batch_size, device, seed, loss_kwargs, resume}``; ``output.dir`` (weights go to ``output.dir/weights``,
+    the before/after scores to ``tune_scores.csv``/``.json``, the epochs to ``train_log.csv``).
     ``output.dir/checkpoints/tune_last.ckpt`` is written atomically after every epoch; with
-    ``tune.resume: auto`` (the default) re-running the command continues from it.
+    ``tune.resume: auto`` (the default) re-running the command continues from it. A resume with
+    other settings (``tune.lr``, the loss, the data, ...) is refused naming them, before any file
+    is written; ``tune.epochs`` may be raised while the run has not begun its decay. A config
+    without a ``tune:`` section (an evaluation config) is refused.
     """
-    data = cfg.get("data", {})
-    opts = dict(cfg.get("tune", {}))
-    opts.setdefault("data", data)
-    name = opts.get("loss", "Watson-DFT")
-    from ..registry import normalize_colorspace
-
-    cs = normalize_colorspace(opts.get("colorspace", "RGB"))
-    train_cats = _categories(data.get("train_categories", ["train/traditional", "train/cnn", "train/mix"]), "train")
-    val_cats = _categories(data.get("categories"), data.get("split", "val"))
+    _config_kind(cfg, "train")
+    data, opts, name, cs, train_cats, val_cats = _tune_setup(cfg)
+    out = output_dir(cfg, "runs/2afc_tune")
+    resume = opts.get("resume", "auto")
+    if resume not in ("auto", False, None):
+        raise ValueError(f"tune.resume must be auto (continue from the last finished epoch) or false, got {resume!r}")
     root = _data_root(data, [*train_cats, *val_cats])
     device = resolve_device(opts.get("device"))
     progress = bool(opts.get("progress", True))
     loss = _build_loss(name, cs, opts, pretrained=opts.get("init", "default") == "pretrained").to(device)
+    head = make_rank_head(str(opts.get("head", "weighted-sigmoid")))
+    train_set = TwoAFCDataset(root, train_cats, load_size=data.get("load_size", 64))
+    settings = _tune_settings(name, cs, opts, data, train_cats, len(train_set))
+    epochs, epochs_decay = int(opts.get("epochs", 10)), int(opts.get("epochs_decay", 10))
+    lr = float(opts.get("lr", 2e-4))
+    ckpt = out / TUNE_CHECKPOINT
+    if resume == "auto" and ckpt.is_file():  # refuse a checkpoint this run cannot continue before writing anything
+        _read_tune_checkpoint(ckpt, loss, head, settings, {"lr": lr, "epochs": epochs, "epochs_decay": epochs_decay},
+                              "tune.")
     input_map = _input_map(name, opts)
     val_loader = _loader(root, val_cats, opts)
 
@@ -599,13 +849,8 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
         return scores_by_category(compute_distances(loss, val_loader, device, input_map, progress, desc="val"))
 
     before = val_scores()
-    out = output_dir(cfg, "runs/2afc_tune")
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "train_log.csv"
-    resume = opts.get("resume", "auto")
-    if resume not in ("auto", False, None):
-        raise ValueError(f"tune.resume must be auto (continue from the last finished epoch) or false, got {resume!r}")
-    ckpt = out / "checkpoints" / "tune_last.ckpt"
     if resume in (False, None):
         ckpt.unlink(missing_ok=True)
     # rewritten from the checkpoint's history on a resume (tune_loss logs the finished epochs again)
@@ -614,11 +859,11 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
         writer.writeheader()
         result = tune_loss(
             loss,
-            TwoAFCDataset(root, train_cats, load_size=data.get("load_size", 64)),
-            head=opts.get("head", "weighted-sigmoid"),
-            epochs=int(opts.get("epochs", 10)),
-            epochs_decay=int(opts.get("epochs_decay", 10)),
-            lr=float(opts.get("lr", 2e-4)),
+            train_set,
+            head=head,
+            epochs=epochs,
+            epochs_decay=epochs_decay,
+            lr=lr,
             beta1=float(opts.get("beta1", 0.5)),
             batch_size=int(opts.get("batch_size", 50)),
             device=device,
@@ -627,13 +872,15 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
             progress=progress,
             log=lambda r: (writer.writerow(r), fh.flush()),
             checkpoint=ckpt,
+            settings=settings,
+            setting_prefix="tune.",
         )
     after = val_scores()
     weights = save_tuned_weights(loss, name, cs, out / "weights")
     key = name if cs == "RGB" else f"{name} [LA]"
     results = {"scores": {f"{key} (before)": before, f"{key} (tuned)": after}, "skipped": {}}
     print_table(results, title=f"2AFC score of {key} before and after tuning")
-    files = write_results(results, out)
+    files = write_results(results, out, RESULT_STEMS["train"], "tuning")
     return {
         "before": before, "after": after, "history": result["history"], "weights": str(weights),
         "resumed_from": result["resumed_from"],
