@@ -197,3 +197,13 @@ def test_corrwise_verdict_follows_the_numbers():
     assert "moved: 0.20" in forgiving and "it forgives the misalignment" in forgiving
     not_forgiving = corrwise_verdict([("moved", 10.0, 9.8), ("blurred", 10.0, 9.0), ("noisy", 10.0, 9.5)])
     assert "did not forgive the misalignment" in not_forgiving and "forgives" not in not_forgiving
+
+
+def test_untuned_note_offers_a_download_only_for_published_weights():
+    from genloss.demo import _untuned_note
+
+    note = _untuned_note(["Watson-DFT", "Watson-VGG"])
+    published, unpublished = note.split("Watson-VGG: ")
+    assert "Watson-DFT: set GENLOSS_WEIGHTS_DIR" in published and "genloss weights download" in published
+    assert "not published" in unpublished and "a copy from the authors" in unpublished
+    assert "genloss weights download" not in unpublished and "UNTUNED" in note

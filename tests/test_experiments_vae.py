@@ -408,7 +408,7 @@ def test_checkpoint_write_interrupted_midway_leaves_the_old_file(tmp_path, monke
     # the temporary file is in the target's folder, whatever TMPDIR says: os.replace stays atomic
     replaced = []
     real_replace = os.replace
-    monkeypatch.setattr(common.os, "replace", lambda a, b: (replaced.append((a, b)), real_replace(a, b)))
+    monkeypatch.setattr(os, "replace", lambda a, b: (replaced.append((a, b)), real_replace(a, b)))
     monkeypatch.setenv("TMPDIR", str(tmp_path / "elsewhere"))
     common.atomic_torch_save({"global_step": 3}, path)
     assert Path(replaced[0][0]).parent == path.parent
@@ -507,8 +507,12 @@ def test_override_kinds_and_yaml_errors_name_the_override(tmp_path):
     cfg = {"trainer": {"max_steps": 6, "devices": 1, "progress_bar": False}, "data": {"size": [32, 48]},
            "loss": {"corrwise": {"flow": "raft"}}}
     ok = apply_overrides(cfg, ["trainer.devices=auto", "data.size=32", "loss.corrwise=false",
-                               "trainer.max_steps=null", "trainer.progress_bar=true"])
+                               "trainer.max_epochs=null", "trainer.progress_bar=true"])
     assert ok["trainer"]["devices"] == "auto" and ok["data"]["size"] == 32 and ok["loss"]["corrwise"] is False
+    assert ok["trainer"]["max_epochs"] is None  # lightning.Trainer takes None there: its default
+    # null only where the key takes it: Lightning's max_steps is an int (-1 = no limit)
+    with pytest.raises(ConfigError, match=r"'trainer.max_steps=null': trainer.max_steps does not take null"):
+        apply_overrides(cfg, ["trainer.max_steps=null"])
     with pytest.raises(ConfigError, match=r"'trainer.max_steps=abc': expected a number .* max_steps: 6"):
         apply_overrides(cfg, ["trainer.max_steps=abc"])
     with pytest.raises(ConfigError, match="'trainer.progress_bar=maybe': expected true or false"):

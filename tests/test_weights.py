@@ -129,7 +129,9 @@ def test_the_table_describes_every_file_once_with_hash_or_reason():
                    "raft_small_C_T_V1-ad48884c.pth", "raft-things.pth", "pwc-default.pytorch", "bg.png", "car.png",
                    "rgb_watson_vgg_trial0.pth", "gray_watson_vgg_trial0.pth"):
         assert needed in WEIGHT_FILES
-    assert sorted(default_files()) == sorted(n for n in WEIGHT_FILES if n.endswith("_trial0.pth"))
+    # the published tuned weights; Watson-VGG's files are not published (not in the authors' repository)
+    assert sorted(default_files()) == sorted(n for n in WEIGHT_FILES if n.endswith("_trial0.pth")
+                                             and "watson_vgg" not in n)
 
 
 def test_table_needs_no_imports_of_the_modules_that_use_it():
@@ -268,3 +270,39 @@ def test_corrupted_spline_cache_is_recomputed_not_fatal(tmp_path, monkeypatch, d
 def test_a_weights_dir_that_does_not_exist_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="weights_dir .*nope.* is not a folder"):
         W.find_local("rgb_watson_dct_trial0.pth", weights_dir=tmp_path / "nope")
+
+
+def test_an_unpublished_file_is_never_offered_as_a_download():
+    """Watson-VGG's tuned files are not in the authors' repository: the messages say where a copy must go."""
+    from genloss.hub import WEIGHT_FILES, default_files, published_files
+
+    unpublished = sorted(n for n, f in WEIGHT_FILES.items() if not f.published)
+    assert unpublished == ["gray_watson_vgg_trial0.pth", "rgb_watson_vgg_trial0.pth"]
+    assert not set(unpublished) & (set(default_files()) | set(published_files()))
+    with pytest.raises(W.WeightsUnavailableError) as info:
+        W.resolve("rgb_watson_vgg_trial0.pth")
+    message = str(info.value)
+    assert "not published" in message and "a copy from the authors" in message
+    assert "genloss weights download" not in message and "Download it from" not in message
+    note = W.missing_note(["rgb_watson_vgg_trial0.pth", "vgg16-397923af.pth"], ["vgg16-397923af.pth"])
+    assert "`genloss weights download vgg16-397923af.pth`" in note and "download rgb_watson_vgg" not in note
+    assert "rgb_watson_vgg_trial0.pth is not published" in note and "a copy from the authors" in note
+    assert "genloss weights download" not in W.missing_note(["gray_watson_vgg_trial0.pth"])
+
+
+def test_atomic_writes_give_the_usual_mode_and_leave_nothing_on_failure(tmp_path):
+    from genloss import _files
+
+    umask = os.umask(0o022)
+    try:
+        path = _files.write_text(tmp_path / "sub" / "a.txt", "one")
+        assert path.read_text() == "one" and path.stat().st_mode & 0o777 == 0o644
+        path.chmod(0o640)
+        _files.write_text(path, "two")
+        assert path.read_text() == "two" and path.stat().st_mode & 0o777 == 0o640
+        with pytest.raises(RuntimeError), _files.atomic_write(path, "wb", fsync=True) as fh:
+            fh.write(b"half")
+            raise RuntimeError("interrupted")
+        assert path.read_text() == "two" and sorted(p.name for p in path.parent.iterdir()) == ["a.txt"]
+    finally:
+        os.umask(umask)

@@ -15,6 +15,7 @@ import math
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -36,7 +37,7 @@ def _require_cli_extras() -> None:
 
 try:
     import typer
-    from rich.console import Console
+    from rich.console import Console, RenderableType
     from rich.table import Table
     from typer import Abort as _Abort
 except ModuleNotFoundError:  # `genloss` run without the [cli] extra
@@ -159,6 +160,32 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _check_folder(path: Path | None, option: str) -> None:
+    """Exit 2 naming ``option`` and ``path`` unless ``path`` (when given) is an existing folder."""
+    if path is None or path.is_dir():
+        return
+    what = "is a file, not a folder" if path.exists() else "does not exist"
+    raise _fail(f"{option} {path} {what}; give the folder that holds the weight files")
+
+
+def _missing_env_dirs() -> list[Path]:
+    """The entries of ``GENLOSS_WEIGHTS_DIR`` that are not folders (mistyped: skipped by the search)."""
+    value = os.environ.get(_env.WEIGHTS_DIR) or ""
+    return [Path(p).expanduser() for p in value.split(os.pathsep) if p and not Path(p).expanduser().is_dir()]
+
+
+def _warn_missing_env_dirs() -> list[str]:
+    """A warning on stderr for each entry of ``GENLOSS_WEIGHTS_DIR`` that is not a folder; returns them."""
+    warnings = []
+    for d in _missing_env_dirs():
+        what = "is a file, not a folder" if d.exists() else "does not exist"
+        warnings.append(f"{_env.WEIGHTS_DIR} names {d}, which {what}: no weight file is looked for there "
+                        "(mistyped?)")
+    for w in warnings:
+        err.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+    return warnings
+
+
 class OutputFormat(str, Enum):
     table = "table"
     csv = "csv"
@@ -184,6 +211,21 @@ class Metric:
     unavailable: str | None = None
     #: per pair: why the metric could not be computed on it (e.g. image too small)
     skipped: dict[str, str] = field(default_factory=dict)
+    #: for a loss built per image size (an untuned Adaptive loss has parameters per pixel): builds it for
+    #: (H, W); ``module`` is then ``None`` and :meth:`module_for` builds each size once
+    build_for_size: Callable[[tuple[int, int]], Any] | None = None
+    by_size: dict[tuple[int, int], Any] = field(default_factory=dict)
+
+    def module_for(self, size: tuple[int, int]) -> Any:
+        """The loss for images of ``size`` (H, W), or the exception that building it raised."""
+        if self.build_for_size is None:
+            return self.module
+        if size not in self.by_size:
+            try:
+                self.by_size[size] = self.build_for_size(size)
+            except Exception as e:  # noqa: BLE001 - reported as the reason of the pairs of that size
+                self.by_size[size] = e
+        return self.by_size[size]
 
 
 #: the largest image ``compare`` decodes (64 Mpx, e.g. 8192 x 8192): a header may declare any size
@@ -301,17 +343,13 @@ def check_output_file(path: Path) -> None:
 
 
 def write_text_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder, so a failure leaves no half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
+    """Write ``text`` to ``path`` via a temporary file in the same folder, so a failure leaves no half file.
+
+    A new file gets the usual mode (umask), a replaced one keeps its mode (see :mod:`genloss._files`).
+    """
+    from genloss._files import write_text
+
+    write_text(path, text)
 
 
 def build_metrics(names: list[str], colorspace: str, weights_dir: Path | None, device: str,
@@ -323,9 +361,16 @@ def build_metrics(names: list[str], colorspace: str, weights_dir: Path | None, d
 
     metrics = []
     for name in names:
+        common = {"colorspace": colorspace, "pretrained": pretrained, "deterministic": True, "weights_dir": weights_dir}
+        if not pretrained and "image_size" in genloss.loss_info(name).options():
+            # untuned, it allocates its parameters for one image size (C, H, W): built per size of the pairs
+            def build(size: tuple[int, int], name: str = name, common: dict = common) -> Any:
+                return make_loss(name, {**common, "image_size": (3, *size)}).to(device).eval()
+
+            metrics.append(Metric(name, build_for_size=build))
+            continue
         try:
-            module = make_loss(name, {"colorspace": colorspace, "pretrained": pretrained, "deterministic": True,
-                                      "weights_dir": weights_dir})
+            module = make_loss(name, common)
             metrics.append(Metric(name, module.to(device).eval()))
         except WeightsUnavailableError as e:
             # every file still missing (a deep loss' ImageNet backbone too) and how to provide them
@@ -355,12 +400,18 @@ def compute_rows(metrics: list[Metric], pairs: list[tuple[str, Path, Path]], res
             )
         values: dict[str, float | None] = {}
         for m in metrics:
-            if m.module is None:
+            module = None if m.unavailable else m.module_for((x.shape[-2], x.shape[-1]))
+            if isinstance(module, Exception):
+                values[m.name] = None
+                m.skipped[name] = (f"could not be built for {x.shape[-1]}x{x.shape[-2]} images: "
+                                   f"{type(module).__name__}: {module}")
+                continue
+            if module is None:
                 values[m.name] = None
                 continue
             try:
                 with torch.no_grad():
-                    values[m.name] = float(m.module(x, y))
+                    values[m.name] = float(module(x, y))
             except (ValueError, TypeError) as e:  # e.g. MS-SSIM needs >= 161 px
                 values[m.name] = None
                 m.skipped[name] = str(e)
@@ -376,15 +427,48 @@ def _fmt(v: float | None) -> str:
     return f"{v:.4e}"
 
 
+def _na_notes(rows: list[dict[str, Any]], metrics: list[Metric]) -> list[tuple[str, list[str], str]]:
+    """Why each n/a cell is n/a: ``(loss, pairs, reason)``, one entry per loss and distinct reason."""
+    notes: list[tuple[str, list[str], str]] = []
+    pairs = [r["pair"] for r in rows]
+    for m in metrics:
+        if m.unavailable:
+            notes.append((m.name, pairs, m.unavailable))
+            continue
+        by_reason: dict[str, list[str]] = {}
+        for pair in pairs:
+            if pair in m.skipped:
+                by_reason.setdefault(m.skipped[pair], []).append(pair)
+        notes.extend((m.name, ps, reason) for reason, ps in by_reason.items())
+    return notes
+
+
+def _row_notes(row: dict[str, Any], metrics: list[Metric]) -> str:
+    """The CSV ``notes`` cell: ``loss: reason`` for every n/a value of the row, separated by `` | ``."""
+    return " | ".join(f"{m.name}: {m.unavailable or m.skipped[row['pair']]}" for m in metrics
+                      if row["values"][m.name] is None and (m.unavailable or row["pair"] in m.skipped))
+
+
+#: what ``compare`` computes, said in its output: A is judged against the reference B
+ORDER = "loss(input=A, target=B): A is the image judged, B the reference"
+
+
 def render_compare(rows: list[dict[str, Any]], metrics: list[Metric], fmt: OutputFormat,
-                   settings: dict[str, Any]) -> str | Table:
-    """The result as a rich Table (``table``), a CSV string or a JSON string."""
+                   settings: dict[str, Any]) -> str | RenderableType:
+    """The result as a rich renderable (``table``), a CSV string or a JSON string.
+
+    Every n/a value comes with its reason: the ``note`` column of a one-pair table, numbered notes
+    below a table of folders, the ``notes`` column of the CSV, ``unavailable``/``skipped`` in JSON.
+    """
+    from rich.console import Group
+    from rich.text import Text
+
     names = [m.name for m in metrics]
     problems = {m.name: m.unavailable for m in metrics if m.unavailable}
     skipped = {m.name: m.skipped for m in metrics if m.skipped}
     if fmt is OutputFormat.json:
         doc = {
-            "settings": settings,
+            "settings": {**settings, "order": ORDER},
             "metrics": names,
             "pairs": [
                 {**{k: r[k] for k in ("pair", "a", "b")},
@@ -398,13 +482,15 @@ def render_compare(rows: list[dict[str, Any]], metrics: list[Metric], fmt: Outpu
     if fmt is OutputFormat.csv:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["pair", "a", "b", *names])
+        w.writerow(["pair", "a", "b", *names, "notes"])
         for r in rows:
             w.writerow([r["pair"], r["a"], r["b"], *("" if r["values"][n] is None else repr(r["values"][n])
-                                                      for n in names)])
+                                                      for n in names), _row_notes(r, metrics)])
         return buf.getvalue()
     if len(rows) == 1:
-        table = Table(title=f"{rows[0]['a']}  vs  {rows[0]['b']}", title_justify="left")
+        # the header above the table, not its title: a title is folded to the table's width
+        header = Text(f"A (judged):    {rows[0]['a']}\nB (reference): {rows[0]['b']}", style="italic")
+        table = Table()
         table.add_column("loss", style="bold")
         table.add_column("value", justify="right")
         table.add_column("note", overflow="fold")
@@ -412,14 +498,28 @@ def render_compare(rows: list[dict[str, Any]], metrics: list[Metric], fmt: Outpu
             v = rows[0]["values"][m.name]
             note = m.unavailable or m.skipped.get(rows[0]["pair"], "")
             table.add_row(m.name, _fmt(v), note, style="dim" if v is None else None)
-        return table
-    table = Table(title=f"{len(rows)} pairs", title_justify="left")
+        return Group(header, table)
+    folder_a, folder_b = Path(rows[0]["a"]).parent, Path(rows[0]["b"]).parent
+    header = Text(f"{len(rows)} pairs\nA (judged):    {folder_a}{os.sep}\nB (reference): {folder_b}{os.sep}",
+                  style="italic")
+    table = Table()
     table.add_column("pair", style="bold")
     for n in names:
         table.add_column(n, justify="right")
+    notes = _na_notes(rows, metrics)
+    number = {(loss, pair): i for i, (loss, pairs, _) in enumerate(notes, 1) for pair in pairs}
     for r in rows:
-        table.add_row(r["pair"], *(_fmt(r["values"][n]) for n in names))
-    return table
+        cells = [_fmt(r["values"][n]) + (f" ({number[n, r['pair']]})" if (n, r["pair"]) in number else "")
+                 for n in names]
+        table.add_row(r["pair"], *cells)
+    if not notes:
+        return Group(header, table)
+    lines = Text()
+    lines.append("n/a:", style="bold")
+    for i, (loss, pairs, reason) in enumerate(notes, 1):
+        which = "every pair" if len(pairs) == len(rows) else ", ".join(pairs)
+        lines.append(f"\n({i}) {loss}, {which}: {reason}", style="")
+    return Group(header, table, lines)
 
 
 #: the smallest --resize (one 8 x 8 block of the Watson losses)
@@ -436,8 +536,10 @@ def _check_resize(value: int | None) -> int | None:
 
 @app.command()
 def compare(
-    a: Annotated[Path, typer.Argument(help="first image, or a folder of images")],
-    b: Annotated[Path, typer.Argument(help="second image, or a folder with images of the same names")],
+    a: Annotated[Path, typer.Argument(help="the image judged (a prediction, a compressed or generated image: "
+                                           "the loss' input), or a folder of them")],
+    b: Annotated[Path, typer.Argument(help="the reference image (the ground truth: the loss' target), or a "
+                                           "folder with reference images of the same names")],
     loss: Annotated[
         list[str] | None, typer.Option("--loss", "-l", help="loss to compute (repeatable; default: all)")
     ] = None,
@@ -459,17 +561,22 @@ def compare(
     pretrained: Annotated[bool, typer.Option(help="use the tuned weights (--no-pretrained: untuned defaults)")] = True,
     device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda")] = "cpu",
 ) -> None:
-    """Compute every loss between two images (or between same-named images of two folders).
+    """Compute every loss of an image A against a reference image B (or of same-named images of two folders).
 
-    Images are read with PIL, converted to RGB in [0, 1] and must have the same size (or use
-    --resize). Each loss is built with its tuned weights (pretrained) and deterministic=True. A loss
-    whose weights are missing is shown as n/a with the reason; --strict turns that into an error.
+    Each value is loss(input=A, target=B): A is the image judged (a prediction, a compressed or
+    generated image), B the reference (the original, the ground truth). The order matters: the
+    Watson losses are not symmetric, so swapping A and B gives other values. Images are read with
+    PIL, converted to RGB in [0, 1] and must have the same size (or use --resize). Each loss is
+    built with its tuned weights (pretrained) and deterministic=True. A loss whose weights are
+    missing, or that cannot be computed on a pair, is shown as n/a with the reason (the note column,
+    numbered notes below a table of folders, the CSV's notes column); --strict turns that into an
+    error.
 
     Examples:
 
-        genloss compare a.png b.png
+        genloss compare photo_jpeg.png photo.png
 
-        genloss compare a.png b.png -l L2 -l Watson-DFT --format json
+        genloss compare photo_jpeg.png photo.png -l L2 -l Watson-DFT --format json
 
         genloss compare outputs/ targets/ --format csv -o scores.csv
     """
@@ -480,6 +587,8 @@ def compare(
         names = list(dict.fromkeys(genloss.loss_info(n).name for n in loss)) if loss else genloss.list_losses()
     except ValueError as e:
         raise _fail(str(e)) from None
+    _check_folder(weights_dir, "--weights-dir")
+    _warn_missing_env_dirs()
     try:
         check_device(device)
         if output is not None:
@@ -503,7 +612,7 @@ def compare(
                 "resize": resize, "reduction": "sum"}
     rendered = render_compare(rows, metrics, fmt, settings)
     if output is not None:
-        if isinstance(rendered, Table):
+        if not isinstance(rendered, str):
             file_console = Console(file=io.StringIO(), width=160, no_color=True)
             file_console.print(rendered)
             text = file_console.file.getvalue()
@@ -511,7 +620,7 @@ def compare(
             text = rendered
         write_text_atomically(output, text)
         err.print(f"wrote {output}", highlight=False)
-    elif isinstance(rendered, Table):
+    elif not isinstance(rendered, str):
         out.print(rendered)
     else:
         # plain text for machines: no rich markup or wrapping
@@ -592,13 +701,15 @@ def losses(
 def _weight_names(names: list[str] | None, all_files: bool = False) -> list[str]:
     """Weight file names from file names or loss names (a loss expands to its files of every colour space).
 
-    Without names: the small tuned weights (``genloss.hub.default_files``), or every file with ``all_files``.
+    Without names: the small tuned weights (``genloss.hub.default_files``), or with ``all_files`` every
+    published file (``genloss.hub.published_files``); a file that is not published only by its name
+    (or its loss' name).
     """
     import genloss
-    from genloss.hub import WEIGHT_FILES, default_files
+    from genloss.hub import WEIGHT_FILES, default_files, published_files
 
     if not names:
-        return sorted(WEIGHT_FILES) if all_files else default_files()
+        return sorted(published_files()) if all_files else default_files()
     files: list[str] = []
     for n in names:
         if n in WEIGHT_FILES:
@@ -652,21 +763,25 @@ def _shadowing(name: str, dest: Path, extra: Path | None) -> tuple[str, Path] | 
 
 @weights_app.command("download")
 def weights_download(
-    names: Annotated[list[str] | None, typer.Argument(help="weight files or loss names (default: the tuned "
-                                                           "weights of every loss)")] = None,
-    all_files: Annotated[bool, typer.Option("--all", help="every file of the table, incl. ImageNet backbones "
-                                                         "(VGG16: 528 MB), flow networks and toy assets")] = False,
+    names: Annotated[list[str] | None, typer.Argument(help="weight files or loss names (default: the published "
+                                                           "tuned weights)")] = None,
+    all_files: Annotated[bool, typer.Option("--all", help="every published file of the table, incl. ImageNet "
+                                                         "backbones (VGG16: 528 MB), flow networks and toy "
+                                                         "assets")] = False,
     dir: Annotated[Path | None, typer.Option("--dir", help="download into this folder instead of the cache")] = None,
     force: Annotated[bool, typer.Option(help="download again even when a valid file is present")] = False,
 ) -> None:
     """Download weight files (with progress), checking their size and sha256.
 
-    Without arguments: the authors' tuned weights of every loss (small: about 0.4 MB in all). The
-    large files (ImageNet backbones of Deeploss/Watson-VGG, RAFT, PWC-Net, the toy experiment's
-    images) by name or with --all. Files already present and valid (in --dir, GENLOSS_WEIGHTS_DIR, the
-    cache, or for torchvision's files torch's hub cache) are not downloaded: each is listed with the
-    folder it is in. The files to download and their sizes are shown before anything is fetched;
-    they go into the cache, or into --dir.
+    Without arguments: the tuned weights that the authors published, ten files of Watson-DCT/DFT,
+    Adaptive and Deeploss-VGG/Squeeze (small: 239 kB in all). Watson-VGG's tuned files
+    (rgb_/gray_watson_vgg_trial0.pth) are not published, so they are left out (and out of --all): a
+    download by name is tried and is expected to fail; put a copy from the authors into a folder named
+    by GENLOSS_WEIGHTS_DIR instead. The large files (ImageNet backbones of Deeploss/Watson-VGG, RAFT,
+    PWC-Net, the toy experiment's images) by name or with --all. Files already present and valid (in
+    --dir, GENLOSS_WEIGHTS_DIR, the cache, or for torchvision's files torch's hub cache) are not
+    downloaded: each is listed with the folder it is in. The files to download and their sizes are
+    shown before anything is fetched; they go into the cache, or into --dir.
     Offline (no network or GENLOSS_OFFLINE=1) each file gets a message saying where to download it
     from and where to put it; the exit code is then 1.
 
@@ -679,11 +794,15 @@ def weights_download(
         genloss weights download vgg16-397923af.pth
     """
     from genloss import weights as W
+    from genloss.hub import UNPUBLISHED_NOTE
 
     try:
         files = _weight_names(names, all_files)
     except ValueError as e:
         raise _fail(str(e)) from None
+    if dir is not None and dir.exists() and not dir.is_dir():
+        raise _fail(f"--dir {dir} is a file, not a folder; give the folder to download into (created if needed)")
+    _warn_missing_env_dirs()
     dest = dir if dir is not None else W.cache_dir()
     dest_label = "--dir" if dir is not None else "the cache"
     # a --dir that does not exist yet holds nothing; the download creates it
@@ -696,6 +815,10 @@ def weights_download(
         out.print(f"nothing to download: all {len(files)} file(s) are present", highlight=False)
         return
     _print_download_list(todo, f"{dest_label} {dest}")
+    for name in todo:
+        if not W.WEIGHT_FILES[name].published:
+            err.print(f"[yellow]note:[/] {name} is {UNPUBLISHED_NOTE}; trying the URL the paper's code expects "
+                      f"({W.WEIGHT_FILES[name].url})", highlight=False, soft_wrap=True)
     failed = []
     for i, name in enumerate(todo, 1):
         prefix = f"[{i}/{len(todo)}] {name}"
@@ -704,9 +827,13 @@ def weights_download(
             path = W.download(name, dest_dir=dest, progress=True)
         except (W.WeightsUnavailableError, W.ChecksumError, OSError) as e:
             reason = str(e).splitlines()[0]
-            err.print(f"{prefix}: [red]not downloaded[/] - {reason}\n    get it from {spec.url}\n"
-                      f"    (sha256 {spec.sha256 or 'not published'}) and put it into {dest}", highlight=False,
-                      soft_wrap=True)
+            if spec.published:
+                fix = (f"get it from {spec.url}\n    (sha256 {spec.sha256 or 'not published'}) and put it into "
+                       f"{dest}")
+            else:
+                fix = (f"it is {UNPUBLISHED_NOTE}: put a copy from the authors into {dest}\n    or into a "
+                       f"folder named by {W.ENV_WEIGHTS_DIR}")
+            err.print(f"{prefix}: [red]not downloaded[/] - {reason}\n    {fix}", highlight=False, soft_wrap=True)
             failed.append(name)
             continue
         check = "sha256 ok" if spec.sha256 else f"no published sha256 ({spec.hash_note})"
@@ -773,11 +900,13 @@ def weights_path(
     """
     from genloss import weights as W
 
+    _check_folder(dir, "--dir")
+    warnings = _warn_missing_env_dirs()
     dirs = _search_dirs(dir)
     status: dict[str, dict[str, Any]] = {}
     for name, spec in sorted(W.WEIGHT_FILES.items()):
         entry: dict[str, Any] = {"size": spec.size, "size_text": spec.size_text, "sha256": spec.sha256,
-                                 "used_by": spec.used_by, "url": spec.url}
+                                 "used_by": spec.used_by, "url": spec.url, "published": spec.published}
         try:
             path = W.find_local(name, dir)
             entry.update(status="present" if path else "missing", path=str(path) if path else None)
@@ -785,12 +914,15 @@ def weights_path(
             entry.update(status="corrupt", path=None, error=str(e))
         status[name] = entry
     if as_json:
-        doc = {"cache_dir": str(W.cache_dir()), "search": [{"source": s, "dir": str(d)} for s, d in dirs],
-               "offline": os.environ.get(W.ENV_OFFLINE, ""), "files": status}
+        doc = {"cache_dir": str(W.cache_dir()),
+               "search": [{"source": s, "dir": str(d), "exists": d.is_dir()} for s, d in dirs],
+               "offline": os.environ.get(W.ENV_OFFLINE, ""), "warnings": warnings, "files": status}
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
         return
     out.print(f"cache dir: {W.cache_dir()}", highlight=False)
-    out.print("search order: " + " -> ".join(f"{d} ({s})" for s, d in dirs) + " -> download", highlight=False)
+    flagged = set(_missing_env_dirs())
+    out.print("search order: " + " -> ".join(f"{d} ({s}{', [red]does not exist[/]' if d in flagged else ''})"
+                                             for s, d in dirs) + " -> download", highlight=False)
     table = Table(show_header=True)
     table.add_column("file", style="bold", no_wrap=True)
     table.add_column("size", justify="right", no_wrap=True)
@@ -799,13 +931,15 @@ def weights_path(
     table.add_column("path", overflow="fold")
     colours = {"present": "green", "missing": "yellow", "corrupt": "red"}
     for name, s in status.items():
-        table.add_row(name, s["size_text"], f"[{colours[s['status']]}]{s['status']}[/]", s["used_by"],
-                      s["path"] or s.get("error") or "-")
+        where = s["path"] or s.get("error") or ("-" if s["published"] else "not published: a copy from the authors "
+                                                "goes into a weights folder")
+        table.add_row(name, s["size_text"], f"[{colours[s['status']]}]{s['status']}[/]", s["used_by"], where)
     out.print(table)
     n_missing = sum(s["status"] != "present" for s in status.values())
     if n_missing:
         out.print(f"{n_missing} file(s) missing: `genloss weights download` fetches the tuned weights when online "
-                  f"(--all or names for the others), or set {W.ENV_WEIGHTS_DIR} to a folder that holds them.",
+                  f"(--all or names for the others), or set {W.ENV_WEIGHTS_DIR} to a folder that holds them. "
+                  "Watson-VGG's tuned files are not published: put a copy from the authors into such a folder.",
                   highlight=False)
 
 
@@ -823,6 +957,8 @@ def weights_verify(
 
     from genloss import weights as W
 
+    _check_folder(dir, "--dir")
+    warnings = _warn_missing_env_dirs()
     bad = checked = 0
     cache = W.cache_dir()
     for name, spec in sorted(W.WEIGHT_FILES.items()):
@@ -843,7 +979,9 @@ def weights_verify(
             colour = "green" if how != "no hash published" else "yellow"
             out.print(f"[{colour}]ok[/] ({how}) {p}", highlight=False, soft_wrap=True)
     if checked == 0:
-        out.print("no weight files found; see `genloss weights path`", highlight=False)
+        out.print("no weight files found" + (f" ({W.ENV_WEIGHTS_DIR} names a folder that does not exist, see the "
+                                             "warning above)" if warnings else "")
+                  + "; see `genloss weights path`", highlight=False)
     if bad:
         raise _fail(f"{bad} weight file(s) failed their check: delete and download them again", code=1)
 
@@ -874,6 +1012,7 @@ def _run_experiment(kind: str, config: Path, overrides: list[str] | None) -> Non
     from genloss import experiments
     from genloss.experiments.common import CheckpointError
     from genloss.experiments.config import ConfigError
+    from genloss.weights import ChecksumError, WeightsUnavailableError
 
     for o in overrides or []:
         if "=" not in o:
@@ -888,6 +1027,9 @@ def _run_experiment(kind: str, config: Path, overrides: list[str] | None) -> Non
         raise _fail(str(e)) from None
     except CheckpointError as e:
         raise _fail(f"{kind} failed: {e} (the file was left as it is)", code=1) from None
+    except (WeightsUnavailableError, ChecksumError) as e:
+        # a user error: the whole message, which says where to get the file and where to put it
+        raise _fail(f"{kind} failed: {e}", code=1) from None
     except (FileNotFoundError, ValueError, KeyError) as e:
         raise _fail(f"{kind} failed: {_one_line(e)}", code=1) from None
     _print_summary(summary)
@@ -974,7 +1116,8 @@ def demo(
     them: SqueezeNet 1.1 (5 MB) and VGG16 (528 MB, for Deeploss-VGG and Watson-VGG, shown in every
     run, --quick included). Offline (GENLOSS_OFFLINE=1) losses without their weights run untuned or
     are skipped, and the report says which. Timings in the report are wall-clock on this machine, for
-    comparison between losses only. --quick: under a minute on a CPU.
+    comparison between losses only. --quick: under a minute on a CPU. Watson-VGG's tuned weights
+    are not published: without a copy from the authors in a weights folder it runs untuned.
 
     Examples:
 
@@ -984,6 +1127,15 @@ def demo(
     """
     from genloss.demo import run_demo
 
+    existing = output
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        where = "is a file" if existing == output else f"is inside {existing}, a file"
+        raise _fail(f"--output {output} {where}, not a folder; give a folder for index.html and the plots "
+                    f"(created if needed)")
+    _check_folder(weights_dir, "--weights-dir")
+    _warn_missing_env_dirs()
     report = run_demo(output, quick=quick, weights_dir=weights_dir, seed=seed, progress=True)
     out.print(f"report written to {report.index} in {report.seconds:.1f} s", highlight=False)
     for note in report.notes:

@@ -4,7 +4,8 @@ Three parts, all on photographs that ship with scikit-image. The tuned weights o
 read from ``weights_dir``, ``GENLOSS_WEIGHTS_DIR`` or the cache and, when online, downloaded into
 the cache (the RGB files, about 130 KB), as are torchvision's ImageNet backbones (SqueezeNet 1.1,
 5 MB; VGG16, 528 MB, for Deeploss-VGG and Watson-VGG, which every run shows) unless torch's hub
-cache has them; offline, losses without their weights run untuned or are skipped and the report says so:
+cache has them; offline, losses without their weights run untuned or are skipped and the report says so
+(Watson-VGG's tuned weights are not published: without a copy from the authors it always runs untuned):
 
 (a) **Distortion sweep.** Photographs (astronaut, coffee, chelsea, rocket) distorted by blur,
     noise, JPEG, shift and brightness at increasing strengths; every available loss is evaluated.
@@ -773,6 +774,29 @@ def write_html(report: DemoReport, config: DemoConfig, quick: bool) -> Path:
 # --------------------------------------------------------------------------------------------------
 
 
+def _untuned_note(untuned: list[str]) -> str:
+    """The report's note on losses that ran untuned: how to get their tuned weights (a download, or for
+    files the authors never published, such as Watson-VGG's, a copy from them in a weights folder)."""
+    import genloss
+    from genloss.hub import WEIGHT_FILES
+
+    def published(name: str) -> bool:
+        files = genloss.loss_info(name).weight_files.get("RGB", ())
+        return all(WEIGHT_FILES[f].published for f in files if f in WEIGHT_FILES)
+
+    fetchable = [n for n in untuned if published(n)]
+    unpublished = [n for n in untuned if not published(n)]
+    how = []
+    if fetchable:
+        how.append(f"{', '.join(fetchable)}: set GENLOSS_WEIGHTS_DIR to the folder that holds them, or run "
+                   "`genloss weights download` when online")
+    if unpublished:
+        how.append(f"{', '.join(unpublished)}: not published by the authors, so no download can fetch them; put a "
+                   "copy from the authors into the folder GENLOSS_WEIGHTS_DIR names (or --weights-dir)")
+    return (f"The tuned weights of {', '.join(untuned)} were not found ({'; '.join(how)}); these losses ran with "
+            "pretrained=False, i.e. UNTUNED default parameters, so their numbers are not those of the paper.")
+
+
 def run_demo(output: str | Path = "genloss-demo", *, quick: bool = False, weights_dir: str | Path | None = None,
              seed: int = 0, progress: bool = False, device: str = "cpu") -> DemoReport:
     """Run the demo and write ``output/index.html`` and its PNG figures.
@@ -799,10 +823,7 @@ def run_demo(output: str | Path = "genloss-demo", *, quick: bool = False, weight
     entries = build_losses("RGB", wdir, device=device)
     untuned = [e.name for e in entries if e.status == "untuned"]
     if untuned:
-        notes.append(
-            f"The tuned weights of {', '.join(untuned)} were not found (set GENLOSS_WEIGHTS_DIR to the folder that "
-            "holds them, or run `genloss weights download`); these losses ran with pretrained=False, i.e. "
-            "UNTUNED default parameters, so their numbers are not those of the paper.")
+        notes.append(_untuned_note(untuned))
     skipped = [e.name for e in entries if e.status == "skipped"]
     if skipped:
         notes.append(f"Skipped (could not be built offline): {', '.join(skipped)}; see the table of losses.")

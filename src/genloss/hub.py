@@ -7,7 +7,9 @@ at import time: a module that needs a file looks it up here by name.
 
 ``default=True`` marks the small tuned weights that ``genloss weights download`` fetches without
 arguments; the large files (ImageNet backbones, flow networks, toy assets) are fetched by name or
-with ``--all``.
+with ``--all``. ``published=False`` marks files that their authors never published (Watson-VGG's
+tuned weights): their URL is where the paper's code expects them, so a download is expected to fail,
+and they are left out of both; a copy from the authors goes into a weights folder.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ class WeightFile:
         hash_note: why ``sha256`` is ``None``.
         default: fetched by ``genloss weights download`` without arguments (the small tuned weights).
         torch_hub: torchvision's own cache (``$TORCH_HOME/hub/checkpoints``) may hold it as well.
+        published: ``False`` for a file that is not at any public URL (``url`` is where the paper's
+            code expects it): never fetched by default or by ``--all``; its messages say to put a copy
+            from the authors into a weights folder instead of to download it.
     """
 
     name: str
@@ -60,6 +65,7 @@ class WeightFile:
     hash_note: str = ""
     default: bool = False
     torch_hub: bool = False
+    published: bool = True
 
     @property
     def urls(self) -> tuple[str, ...]:
@@ -84,14 +90,14 @@ def human_size(n: float) -> str:
 
 
 def _tuned(stem: str, cs: str, sha: str | None, size: int | None, used_by: str, what: str,
-           size_hint: str = "") -> WeightFile:
+           size_hint: str = "", published: bool = True) -> WeightFile:
     prefix = "rgb" if cs == "RGB" else "gray"
     name = f"{prefix}_{stem}_trial0.pth"
     colour = "RGB" if cs == "RGB" else "greyscale"
     return WeightFile(
         name, _PERCEPTUAL + name, sha, f"{what}, {colour}, tuned on BAPPS 2AFC", size=size,
         used_by=f"{used_by} (colorspace={cs!r})", source="Czolbe et al. 2020, SteffenCzolbe/PerceptualSimilarity",
-        hash_note="" if sha else NO_HASH_PAPER, default=True, size_hint=size_hint,
+        hash_note="" if sha else NO_HASH_PAPER, default=published, size_hint=size_hint, published=published,
     )
 
 
@@ -105,11 +111,14 @@ _FILES = [
     _tuned("watson_fft", "LA", "74fda350525e4660671bc957944d6e9773b3989effc5aa9d2b73eccd5943584e", 1304,
            "WatsonDFT / Watson-DFT", "Watson-DFT"),
     # Not in the authors' published repository (its src/loss/weights holds the other ten tuned files), so
-    # this URL is where their provider expects it, not a known download. The provider loads it with a strict
-    # load_state_dict of WatsonDistanceVgg, so it holds the VGG16 conv layers it was tuned with (14.7 M
-    # float32 values, ~56 MB) beside the 1477 Watson parameters.
-    _tuned("watson_vgg", "RGB", None, None, "WatsonVGG / Watson-VGG", "Watson-VGG", size_hint="~56 MB"),
-    _tuned("watson_vgg", "LA", None, None, "WatsonVGG / Watson-VGG", "Watson-VGG", size_hint="~56 MB"),
+    # this URL is where their provider expects it, not a known download (published=False: not fetched by
+    # default or by --all). The provider loads it with a strict load_state_dict of WatsonDistanceVgg, so it
+    # holds the VGG16 conv layers it was tuned with (14.7 M float32 values, ~56 MB) beside the 1477 Watson
+    # parameters.
+    _tuned("watson_vgg", "RGB", None, None, "WatsonVGG / Watson-VGG", "Watson-VGG", size_hint="~56 MB",
+           published=False),
+    _tuned("watson_vgg", "LA", None, None, "WatsonVGG / Watson-VGG", "Watson-VGG", size_hint="~56 MB",
+           published=False),
     _tuned("adaptive", "RGB", "3b2d5d28b8468f5e1d119f1fa709199b6c645dc7f58538d939ebc27287fb95d4", 98984,
            "AdaptiveLoss / Adaptive", "Adaptive robust loss, 64x64"),
     _tuned("adaptive", "LA", "db9673847841ebdfa130f9d861e6e8a27426cc4f88e5f8b702639eda7a089667", 98984,
@@ -188,8 +197,17 @@ WEIGHT_FILES: dict[str, WeightFile] = {f.name: f for f in _FILES}
 
 
 def default_files() -> list[str]:
-    """Names of the files ``genloss weights download`` fetches without arguments (the tuned weights)."""
-    return [n for n, f in WEIGHT_FILES.items() if f.default]
+    """Names of the files ``genloss weights download`` fetches without arguments: the published tuned weights."""
+    return [n for n, f in WEIGHT_FILES.items() if f.default and f.published]
 
 
-__all__ = ["WEIGHT_FILES", "WeightFile", "default_files", "human_size"]
+def published_files() -> list[str]:
+    """Names of every file at a public URL (``genloss weights download --all``)."""
+    return [n for n, f in WEIGHT_FILES.items() if f.published]
+
+
+#: where a file that is not published must come from (messages of the resolver and the command line)
+UNPUBLISHED_NOTE = "not published by its authors (it is not in their repository), so a download cannot work"
+
+
+__all__ = ["UNPUBLISHED_NOTE", "WEIGHT_FILES", "WeightFile", "default_files", "human_size", "published_files"]

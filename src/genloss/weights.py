@@ -21,14 +21,13 @@ import contextlib
 import hashlib
 import http.client
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 
-from . import _env
-from .hub import WEIGHT_FILES, WeightFile
+from . import _env, _files
+from .hub import UNPUBLISHED_NOTE, WEIGHT_FILES, WeightFile
 
 ENV_WEIGHTS_DIR = _env.WEIGHTS_DIR
 ENV_CACHE_DIR = _env.CACHE_DIR
@@ -257,7 +256,8 @@ def _content_length(headers) -> int | None:
 
 def _fetch(url: str, target: Path, spec: WeightFile, timeout: float, progress: bool) -> None:
     """One download attempt of ``url`` to ``target`` via a temporary file in the same folder."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.name}.", suffix=".part", dir=target.parent)
+    # created with the usual mode (umask), not mkstemp's 0600; a replaced file keeps its own mode
+    fd, tmp_name = _files.create_temporary(target, suffix=".part")
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
             total = _content_length(resp.headers)
@@ -271,7 +271,7 @@ def _fetch(url: str, target: Path, spec: WeightFile, timeout: float, progress: b
             verify(Path(tmp_name), spec)
         except ChecksumError as e:
             raise ChecksumError(f"downloaded {url} but it is not the expected file: {e}") from None
-        os.replace(tmp_name, target)
+        _files.replace(tmp_name, target)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp_name)
@@ -313,6 +313,14 @@ def _offline_message(spec: WeightFile, dest: Path, reason: str) -> str:
     also = ""
     if spec.torch_hub:
         also = f", or {ENV_BACKBONE_DIR}, or torchvision's cache {_torch_hub_checkpoints() / spec.name}"
+    if not spec.published:  # no public URL: a download cannot work, say where the file must come from
+        return (
+            f"Weight file {spec.name!r} ({spec.description}, {spec.size_text}) is not available locally and could "
+            f"not be downloaded ({reason}).\n"
+            f"It is {UNPUBLISHED_NOTE}. Put a copy from the authors into a folder that you pass as "
+            f"weights_dir=... or name in the {ENV_WEIGHTS_DIR} environment variable, or into\n    {dest}\n"
+            f"(the paper's code expects it at {spec.url})."
+        )
     return (
         f"Weight file {spec.name!r} ({spec.description}, {spec.size_text}) is not available locally and could "
         f"not be downloaded ({reason}).\n"
@@ -327,7 +335,9 @@ def missing_note(names: Sequence[str], backbones: Collection[str] = ()) -> str:
     """One line saying which files are missing and how to provide them (for a loss that could not be built).
 
     ``backbones``: which of ``names`` are a loss' ImageNet backbone (named so: a user who fetched the
-    tuned weights may not know that the loss needs a second, large file).
+    tuned weights may not know that the loss needs a second, large file). A file that is not
+    published (Watson-VGG's tuned weights) is not offered for download: the line says to put a copy
+    from the authors into a weights folder.
     """
 
     def label(name: str) -> str:
@@ -336,16 +346,26 @@ def missing_note(names: Sequence[str], backbones: Collection[str] = ()) -> str:
             return name
         if name in backbones:
             return f"{name} (torchvision's ImageNet backbone, {spec.size_text})"
+        if not spec.published:
+            return f"{name} (tuned weights, not published)"
         return f"{name} (tuned weights)" if spec.default else f"{name} ({spec.size_text})"
 
     listed = [label(n) for n in names]
     text = "missing " + (", ".join(listed[:-1]) + " and " + listed[-1] if len(listed) > 1 else listed[0])
-    known = [n for n in names if n in WEIGHT_FILES]
+    known = [n for n in names if n in WEIGHT_FILES and WEIGHT_FILES[n].published]
+    unpublished = [n for n in names if n in WEIGHT_FILES and not WEIGHT_FILES[n].published]
     if known:
         text += f": run `genloss weights download {' '.join(known)}` when online,"
-    text += f" or put {'them' if len(names) > 1 else 'it'} into a folder named by {ENV_WEIGHTS_DIR}"
+        text += f" or put {'them' if len(known) > 1 else 'it'} into a folder named by {ENV_WEIGHTS_DIR}"
+    elif len(unpublished) < len(names):  # files outside the table
+        text += f": put {'them' if len(names) > 1 else 'it'} into a folder named by {ENV_WEIGHTS_DIR}"
     if any(WEIGHT_FILES[n].torch_hub for n in known):
         text += f" (torchvision's files also into {ENV_BACKBONE_DIR} or torch's hub cache {_torch_hub_checkpoints()})"
+    if unpublished:
+        text += (f"{';' if len(unpublished) < len(names) else ':'} {' and '.join(unpublished)} "
+                 f"{'is' if len(unpublished) == 1 else 'are'} not published by the authors and cannot be "
+                 f"downloaded: put a copy from the authors into a folder named by {ENV_WEIGHTS_DIR} "
+                 "(or passed as weights_dir / --weights-dir)")
     return text
 
 

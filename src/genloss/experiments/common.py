@@ -36,9 +36,7 @@ import contextlib
 import copy
 import inspect
 import itertools
-import os
 import sys
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -130,28 +128,12 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     atomic only within one filesystem; a reader (or a kill -9 at any moment) therefore sees either
     the old or the new file, never an empty or partial one.
     """
+    from .._files import atomic_write
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint gets the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable (not supported everywhere)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    # the usual mode (umask; an existing file's own), not mkstemp's 0600: see genloss._files
+    with atomic_write(path, "wb", fsync=True, suffix=".tmp") as fh:
+        torch.save(obj, fh)
     return path
 
 
@@ -279,6 +261,8 @@ def _checkpoint_classes():
             self.every_n_steps = every_n_steps
             self._started = False
             self._saved_step: int | None = None
+            #: (epoch, global_step) of the last checkpoint written, as stored in it
+            self.saved: tuple[int, int] | None = None
 
         def on_train_start(self, trainer, pl_module) -> None:
             self._started = True
@@ -305,6 +289,7 @@ def _checkpoint_classes():
             # explicitly: Lightning warns on every save when weights_only is left unset
             trainer.save_checkpoint(self.path, weights_only=False)
             self._saved_step = trainer.global_step
+            self.saved = (int(trainer.current_epoch), int(trainer.global_step))  # what the file's epoch/global_step say
 
     return AtomicCheckpointIO, LastCheckpoint
 
@@ -354,12 +339,13 @@ def build_trainer(trainer_cfg: dict[str, Any], out_dir: str | Path, *, callbacks
                      plugins=[atomic_io()], **kwargs)
 
 
-def _check_resume(ckpt_path: str | None, module: Any) -> None:
+def _check_resume(ckpt_path: str | None, module: Any) -> dict[str, Any] | None:
     """Refuse, before Lightning touches any file, a checkpoint that cannot resume ``module``: another
     architecture, weights only, or other settings (loss, model, optimiser: resuming would silently
-    continue a run of another configuration, e.g. a Watson-DFT run trained further with SSIM)."""
+    continue a run of another configuration, e.g. a Watson-DFT run trained further with SSIM).
+    Returns the checkpoint (``None`` without one)."""
     if ckpt_path is None:
-        return
+        return None
     ckpt = read_checkpoint(ckpt_path)
     check_state_dict(ckpt_path, ckpt["state_dict"], module)
     for key in ("optimizer_states", "loops", "global_step"):
@@ -372,6 +358,26 @@ def _check_resume(ckpt_path: str | None, module: Any) -> None:
                                "resuming would continue that run with this config. Use another output.dir for this "
                                "configuration, or set trainer.resume=false to start over in this one (its checkpoint "
                                "will be overwritten)")
+    return ckpt
+
+
+def _finished(ckpt: dict[str, Any], trainer: Any) -> str | None:
+    """Why a resumed run has nothing left to train (its ``max_steps`` or ``max_epochs`` reached), else ``None``.
+
+    The test of Lightning's fit loop, on the checkpoint's counters: the global step, and the epochs
+    processed (an epoch that ``max_steps`` cut short counts, as for Lightning).
+    """
+    step = int(ckpt.get("global_step", 0))
+    try:
+        processed = int(ckpt["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+    except (KeyError, TypeError, ValueError):
+        processed = int(ckpt.get("epoch", 0))
+    max_steps, max_epochs = trainer.max_steps, trainer.max_epochs
+    if max_steps is not None and max_steps != -1 and step >= max_steps:
+        return f"it is at step {step} and trainer.max_steps is {max_steps}"
+    if max_epochs is not None and max_epochs != -1 and processed >= max_epochs:
+        return f"it has run {processed} epoch(s) and trainer.max_epochs is {max_epochs}"
+    return None
 
 
 def _refuse_other_settings(path: str | Path, saved: dict, current: dict, consequence: str) -> None:
@@ -423,26 +429,48 @@ def fit(module: Any, cfg: dict[str, Any], out_dir: str | Path, train_loader: Any
     reproducible: call :func:`seed_from_config` first). A checkpoint to resume from is loaded with
     ``weights_only=True`` and checked against ``module`` first: a bad one raises a
     :class:`CheckpointError` naming it and is left as it was. Returns ``{'checkpoint': last.ckpt
-    path, 'resumed_from': path or None, 'global_step', 'epoch', 'metrics': {name: float},
-    'log_dir': CSV log folder of this run, 'tensorboard_dir'}``.
+    path, 'resumed_from': path or None, 'already_complete', 'global_step', 'epoch', 'metrics': {name:
+    float}, 'log_dir': CSV log folder of this run, 'tensorboard_dir'}``. ``global_step`` and ``epoch``
+    are those stored in ``last.ckpt`` (``epoch``: Lightning's 0-based epoch counter when it was
+    written). A resumed run whose checkpoint already reached ``max_steps`` or ``max_epochs`` trains
+    nothing and writes no logs: ``already_complete`` is true, ``metrics`` empty and the log folders
+    ``None``.
     """
     t = section(cfg, "trainer")
     out = Path(out_dir)
     ckpt_path = resolve_resume(t.get("resume", "auto"), out / "checkpoints")
-    _check_resume(ckpt_path, module)
+    saved = _check_resume(ckpt_path, module)
     trainer = build_trainer(t, out, callbacks=callbacks, monitor=monitor, **trainer_defaults)
     if trainer.is_global_zero:
         remove_stale_temporaries(out / "checkpoints")
+    done = _finished(saved, trainer) if saved is not None else None
+    if done is not None:  # nothing to train: no Lightning run, so no empty log version either
+        if trainer.is_global_zero:
+            print(f"already complete: {ckpt_path}: {done}; nothing to train (raise trainer.max_steps or "
+                  "trainer.max_epochs to train further, or set trainer.resume=false to start over)", file=sys.stderr)
+        return {
+            "checkpoint": str(out / "checkpoints" / LAST_CHECKPOINT),
+            "resumed_from": ckpt_path,
+            "already_complete": True,
+            "global_step": int(saved.get("global_step", 0)),
+            "epoch": int(saved.get("epoch", 0)),
+            "metrics": {},
+            "log_dir": None,
+            "tensorboard_dir": None,
+        }
     if ckpt_path and trainer.is_global_zero:
         print(f"resuming from {ckpt_path}", file=sys.stderr)
     trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.as_tensor(v).numel() == 1}
     csv_logger, tb_logger = trainer.loggers[0], trainer.loggers[1]
+    last = next((cb.saved for cb in trainer.callbacks if getattr(cb, "saved", None) is not None), None)
+    epoch, step = last if last is not None else (int(trainer.current_epoch), int(trainer.global_step))
     return {
         "checkpoint": str(out / "checkpoints" / LAST_CHECKPOINT),
         "resumed_from": ckpt_path,
-        "global_step": int(trainer.global_step),
-        "epoch": int(trainer.current_epoch),
+        "already_complete": False,
+        "global_step": step,
+        "epoch": epoch,
         "metrics": metrics,
         "log_dir": csv_logger.log_dir,
         "tensorboard_dir": tb_logger.log_dir,

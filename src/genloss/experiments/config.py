@@ -23,20 +23,23 @@ def section(cfg: dict[str, Any], name: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise ValueError(f"config section {name!r} must be a mapping, got {type(value).__name__}: {value!r}")
+        raise ConfigError(f"config section {name!r} must be a mapping, got {type(value).__name__}: {value!r}")
     return value
 
 
 def check_keys(values: dict[str, Any], allowed: Iterable[str], where: str) -> None:
-    """Raise ``ValueError`` naming the unknown keys of ``values`` (with close matches) and the allowed ones."""
-    allowed = list(allowed)
+    """Raise :class:`ConfigError` naming the unknown keys of ``values`` (with close matches) and the allowed ones.
+
+    A misspelt key is bad usage (the command line exits with 2), like a bad override.
+    """
+    allowed = sorted(set(allowed))
     unknown = [k for k in values if k not in allowed]
     if unknown:
         hints = []
         for k in unknown:
             close = difflib.get_close_matches(str(k), allowed, n=1)
             hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise ValueError(f"unknown key(s) in {where}: {', '.join(hints)}; allowed: {', '.join(sorted(allowed))}")
+        raise ConfigError(f"unknown key(s) in {where}: {', '.join(hints)}; allowed: {', '.join(allowed)}")
 
 
 def _parse_value(item: str, text: str) -> Any:
@@ -66,11 +69,82 @@ def _kind(value: Any) -> str:
     return "a string" if isinstance(value, str) else type(value).__name__
 
 
+#: keys (dotted) that take null in every experiment, besides those a config itself sets to null and the
+#: ``lightning.Trainer`` arguments typed ``Optional``
+NULLABLE_KEYS = frozenset({
+    "output.dir",                        # the experiment's default folder
+    "trainer.resume",                    # start over
+    "trainer.checkpoint_every_n_steps",  # last.ckpt at epoch ends only
+    "loss.corrwise",                     # the plain loss
+    "loss.weights_dir",                  # GENLOSS_WEIGHTS_DIR and the cache
+    "loss.kwargs",                       # no options
+    "test.checkpoint",                   # output.dir/checkpoints/last.ckpt
+    "test.device",                       # auto
+})
+#: further keys that take null, per experiment
+NULLABLE_KEYS_OF = {
+    "vae": frozenset({"data.root", "data.limit_train", "data.limit_test", "optim.lr_half_life_epochs",
+                      "test.batch_size"}),
+    "toy": frozenset({"data.assets_dir"}),
+    "video": frozenset({"data.root", "data.size", "data.max_samples", "data.lengths"}),
+    "2afc": frozenset({"data.synthetic", "data.categories", "data.load_size", "eval.losses", "eval.weights_dir",
+                       "eval.device", "tune.weights_dir", "tune.device", "tune.resume"}),
+}
+#: mappings of free-form options (passed on to a class that checks them): any key under them takes null
+_FREE_FORM = ("loss.kwargs.", "loss.corrwise.", "smoke.overrides.", "eval.loss_kwargs.", "tune.loss_kwargs.")
+
+
+def _trainer_takes_null(name: str) -> bool | None:
+    """Whether ``lightning.Trainer`` accepts ``None`` for argument ``name`` (``None``: no such argument)."""
+    import inspect
+
+    try:
+        import lightning
+    except ImportError:  # pragma: no cover - the experiments need lightning anyway
+        return None
+    param = inspect.signature(lightning.Trainer.__init__).parameters.get(name)
+    if param is None:
+        return None
+    annotation = param.annotation if isinstance(param.annotation, str) else repr(param.annotation)
+    return param.default is None or "None" in annotation or "Optional" in annotation
+
+
+def takes_null(experiment: Any, key: str) -> bool | None:
+    """Whether the dotted ``key`` may be null in a config of ``experiment`` (``None``: unknown trainer key)."""
+    if key in NULLABLE_KEYS or key in NULLABLE_KEYS_OF.get(str(experiment), ()) or key.startswith(_FREE_FORM):
+        return True
+    section_name, _, name = key.partition(".")
+    if section_name == "trainer" and name in ("seed", "progress_bar"):  # genloss' own trainer keys
+        return False
+    if section_name == "trainer" and name and "." not in name:
+        return _trainer_takes_null(name)
+    return False
+
+
+def _check_null_override(cfg: dict[str, Any], item: str, parts: list[str], present: bool, old: Any) -> None:
+    """Refuse ``key=null`` where the key does not take null (``trainer.max_steps=null`` crashed in Lightning).
+
+    Null is accepted where the config itself has null, for :data:`NULLABLE_KEYS` (and the experiment's
+    :data:`NULLABLE_KEYS_OF`), under free-form option mappings (``loss.kwargs``, ...), for
+    ``lightning.Trainer`` arguments typed ``Optional`` and for keys Lightning does not know (the
+    experiment then names them as unknown).
+    """
+    if present and old is None:
+        return
+    key = ".".join(parts)
+    if takes_null(cfg.get("experiment"), key) is not False:
+        return
+    had = f"the config has {key}: {old!r}" if present else f"{key} is not set in the config"
+    keep = "keep the config's value" if present else "use the default"
+    raise ConfigError(f"override {item!r}: {key} does not take null ({had}); give a value, or leave the override out "
+                      f"to {keep}")
+
+
 def _check_override_type(item: str, key: str, old: Any, new: Any) -> None:
     """Refuse a word where the config has a number or true/false (``trainer.max_steps=abc``).
 
     Only that case: many keys legitimately take several kinds (``data.size: 32`` or ``[32, 48]``,
-    ``loss.corrwise: false`` or a mapping), and ``null`` is always allowed.
+    ``loss.corrwise: false`` or a mapping); ``null`` is checked by :func:`_check_null_override`.
     """
     kind_old, kind_new = _kind(old), _kind(new)
     if kind_new != "a string" or kind_old not in ("a number", "true or false"):
@@ -97,6 +171,8 @@ def apply_overrides(cfg: dict[str, Any], overrides: list[str] | None) -> dict[st
                 raise ConfigError(f"override {item!r}: {p!r} is not a section")
             node = node[p]
         new = _parse_value(item, value)
+        if new is None:
+            _check_null_override(cfg, item, parts, parts[-1] in node, node.get(parts[-1]))
         _check_override_type(item, parts[-1], node.get(parts[-1]), new)
         node[parts[-1]] = new
     return cfg

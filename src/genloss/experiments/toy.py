@@ -29,6 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..data.sprites import CarSprites
+from ..weights import WeightsUnavailableError
 from .common import (
     apply_smoke,
     check_config,
@@ -42,6 +43,7 @@ from .common import (
     test_device,
     tested_settings,
 )
+from .config import ConfigError
 from .generator import GeneratorModule, GlobalGenerator
 
 DATA_KEYS = ("assets_dir", "width", "length", "x_center", "x_range", "y_center", "y_range", "seed", "batch_size",
@@ -233,7 +235,16 @@ def validate_config(cfg: dict[str, Any]) -> None:
 def make_dataset(cfg: dict[str, Any]) -> CarSprites:
     """The toy data set from the ``data`` section (``assets_dir`` = folder with bg.png and car.png)."""
     data = {k: v for k, v in section(cfg, "data").items() if k not in ("assets_dir", "batch_size", "num_workers")}
-    return CarSprites.from_files(section(cfg, "data").get("assets_dir"), **data)
+    assets = section(cfg, "data").get("assets_dir")
+    if assets is not None and not Path(assets).expanduser().is_dir():
+        raise ConfigError(f"data.assets_dir={assets} is not a folder; it names the folder that holds bg.png and "
+                          "car.png (null: GENLOSS_WEIGHTS_DIR, the cache or a download)")
+    try:
+        return CarSprites.from_files(assets, **data)
+    except WeightsUnavailableError as e:
+        # the resolver says where to put the file; the config key that points to a local folder is the toy's own
+        raise WeightsUnavailableError(f"{e}\nOr set data.assets_dir (e.g. the override data.assets_dir=FOLDER) to "
+                                      "a folder that holds bg.png and car.png.", e.name) from None
 
 
 def train(cfg: dict[str, Any]) -> dict[str, Any]:
