@@ -728,6 +728,12 @@ def test_missing_weight_folders_are_user_errors_or_flagged(pngs, tmp_path, monke
                     "--weights-dir", str(nowhere), "does not exist")
     for cmd in ("verify", "path"):
         _one_error_line(_invoke("weights", cmd, "--dir", nowhere), "--dir", str(nowhere), "does not exist")
+    a_file = tmp_path / "a.png"
+    a_file.write_bytes(b"x")
+    _one_error_line(_invoke("weights", "download", "Watson-DFT", "--dir", a_file), "--dir", str(a_file),
+                    "is a file")
+    _one_error_line(_invoke("compare", pngs["a"], pngs["b"], "-l", "L1", "--weights-dir", a_file),
+                    "--weights-dir", "is a file")
     # a mistyped GENLOSS_WEIGHTS_DIR is not skipped silently
     monkeypatch.setenv("GENLOSS_WEIGHTS_DIR", str(nowhere))
     r = _invoke("weights", "verify")
@@ -740,8 +746,6 @@ def test_missing_weight_folders_are_user_errors_or_flagged(pngs, tmp_path, monke
     assert f"{nowhere} (GENLOSS_WEIGHTS_DIR, does not exist)" in r.stdout and str(nowhere) in r.stderr
     monkeypatch.delenv("GENLOSS_WEIGHTS_DIR")
     # demo: a file as --output, a missing --weights-dir, before anything runs
-    a_file = tmp_path / "a.png"
-    a_file.write_bytes(b"x")
     _one_error_line(_invoke("demo", "-o", a_file), "--output", str(a_file), "is a file")
     _one_error_line(_invoke("demo", "-o", a_file / "sub"), "--output", "is inside")
     _one_error_line(_invoke("demo", "-o", tmp_path / "d", "--weights-dir", nowhere), "--weights-dir", str(nowhere))
