@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 
 import numpy as np
@@ -85,8 +86,15 @@ def test_spline_disk_cache(tmp_path, monkeypatch):
     path = tmp_path / f"log_partition_spline_{robust.NUM_KNOTS}.npz"
     robust.genloss_partition_spline.cache_clear()
     try:
-        first = robust.genloss_partition_spline()
+        old_umask = os.umask(0o022)
+        try:
+            first = robust.genloss_partition_spline()
+        finally:
+            os.umask(old_umask)
         assert path.is_file()
+        # the usual mode (was mkstemp's 0600: a cache shared by a team was unreadable to the others)
+        assert path.stat().st_mode & 0o777 == 0o644
+        assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left
         robust.genloss_partition_spline.cache_clear()
         np.testing.assert_array_equal(robust.genloss_partition_spline().values, first.values)  # from file
         # A file with wrong knots is detected, recomputed and replaced.

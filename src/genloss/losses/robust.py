@@ -306,26 +306,16 @@ def _read_cached_spline(path, num_knots: int) -> LogPartitionSpline | None:
 
 def _write_cached_spline(path, values: np.ndarray, tangents: np.ndarray) -> None:
     # Best effort (a read-only home must not break the loss); written to a unique temporary file in
-    # the same folder and renamed, so concurrent writers (processes or threads) never mix their
-    # bytes and a reader never sees half a file; a failed write leaves no temporary file behind.
-    import tempfile
+    # the same folder and renamed (genloss._files.atomic_write), so concurrent writers (processes or
+    # threads) never mix their bytes, a reader never sees half a file, a failed write leaves no
+    # temporary file behind, and the file gets the usual mode (a shared cache stays readable).
+    from .._files import atomic_write
 
-    tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as fh:
+        with atomic_write(path, "wb") as fh:
             np.savez(fh, values=values, tangents=tangents)
-        os.replace(tmp, path)
-        tmp = None
     except OSError:
         pass
-    finally:
-        if tmp is not None:
-            try:
-                os.remove(tmp)
-            except OSError:
-                pass
 
 
 def barron_partition_spline(weights_dir: str | os.PathLike | None = None) -> LogPartitionSpline:
