@@ -163,14 +163,19 @@ def test_compare_identical_images_is_zero(pngs):
     assert abs(values["SSIM"]) < 1e-5
 
 
-def test_compare_folders_one_row_per_pair(tmp_path):
-    da, db = tmp_path / "pred", tmp_path / "target"
+def _blurred_folders(da, db):
+    """Two folders of 32 px photographs: blurred ones in ``da``, the originals under the same names in ``db``."""
     da.mkdir()
     db.mkdir()
     for name in ("astronaut", "coffee"):
         x = load_photo(name, 32)
         _png(da / f"{name}.png", gaussian_blur(x, 1.0))
         _png(db / f"{name}.png", x)
+    return da, db
+
+
+def test_compare_folders_one_row_per_pair(tmp_path):
+    da, db = _blurred_folders(tmp_path / "pred", tmp_path / "target")
     _png(da / "extra.png", load_photo("chelsea", 32))
     r = _invoke("compare", da, db, "-l", "L1", "-f", "csv")
     assert r.exit_code == 0, r.output
@@ -701,13 +706,7 @@ def test_compare_untuned_adaptive_is_built_for_the_size_of_each_pair(pngs, tmp_p
 
 
 def test_compare_folders_give_the_reason_of_every_n_a(tmp_path):
-    da, db = tmp_path / "a", tmp_path / "b"
-    da.mkdir()
-    db.mkdir()
-    for name in ("astronaut", "coffee"):
-        x = load_photo(name, 32)
-        _png(da / f"{name}.png", gaussian_blur(x, 1.0))
-        _png(db / f"{name}.png", x)
+    da, db = _blurred_folders(tmp_path / "a", tmp_path / "b")
     args = [da, db, "-l", "L1", "-l", "MS-SSIM", "-l", "Watson-DFT"]  # offline, no weights: Watson-DFT n/a
     r = runner.invoke(app, ["compare", *map(str, args)], env={"COLUMNS": "200"})
     assert r.exit_code == 0, r.output
