@@ -141,7 +141,7 @@ class ImageLoss(nn.Module):
         # assign=True, or passed to torch.func.functional_call) round the tuned parameters and a backbone's;
         # 16-bit images are computed in float32 anyway, so the only effect would be a silently different value
         for p in self.parameters():
-            if p.dtype in (torch.float16, torch.bfloat16):
+            if p.dtype in _SIXTEEN_BIT:
                 raise TypeError(_rounded_message(self))
         input, target = prepare_pair(
             input, target, channels=self.channels, min_size=self.min_size, value_range=self.value_range,
@@ -169,6 +169,10 @@ class ImageLoss(nn.Module):
         return f"colorspace={self.colorspace!r}, reduction={self.reduction!r}{rng}"
 
 
+#: parameter dtypes that a loss refuses (see ImageLoss.forward)
+_SIXTEEN_BIT = (torch.float16, torch.bfloat16)
+
+
 def _notes_meta_constants(init: Callable[..., None]) -> Callable[..., None]:
     """Wrap a loss' constructor so that the instance notes which of its tensors outside the state dict
     (constant buffers such as transform matrices, a frozen backbone) were built on the meta device.
@@ -182,6 +186,10 @@ def _notes_meta_constants(init: Callable[..., None]) -> Callable[..., None]:
     @functools.wraps(init)
     def noting(self: ImageLoss, *args: object, **kwargs: object) -> None:
         init(self, *args, **kwargs)
+        # once, after the whole constructor: each class of a hierarchy has its own wrapped __init__, and an
+        # inner one runs before the outer ones have finished building the instance
+        if type(self).__init__ is not noting:
+            return
         if not self._rebuilds_constants and any(t.is_meta for t in (*self.parameters(), *self.buffers())):
             in_state = set(self.state_dict(keep_vars=True))
             named = (*self.named_parameters(), *self.named_buffers())
@@ -191,7 +199,7 @@ def _notes_meta_constants(init: Callable[..., None]) -> Callable[..., None]:
 
 
 def _rounded_message(loss: ImageLoss) -> str:
-    rounded = [(n, p.dtype) for n, p in loss.named_parameters() if p.dtype in (torch.float16, torch.bfloat16)]
+    rounded = [(n, p.dtype) for n, p in loss.named_parameters() if p.dtype in _SIXTEEN_BIT]
     names = ", ".join(n for n, _ in rounded[:3]) + (", ..." if len(rounded) > 3 else "")
     dtype = rounded[0][1]
     return (
