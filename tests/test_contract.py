@@ -296,11 +296,7 @@ def test_functional_twin_takes_list_options_as_configs_give_them():
     x = torch.rand(1, 3, 16, 16)
     _twin.clear_cache()
     torch.testing.assert_close(ssim(x, x.flip(-1), value_range=[0, 1]), ssim(x, x.flip(-1), value_range=(0, 1)))
-    torch.testing.assert_close(l1(x * 2 - 1, x, value_range=[-1, 1]), L1ForTwin(value_range=(-1, 1))(x * 2 - 1, x))
-
-
-def L1ForTwin(**kw):  # noqa: N802
-    return genloss.L1Loss(**kw)
+    torch.testing.assert_close(l1(x * 2 - 1, x, value_range=[-1, 1]), genloss.L1Loss(value_range=(-1, 1))(x * 2 - 1, x))
 
 
 def test_functional_twin_first_call_in_an_atexit_handler_and_ctrl_c_during_a_build():
